@@ -1,0 +1,159 @@
+package codec
+
+import (
+	"bytes"
+	"errors"
+	"runtime"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// sample is shaped like the messages the upper layers send: short tags,
+// byte slices, nested slices and maps.
+type sample struct {
+	Term    uint64            `msgpack:"t"`
+	Name    string            `msgpack:"n"`
+	Data    []byte            `msgpack:"d"`
+	Index   []int64           `msgpack:"i"`
+	Entries []entry           `msgpack:"e"`
+	Meta    map[string]string `msgpack:"m"`
+	Ok      bool              `msgpack:"o"`
+	Ratio   float64           `msgpack:"r"`
+}
+
+type entry struct {
+	Term  uint64 `msgpack:"t"`
+	Value []byte `msgpack:"v"`
+}
+
+func TestRoundTrip(t *testing.T) {
+	in := sample{
+		Term: 7, Name: "n1", Data: []byte{1, 2, 3}, Index: []int64{-1, 0, 1 << 40},
+		Entries: []entry{{Term: 1, Value: []byte("x")}, {Term: 2, Value: bytes.Repeat([]byte("y"), 70000)}},
+		Meta:    map[string]string{"a": "b"}, Ok: true, Ratio: 0.5,
+	}
+	b, err := Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out sample
+	if err := Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, out); diff != "" {
+		t.Fatalf("round trip (-in +out):\n%s", diff)
+	}
+}
+
+// forged returns inputs that announce far more data than they carry. Each
+// makes msgpack v5.4.1 allocate from 256 MiB to 4 GiB when decoded directly.
+func forged() map[string][]byte {
+	return map[string][]byte{
+		"bin32":           {0xc6, 0xff, 0xff, 0xff, 0xff},
+		"bin32-in-map":    {0x81, 0xa1, 'd', 0xc6, 0xff, 0xff, 0xff, 0xf0},
+		"array32":         {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"array32-in-map":  {0x81, 0xa1, 'i', 0xdd, 0x10, 0x00, 0x00, 0x00, 0x01},
+		"map32":           {0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'a'},
+		"str32":           {0xdb, 0xff, 0xff, 0xff, 0xff, 'a'},
+		"ext32":           {0xc9, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"entries-array32": {0x81, 0xa1, 'e', 0xdd, 0x7f, 0xff, 0xff, 0xff, 0x80},
+		"deep":            bytes.Repeat([]byte{0x91}, 100000),
+	}
+}
+
+func TestForgedLengthsRejectedCheaply(t *testing.T) {
+	for name, b := range forged() {
+		t.Run(name, func(t *testing.T) {
+			for _, dst := range []any{new(sample), new(any), new([]byte), new([]int64), new(map[string]any)} {
+				var err error
+				alloc := allocBytes(func() { err = Unmarshal(b, dst) })
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("Unmarshal(%x) into %T = %v, want ErrMalformed", b[:min(len(b), 16)], dst, err)
+				}
+				if limit := uint64(4096); alloc > limit {
+					t.Fatalf("Unmarshal of %d forged bytes into %T allocated %d bytes, want <= %d", len(b), dst, alloc, limit)
+				}
+			}
+		})
+	}
+}
+
+// TestAllocationBoundedByInput decodes valid inputs built to expand as much
+// as possible and checks the cost stays a small multiple of their size.
+func TestAllocationBoundedByInput(t *testing.T) {
+	// An array16 of 65535 empty maps decoded into interface values: the
+	// most expansion one byte of msgpack can buy in a generic decode.
+	arr := append([]byte{0xdc, 0xff, 0xff}, bytes.Repeat([]byte{0x80}, 65535)...)
+	// An array32 of 65535 nils decoded into []entry.
+	nils := append([]byte{0xdd, 0x00, 0x00, 0xff, 0xff}, bytes.Repeat([]byte{0xc0}, 65535)...)
+	tests := []struct {
+		name string
+		b    []byte
+		dst  func() any
+	}{
+		{"maps-into-any", arr, func() any { return new(any) }},
+		{"nils-into-entries", nils, func() any { return new([]entry) }},
+		{"nils-into-any", nils, func() any { return new(any) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dst := tt.dst()
+			var err error
+			alloc := allocBytes(func() { err = Unmarshal(tt.b, dst) })
+			if err != nil {
+				t.Fatalf("Unmarshal: %v", err)
+			}
+			if limit := maxAlloc(len(tt.b)); alloc > limit {
+				t.Fatalf("decoding %d bytes allocated %d bytes, want <= %d", len(tt.b), alloc, limit)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	good, _ := Marshal(sample{Name: "x", Index: []int64{1}})
+	tests := []struct {
+		name string
+		b    []byte
+		ok   bool
+	}{
+		{"empty", nil, false},
+		{"nil", []byte{0xc0}, true},
+		{"fixint", []byte{0x05}, true},
+		{"negative", []byte{0xff}, true},
+		{"struct", good, true},
+		{"trailing", append(append([]byte{}, good...), 0x00), false},
+		{"invalid-c1", []byte{0xc1}, false},
+		{"truncated-uint64", []byte{0xcf, 0, 0}, false},
+		{"truncated-len", []byte{0xc5, 0}, false},
+		{"fixext", []byte{0xd4, 1, 2}, true},
+		{"fixext-short", []byte{0xd8, 1, 2}, false},
+		{"depth-ok", append(bytes.Repeat([]byte{0x91}, MaxDepth), 0xc0), true},
+		{"depth-too-deep", append(bytes.Repeat([]byte{0x91}, MaxDepth+1), 0xc0), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Validate(tt.b)
+			if (err == nil) != tt.ok {
+				t.Fatalf("Validate(%x) = %v, want ok=%v", tt.b, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+		})
+	}
+}
+
+// maxAlloc is the allocation budget for decoding n input bytes: at most 128
+// bytes of Go values per input byte plus a fixed allowance.
+func maxAlloc(n int) uint64 { return 128*uint64(n) + 64<<10 }
+
+// allocBytes reports how many bytes f allocated on the heap.
+func allocBytes(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
