@@ -32,14 +32,24 @@ type StateMachine interface {
 // HashMachine is the default StateMachine: its whole state is the number of
 // entries applied and a running FNV-64a hash over (index, data) of each
 // one, so two nodes have the same state exactly when they applied the same
-// sequence. Apply returns the new hash (8 bytes, big endian).
+// sequence. Apply returns the new hash (8 bytes, big endian). Snapshots
+// carry Pad extra bytes derived from the hash (to make snapshots big
+// enough to travel in several chunks); Restore verifies them, so a
+// snapshot damaged in transfer is detected.
 type HashMachine struct {
 	Count uint64 // entries applied
 	Hash  uint64 // running hash over (index, data)
+	Pad   int    // extra snapshot bytes
 }
 
 // NewHashMachine returns an empty HashMachine as a StateMachine.
 func NewHashMachine() StateMachine { return &HashMachine{} }
+
+// PaddedHashMachine returns a constructor of HashMachines whose snapshots
+// are pad bytes longer.
+func PaddedHashMachine(pad int) func() StateMachine {
+	return func() StateMachine { return &HashMachine{Pad: pad} }
+}
 
 // Apply implements StateMachine.
 func (h *HashMachine) Apply(e raft.Entry) []byte {
@@ -56,21 +66,37 @@ func (h *HashMachine) Apply(e raft.Entry) []byte {
 
 // Snapshot implements StateMachine.
 func (h *HashMachine) Snapshot() []byte {
-	b := binary.BigEndian.AppendUint64(nil, h.Count)
-	return binary.BigEndian.AppendUint64(b, h.Hash)
+	b := make([]byte, 16, 16+h.Pad)
+	binary.BigEndian.PutUint64(b, h.Count)
+	binary.BigEndian.PutUint64(b[8:], h.Hash)
+	return h.pad(b)
+}
+
+func (h *HashMachine) pad(b []byte) []byte {
+	x := h.Hash | 1
+	for range h.Pad {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b = append(b, byte(x))
+	}
+	return b
 }
 
 // Restore implements StateMachine.
 func (h *HashMachine) Restore(data []byte) error {
-	if len(data) == 0 { // an empty snapshot: nothing applied yet
-		*h = HashMachine{}
+	if len(data) == 0 { // the bootstrap snapshot: nothing applied yet
+		h.Count, h.Hash = 0, 0
 		return nil
 	}
-	if len(data) != 16 {
-		return fmt.Errorf("raftsim: hash machine snapshot of %d bytes, want 16", len(data))
+	if len(data) != 16+h.Pad {
+		return fmt.Errorf("raftsim: hash machine snapshot of %d bytes, want %d", len(data), 16+h.Pad)
 	}
 	h.Count = binary.BigEndian.Uint64(data[:8])
 	h.Hash = binary.BigEndian.Uint64(data[8:])
+	if want := h.pad(data[:16:16]); string(want) != string(data) {
+		return fmt.Errorf("raftsim: hash machine snapshot padding damaged")
+	}
 	return nil
 }
 
