@@ -23,10 +23,18 @@ type LinkConfig struct {
 	// [MaxDelay, LongDelayMax]: the "long reordering" of the 6.824 tests.
 	LongDelay    float64
 	LongDelayMax Time
+	// FIFO keeps the link in order: a message is never delivered before
+	// one sent earlier on the same link (duplicates excepted).
+	FIFO bool
 }
 
-// Reliable is a LAN: no loss, 1-3 ms latency (ticks are 10 ms by default).
-func Reliable() LinkConfig { return LinkConfig{MinDelay: 1, MaxDelay: 3} }
+// Reliable is a LAN: no loss, 1-3 ms latency (ticks are 10 ms by default),
+// in order.
+func Reliable() LinkConfig { return LinkConfig{MinDelay: 1, MaxDelay: 3, FIFO: true} }
+
+// Reordering is Reliable without the ordering: messages overtake each
+// other freely.
+func Reordering() LinkConfig { return LinkConfig{MinDelay: 1, MaxDelay: 5} }
 
 // Unreliable is the 6.824 unreliable network: 10% loss, some duplication,
 // 0-27 ms latency and occasional long delays of up to 20 ticks.
@@ -35,7 +43,7 @@ func Unreliable() LinkConfig {
 }
 
 func (l LinkConfig) String() string {
-	return fmt.Sprintf("drop=%.2f dup=%.2f delay=[%d,%d] long=%.2f/%d", l.Drop, l.Dup, l.MinDelay, l.MaxDelay, l.LongDelay, l.LongDelayMax)
+	return fmt.Sprintf("drop=%.2f dup=%.2f delay=[%d,%d] long=%.2f/%d fifo=%v", l.Drop, l.Dup, l.MinDelay, l.MaxDelay, l.LongDelay, l.LongDelayMax, l.FIFO)
 }
 
 type link struct{ from, to uint64 }
@@ -47,10 +55,12 @@ type network struct {
 	def     LinkConfig
 	links   map[link]LinkConfig
 	blocked map[link]bool
+	// lastAt is the latest delivery time scheduled on each link (FIFO).
+	lastAt map[link]Time
 }
 
 func newNetwork(def LinkConfig) *network {
-	return &network{def: def, links: map[link]LinkConfig{}, blocked: map[link]bool{}}
+	return &network{def: def, links: map[link]LinkConfig{}, blocked: map[link]bool{}, lastAt: map[link]Time{}}
 }
 
 func (n *network) config(from, to uint64) LinkConfig {

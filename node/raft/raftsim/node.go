@@ -265,6 +265,9 @@ func (c *Cluster) send(sn *simNode, m raft.Message) {
 			c.stats.AppEntryBytes += uint64(len(e.Data))
 		}
 	}
+	if m.Type == raft.MsgAppResp && m.Reject {
+		c.stats.AppRejects++
+	}
 	l := link{m.From, m.To}
 	if c.net.blocked[l] {
 		c.dropped(m, "link cut")
@@ -279,7 +282,7 @@ func (c *Cluster) send(sn *simNode, m raft.Message) {
 	if lc.Dup > 0 && c.rng.Float64() < lc.Dup {
 		copies = 2
 	}
-	for range copies {
+	for i := range copies {
 		d := lc.MinDelay
 		if lc.MaxDelay > lc.MinDelay {
 			d += Time(c.rng.Int64N(int64(lc.MaxDelay-lc.MinDelay) + 1))
@@ -287,7 +290,12 @@ func (c *Cluster) send(sn *simNode, m raft.Message) {
 		if lc.LongDelay > 0 && lc.LongDelayMax > lc.MaxDelay && c.rng.Float64() < lc.LongDelay {
 			d = lc.MaxDelay + Time(c.rng.Int64N(int64(lc.LongDelayMax-lc.MaxDelay)+1))
 		}
-		c.push(&event{at: c.now + d, kind: evDeliver, node: m.To, from: m.From, data: b})
+		at := c.now + d
+		if lc.FIFO && i == 0 {
+			at = max(at, c.net.lastAt[l])
+			c.net.lastAt[l] = at
+		}
+		c.push(&event{at: at, kind: evDeliver, node: m.To, from: m.From, data: b})
 	}
 }
 

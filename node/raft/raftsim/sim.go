@@ -525,7 +525,9 @@ type Stats struct {
 	// AppEntries and AppEntryBytes count entries (and their Data bytes)
 	// carried by MsgApp.
 	AppEntries, AppEntryBytes uint64
-	Delivered, Dropped        uint64
+	// AppRejects counts rejected MsgAppResp (log backtracking rounds).
+	AppRejects         uint64
+	Delivered, Dropped uint64
 }
 
 // Violation is a broken invariant.
