@@ -3,6 +3,7 @@ package raft
 import (
 	"fmt"
 
+	"github.com/raftkv/raftkv/internal/codec"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -16,10 +17,12 @@ func (cc ConfChange) Marshal() []byte {
 	return b
 }
 
-// Unmarshal decodes b, as produced by Marshal, into cc.
+// Unmarshal decodes b, as produced by Marshal, into cc. Lengths in b are
+// validated before decoding (internal/codec), since log entries come off
+// the network.
 func (cc *ConfChange) Unmarshal(b []byte) error {
 	var c ConfChange
-	if err := msgpack.Unmarshal(b, &c); err != nil {
+	if err := codec.Unmarshal(b, &c); err != nil {
 		return fmt.Errorf("raft: unmarshal conf change: %w", err)
 	}
 	*cc = c

@@ -36,7 +36,7 @@ type network struct {
 	dropm  map[connem]bool
 	ignore map[MessageType]bool
 	// hook, if set, may drop (return false) or observe each message.
-	hook func(m Message) bool
+	hook func(m *Message) bool
 	// sent counts delivered messages by type.
 	sent map[MessageType]int
 }
@@ -177,7 +177,7 @@ func (nw *network) send(msgs ...Message) {
 		for len(queue) > 0 {
 			m := queue[0]
 			queue = queue[1:]
-			if nw.filter(m) {
+			if nw.filter(&m) {
 				continue
 			}
 			tn, ok := nw.nodes[m.To]
@@ -204,7 +204,7 @@ func (nw *network) send(msgs ...Message) {
 // stabilize delivers everything pending.
 func (nw *network) stabilize() { nw.send() }
 
-func (nw *network) filter(m Message) bool {
+func (nw *network) filter(m *Message) bool {
 	if nw.dropm[connem{m.From, m.To}] || nw.ignore[m.Type] {
 		return true
 	}
@@ -310,4 +310,16 @@ func (nw *network) String() string {
 		s += fmt.Sprintf("%d: %s term=%d lead=%d %s\n", id, r.state, r.Term, r.lead, r.raftLog)
 	}
 	return s
+}
+
+// leaderID returns the node that is leader in the highest term, or 0.
+func (nw *network) leaderID() uint64 {
+	var lead, term uint64
+	for _, id := range nw.ids() {
+		r := nw.raft(id)
+		if r.state == StateLeader && r.Term >= term {
+			lead, term = id, r.Term
+		}
+	}
+	return lead
 }

@@ -414,11 +414,11 @@ func (r *raft) becomeLeader() {
 		pr.becomeReplicate()
 		pr.RecentActive = true
 	}
-	// No conf change may be proposed before this term's no-op (the
-	// entry appended below) is applied: the leader must first commit an
-	// entry of its own term.
-	r.pendingConfIndex = r.raftLog.lastIndex()
+	// No conf change may be proposed before this term's no-op is
+	// applied: the leader must first commit an entry of its own term
+	// (Ongaro, raft-dev 2015, single-server change bug).
 	r.appendEntry(Entry{Type: EntryNormal})
+	r.pendingConfIndex = r.raftLog.lastIndex()
 	r.logRole(prev)
 }
 
@@ -718,7 +718,11 @@ func (r *raft) handlePropose(m Message) error {
 		return ErrProposalDropped
 	}
 	ents := m.Entries
-	dropped := 0
+	if m.From != r.id {
+		// From the network: appendEntry assigns Term and Index in place,
+		// and a duplicated message may share this array.
+		ents = slices.Clone(ents)
+	}
 	for i := range ents {
 		if ents[i].Type != EntryConfChange {
 			continue
@@ -737,11 +741,7 @@ func (r *raft) handlePropose(m Message) error {
 			if len(ents) == 1 {
 				return fmt.Errorf("%w: %s", ErrProposalDropped, reason)
 			}
-			if dropped == 0 {
-				ents = slices.Clone(ents)
-			}
 			ents[i] = Entry{Type: EntryNormal}
-			dropped++
 			continue
 		}
 		r.pendingConfIndex = r.raftLog.lastIndex() + uint64(i) + 1
