@@ -1,0 +1,237 @@
+package kvstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/raftkv/raftkv/node/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// snapshotMagic starts every snapshot; the bbolt file image follows.
+var snapshotMagic = []byte("RKVSNAP\x01")
+
+// SnapshotInfo describes a snapshot written by WriteSnapshot.
+type SnapshotInfo struct {
+	Applied     uint64 // the log index the snapshot is as of: use it as SnapshotMeta.Index
+	AppliedTerm uint64 // that entry's term
+	Rev         uint64 // the store's revision
+	Size        int64  // bytes written
+}
+
+// WriteSnapshot streams a consistent copy of the whole store (data,
+// history, sessions, applied index and revision) to w. It runs in a read
+// transaction, so Apply keeps going meanwhile.
+func (s *Store) WriteSnapshot(w io.Writer) (SnapshotInfo, error) {
+	var info SnapshotInfo
+	err := s.view(func(tx *bolt.Tx) error {
+		st, err := readMeta(tx)
+		if err != nil {
+			return err
+		}
+		info = SnapshotInfo{Applied: st.applied, AppliedTerm: st.appliedTerm, Rev: st.rev}
+		if _, err := w.Write(snapshotMagic); err != nil {
+			return err
+		}
+		n, err := tx.WriteTo(w)
+		info.Size = n + int64(len(snapshotMagic))
+		return err
+	})
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("kvstore: write snapshot: %w", err)
+	}
+	return info, nil
+}
+
+// SnapshotBytes returns WriteSnapshot's output as one slice (the Data of a
+// raft.Snapshot at info.Applied).
+func (s *Store) SnapshotBytes() ([]byte, SnapshotInfo, error) {
+	var buf bytes.Buffer
+	info, err := s.WriteSnapshot(&buf)
+	if err != nil {
+		return nil, SnapshotInfo{}, err
+	}
+	return buf.Bytes(), info, nil
+}
+
+// InstallSnapshot makes the store the state of snap: its Data (written by
+// WriteSnapshot as of snap.Meta.Index), or an empty store at
+// snap.Meta.Index when Data is empty (the bootstrap snapshot). A snapshot
+// at or below Applied() is ignored. On return the store is entirely the
+// old state (on error) or entirely the new one, also across a crash.
+func (s *Store) InstallSnapshot(snap raft.Snapshot) error {
+	if snap.Meta.Index <= s.Applied() {
+		s.cfg.Logger.Info("ignored stale snapshot", "index", snap.Meta.Index, "applied", s.Applied())
+		return nil
+	}
+	if len(snap.Data) == 0 {
+		return s.install(func(f *os.File) error { return nil }, &snap.Meta, true)
+	}
+	return s.Restore(bytes.NewReader(snap.Data), snap.Meta.Index)
+}
+
+// Restore replaces the store with the snapshot read from r. When index is
+// not 0, the snapshot must be as of that log index (ErrBadSnapshot
+// otherwise). The replacement is atomic and survives a crash at any step:
+// the snapshot goes to a temporary file, which is fsynced and checked,
+// then renamed over the store's file, and the directory is fsynced.
+func (s *Store) Restore(r io.Reader, index uint64) error {
+	return s.install(func(f *os.File) error {
+		head := make([]byte, len(snapshotMagic))
+		if _, err := io.ReadFull(r, head); err != nil || !bytes.Equal(head, snapshotMagic) {
+			return fmt.Errorf("%w: missing header", ErrBadSnapshot)
+		}
+		n, err := io.Copy(f, r)
+		if err == nil && n == 0 {
+			err = fmt.Errorf("%w: no data after the header", ErrBadSnapshot)
+		}
+		return err
+	}, &raft.SnapshotMeta{Index: index}, false)
+}
+
+// install writes the new file with fill (an empty fill makes an empty
+// store at want.Index), checks it, and swaps it in.
+func (s *Store) install(fill func(f *os.File) error, want *raft.SnapshotMeta, empty bool) (err error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if s.closed() {
+		return ErrClosed
+	}
+	tmp := s.tmpPath()
+	defer func() {
+		if err != nil {
+			if !errors.Is(err, errTestCrash) {
+				os.Remove(tmp)
+			}
+			err = fmt.Errorf("kvstore: install snapshot at %d: %w", want.Index, err)
+		}
+	}()
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := fill(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	st, err := s.prepareFile(tmp, want, empty)
+	if err != nil {
+		return err
+	}
+	if err := s.hook("synced"); err != nil {
+		return err
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	s.db = nil
+	if err := os.Rename(tmp, s.path); err != nil {
+		// The old file is intact: reopen it.
+		return errors.Join(err, s.openDB())
+	}
+	if err := s.hook("renamed"); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		return errors.Join(err, s.openDB())
+	}
+	if err := s.hook("dir-synced"); err != nil {
+		return err
+	}
+	if err := s.openDB(); err != nil {
+		return err
+	}
+	s.cfg.Logger.Info("snapshot installed", "index", st.applied, "term", st.appliedTerm, "rev", st.rev)
+	return nil
+}
+
+// prepareFile opens the candidate file, creating the buckets of an empty
+// store (with the applied index of want) or checking a snapshot's
+// structure and applied index, and returns its meta state.
+func (s *Store) prepareFile(path string, want *raft.SnapshotMeta, empty bool) (st metaState, err error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: s.cfg.Timeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return metaState{}, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	defer func() {
+		if cerr := db.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+		// bbolt panics on some corrupt pages; a peer's bytes must not
+		// crash the node.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", ErrBadSnapshot, p)
+		}
+	}()
+	err = db.Update(func(tx *bolt.Tx) error {
+		fresh := tx.Bucket(bucketMeta) == nil
+		if fresh != empty {
+			return fmt.Errorf("%w: not a kvstore file", ErrBadSnapshot)
+		}
+		if !fresh {
+			var first error
+			for cerr := range tx.Check() { // drain: Check's goroutine sends every error
+				if first == nil {
+					first = cerr
+				}
+			}
+			if first != nil {
+				return fmt.Errorf("%w: %v", ErrBadSnapshot, first)
+			}
+		}
+		var err error
+		if st, err = initBuckets(tx); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		}
+		if fresh {
+			st.applied, st.appliedTerm = want.Index, want.Term
+			return tx.Bucket(bucketMeta).Put(keyState, st.encode())
+		}
+		if want.Index != 0 && st.applied != want.Index {
+			return fmt.Errorf("%w: snapshot is at index %d, want %d", ErrBadSnapshot, st.applied, want.Index)
+		}
+		return nil
+	})
+	return st, err
+}
+
+func (s *Store) closed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db == nil
+}
+
+// errTestCrash is what a test hook returns to simulate a crash: install
+// then stops without cleaning up, as a killed process would.
+var errTestCrash = errors.New("kvstore: simulated crash")
+
+func (s *Store) hook(step string) error {
+	if s.testHook == nil {
+		return nil
+	}
+	return s.testHook(step)
+}
+
+// syncDir fsyncs a directory so that a rename in it is durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	return errors.Join(err, d.Close())
+}

@@ -1,0 +1,660 @@
+package kvstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/raftkv/raftkv/node/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Buckets and keys of the state-machine file.
+var (
+	// bucketMeta holds keyState and keyFormat.
+	bucketMeta = []byte("meta")
+	// bucketKV maps a live key to its current record (createRev, modRev,
+	// version: 8 bytes big-endian each; then the value).
+	bucketKV = []byte("kv")
+	// bucketRevs holds every version of every key until compacted:
+	// escaped key, 0x00 0x01, 8-byte big-endian revision -> flag byte
+	// (0 put, 1 tombstone), createRev, version, value. See histKey.
+	bucketRevs = []byte("revs")
+	// bucketSessions maps an 8-byte big-endian session id to its msgpack
+	// sessionRecord.
+	bucketSessions = []byte("sessions")
+	// bucketSessionExpiry indexes sessions by last activity: 8-byte
+	// big-endian clock, 8-byte big-endian id -> empty.
+	bucketSessionExpiry = []byte("sessexp")
+
+	keyState  = []byte("state")  // stateLen bytes, see metaState.encode
+	keyFormat = []byte("format") // 1 byte: storeFormat
+)
+
+const storeFormat = 1
+
+// Defaults of Config.
+const (
+	DefaultMaxKeyBytes      = 4 << 10
+	DefaultMaxValueBytes    = 1 << 20
+	DefaultSessionTTL       = time.Hour
+	DefaultInitialMmapBytes = 1 << 30
+	// MaxKeyBytesLimit is the largest MaxKeyBytes: an escaped key plus
+	// its revision must fit bbolt's 32 KiB key limit.
+	MaxKeyBytesLimit = 16 << 10
+)
+
+// Config configures Open. The zero value gives the defaults.
+//
+// MaxKeyBytes, MaxValueBytes, MaxRequestBytes and SessionTTL are part of
+// the replicated state machine's definition: every replica must use the
+// same values, or replicas answer the same log differently.
+type Config struct {
+	// MaxKeyBytes bounds keys (and range ends) in bytes; 0 means
+	// DefaultMaxKeyBytes. At most MaxKeyBytesLimit.
+	MaxKeyBytes int
+	// MaxValueBytes bounds values in bytes; 0 means DefaultMaxValueBytes
+	// (1 MiB).
+	MaxValueBytes int
+	// MaxRequestBytes bounds an encoded command in bytes; 0 means
+	// MaxValueBytes + 2*MaxKeyBytes + 1 KiB.
+	MaxRequestBytes int
+	// SessionTTL is how long a session may stay idle, measured on the log
+	// clock (the largest Command.Time applied), before it expires; 0
+	// means DefaultSessionTTL.
+	SessionTTL time.Duration
+	// NoSync skips fsync on apply. THIS IS UNSAFE: a power loss can
+	// corrupt the file or lose applied state the log no longer holds.
+	NoSync bool
+	// InitialMmapBytes is bbolt's initial mmap size (address space, not
+	// memory); a large value keeps a long snapshot read from blocking a
+	// writer that needs to grow the map. 0 means DefaultInitialMmapBytes.
+	InitialMmapBytes int
+	// Timeout is how long Open waits for the file lock held by another
+	// process; 0 means one second.
+	Timeout time.Duration
+	// Logger receives lifecycle events; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.MaxKeyBytes == 0 {
+		c.MaxKeyBytes = DefaultMaxKeyBytes
+	}
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = c.MaxValueBytes + 2*c.MaxKeyBytes + 1024
+	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = DefaultSessionTTL
+	}
+	if c.InitialMmapBytes == 0 {
+		c.InitialMmapBytes = DefaultInitialMmapBytes
+	}
+	if c.Timeout == 0 {
+		c.Timeout = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case c.MaxKeyBytes < 0 || c.MaxKeyBytes > MaxKeyBytesLimit:
+		return c, fmt.Errorf("kvstore: MaxKeyBytes %d not in [1,%d]", c.MaxKeyBytes, MaxKeyBytesLimit)
+	case c.MaxValueBytes < 0 || c.MaxRequestBytes < 0 || c.SessionTTL < 0 || c.InitialMmapBytes < 0:
+		return c, errors.New("kvstore: negative limit in Config")
+	}
+	return c, nil
+}
+
+// KeyValue is one version of a key.
+type KeyValue struct {
+	Key   []byte `msgpack:"k"`
+	Value []byte `msgpack:"v,omitempty"`
+	// CreateRev is the revision that created the key (since its last
+	// deletion), ModRev the revision of this version, Version the number
+	// of writes since creation (1 for a new key).
+	CreateRev uint64 `msgpack:"c"`
+	ModRev    uint64 `msgpack:"m"`
+	Version   uint64 `msgpack:"n"`
+}
+
+// Result is the answer to one applied log entry.
+type Result struct {
+	// Index is the log index of the entry.
+	Index uint64 `msgpack:"i"`
+	// Op is the command's operation (OpNoop for no-ops, configuration
+	// changes and undecodable entries).
+	Op Op `msgpack:"o"`
+	// Rev is the store's revision after the command.
+	Rev uint64 `msgpack:"r"`
+	// Err is the command's outcome: nil or one of the sentinels
+	// (ErrCompareFailed, ErrValueTooLarge, ErrSessionExpired, ...). Code
+	// is its persisted form.
+	Err  error   `msgpack:"-"`
+	Code ErrCode `msgpack:"e,omitempty"`
+	// KV is, for a put (also by CAS), the new version without its value;
+	// for a failed CAS, the key's current version (nil if absent).
+	KV *KeyValue `msgpack:"kv,omitempty"`
+	// Deleted counts the keys a delete removed.
+	Deleted uint64 `msgpack:"d,omitempty"`
+	// KVs and More answer OpRange.
+	KVs  []KeyValue `msgpack:"kvs,omitempty"`
+	More bool       `msgpack:"m,omitempty"`
+	// Session is the new session id (OpRegisterSession).
+	Session uint64 `msgpack:"s,omitempty"`
+	// Duplicate says the answer came from the session table: the command
+	// was a retry and was not applied again.
+	Duplicate bool `msgpack:"-"`
+}
+
+// metaState is the store's own state, written in the same transaction as
+// every change it describes.
+type metaState struct {
+	applied, appliedTerm uint64 // last applied log entry
+	rev                  uint64 // current revision; Invariant: compacted <= rev
+	compacted            uint64 // reads below this revision fail
+	clock                int64  // largest Command.Time applied
+}
+
+const stateLen = 40
+
+func (m metaState) encode() []byte {
+	b := make([]byte, 0, stateLen)
+	b = binary.BigEndian.AppendUint64(b, m.applied)
+	b = binary.BigEndian.AppendUint64(b, m.appliedTerm)
+	b = binary.BigEndian.AppendUint64(b, m.rev)
+	b = binary.BigEndian.AppendUint64(b, m.compacted)
+	return binary.BigEndian.AppendUint64(b, uint64(m.clock))
+}
+
+func decodeMetaState(b []byte) (metaState, error) {
+	if len(b) != stateLen {
+		return metaState{}, fmt.Errorf("state record has %d bytes, want %d", len(b), stateLen)
+	}
+	m := metaState{
+		applied:     binary.BigEndian.Uint64(b),
+		appliedTerm: binary.BigEndian.Uint64(b[8:]),
+		rev:         binary.BigEndian.Uint64(b[16:]),
+		compacted:   binary.BigEndian.Uint64(b[24:]),
+		clock:       int64(binary.BigEndian.Uint64(b[32:])),
+	}
+	if m.compacted > m.rev {
+		return metaState{}, fmt.Errorf("compacted revision %d > revision %d", m.compacted, m.rev)
+	}
+	return m, nil
+}
+
+// Store is the replicated state machine: a multi-version key-value store
+// with exactly-once client sessions, in one bbolt file.
+//
+// Apply, InstallSnapshot and Restore are serialized; reads and snapshots
+// run concurrently with them.
+type Store struct {
+	cfg  Config
+	path string
+
+	// applyMu serializes writers: Apply, Restore, InstallSnapshot, Close.
+	applyMu sync.Mutex
+	// mu guards db: readers and Apply hold it shared; swapping the file
+	// (Restore) and Close hold it exclusively.
+	mu sync.RWMutex
+	db *bolt.DB // nil once closed
+
+	// st mirrors the meta record; written under applyMu and mu (shared).
+	st      metaState
+	applied atomic.Uint64
+
+	waitMu sync.Mutex
+	waitCh chan struct{} // closed and replaced whenever applied grows
+
+	// testHook, when set, runs at named steps of Restore; an error
+	// simulates a crash at that step.
+	testHook func(step string) error
+}
+
+// Open opens (creating if needed) the state machine's file at path. A
+// leftover temporary file from an interrupted Restore is removed.
+func Open(path string, cfg Config) (*Store, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, path: path, waitCh: make(chan struct{})}
+	if err := os.Remove(s.tmpPath()); err == nil {
+		cfg.Logger.Warn("removed interrupted snapshot install", "path", s.tmpPath())
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("kvstore: open %s: %w", path, err)
+	}
+	if err := s.openDB(); err != nil {
+		return nil, err
+	}
+	cfg.Logger.Info("kv store opened", "path", path, "applied", s.st.applied, "rev", s.st.rev)
+	return s, nil
+}
+
+func (s *Store) tmpPath() string { return s.path + ".restore.tmp" }
+
+// openDB opens s.path and loads the meta state. Callers hold mu
+// exclusively (or own s exclusively).
+func (s *Store) openDB() error {
+	db, err := bolt.Open(s.path, 0o600, s.boltOptions())
+	if err != nil {
+		return fmt.Errorf("kvstore: open %s: %w", s.path, err)
+	}
+	var st metaState
+	if err := db.Update(func(tx *bolt.Tx) error {
+		var err error
+		st, err = initBuckets(tx)
+		return err
+	}); err != nil {
+		db.Close()
+		return fmt.Errorf("kvstore: open %s: %w", s.path, err)
+	}
+	db.NoSync = s.cfg.NoSync
+	s.db, s.st = db, st
+	s.setApplied(st.applied)
+	return nil
+}
+
+func (s *Store) boltOptions() *bolt.Options {
+	return &bolt.Options{
+		Timeout:         s.cfg.Timeout,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: s.cfg.InitialMmapBytes,
+	}
+}
+
+// initBuckets creates missing buckets and returns the meta state.
+func initBuckets(tx *bolt.Tx) (metaState, error) {
+	for _, name := range [][]byte{bucketMeta, bucketKV, bucketRevs, bucketSessions, bucketSessionExpiry} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return metaState{}, err
+		}
+	}
+	mb := tx.Bucket(bucketMeta)
+	if v := mb.Get(keyFormat); v == nil {
+		if err := mb.Put(keyFormat, []byte{storeFormat}); err != nil {
+			return metaState{}, err
+		}
+	} else if len(v) != 1 || v[0] != storeFormat {
+		return metaState{}, fmt.Errorf("unknown store format %v", v)
+	}
+	v := mb.Get(keyState)
+	if v == nil {
+		return metaState{}, mb.Put(keyState, metaState{}.encode())
+	}
+	return decodeMetaState(v)
+}
+
+// readMeta reads the meta state inside a transaction.
+func readMeta(tx *bolt.Tx) (metaState, error) {
+	mb := tx.Bucket(bucketMeta)
+	if mb == nil {
+		return metaState{}, errors.New("missing meta bucket")
+	}
+	return decodeMetaState(mb.Get(keyState))
+}
+
+// Close closes the file. It is idempotent.
+func (s *Store) Close() error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		return nil
+	}
+	err := s.db.Close()
+	s.db = nil
+	return err
+}
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.path }
+
+// Config returns the configuration with defaults filled in.
+func (s *Store) Config() Config { return s.cfg }
+
+// Applied returns the index of the last applied log entry. After a
+// ReadIndex answer with index i, a read served once Applied() >= i is
+// linearizable; any read now is serializable.
+func (s *Store) Applied() uint64 { return s.applied.Load() }
+
+func (s *Store) setApplied(i uint64) {
+	s.applied.Store(i)
+	s.waitMu.Lock()
+	close(s.waitCh)
+	s.waitCh = make(chan struct{})
+	s.waitMu.Unlock()
+}
+
+// WaitApplied blocks until Applied() >= index or ctx is done.
+func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		s.waitMu.Lock()
+		ch := s.waitCh
+		s.waitMu.Unlock()
+		if s.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kvstore: wait for applied index %d: %w", index, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// Status is a summary of the store.
+type Status struct {
+	Applied     uint64 // last applied log index
+	AppliedTerm uint64 // its term
+	Rev         uint64 // current revision
+	CompactRev  uint64 // reads below it fail with ErrCompacted
+	Clock       int64  // log clock, Unix nanoseconds
+	Sessions    int    // live sessions
+	Keys        int    // live keys
+	SizeBytes   int64  // file size
+}
+
+// Status returns a consistent summary.
+func (s *Store) Status() (Status, error) {
+	var out Status
+	err := s.view(func(tx *bolt.Tx) error {
+		st, err := readMeta(tx)
+		if err != nil {
+			return err
+		}
+		out = Status{
+			Applied: st.applied, AppliedTerm: st.appliedTerm, Rev: st.rev, CompactRev: st.compacted,
+			Clock: st.clock, SizeBytes: tx.Size(),
+			Sessions: tx.Bucket(bucketSessions).Stats().KeyN,
+			Keys:     tx.Bucket(bucketKV).Stats().KeyN,
+		}
+		return nil
+	})
+	if err != nil {
+		return Status{}, fmt.Errorf("kvstore: status: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+// Apply applies committed entries in order, in ONE bbolt transaction that
+// also records the new applied index, and returns one Result per entry it
+// applied. Entries at or below Applied() are skipped (applying is
+// idempotent), so the result may be shorter than ents; an entry that does
+// not follow the applied index fails with ErrApplyGap.
+//
+// Per-command failures (a failed compare, a value too large, an expired
+// session) are in Result.Err. An error returned by Apply itself is an I/O
+// or invariant failure: nothing of the batch was applied.
+//
+// Entries with empty Data and EntryConfChange entries only advance the
+// applied index (the caller applies configuration changes to the core).
+func (s *Store) Apply(ents []raft.Entry) ([]Result, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return nil, ErrClosed
+	}
+	for len(ents) > 0 && ents[0].Index <= s.st.applied {
+		ents = ents[1:]
+	}
+	if len(ents) == 0 {
+		return nil, nil
+	}
+	if ents[0].Index != s.st.applied+1 {
+		return nil, fmt.Errorf("kvstore: apply %d after applied %d: %w", ents[0].Index, s.st.applied, ErrApplyGap)
+	}
+	var (
+		results []Result
+		st      metaState
+	)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		st = s.st
+		results = make([]Result, 0, len(ents))
+		w := &applier{tx: tx, st: &st, cfg: &s.cfg}
+		for _, e := range ents {
+			if e.Index != st.applied+1 {
+				return fmt.Errorf("apply %d after applied %d: %w", e.Index, st.applied, ErrApplyGap)
+			}
+			r, err := w.applyEntry(e)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+			st.applied, st.appliedTerm = e.Index, e.Term
+			results = append(results, r)
+		}
+		return tx.Bucket(bucketMeta).Put(keyState, st.encode())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kvstore: apply [%d,%d]: %w", ents[0].Index, ents[len(ents)-1].Index, err)
+	}
+	s.st = st
+	s.setApplied(st.applied)
+	return results, nil
+}
+
+// applier applies commands inside one write transaction.
+type applier struct {
+	tx  *bolt.Tx
+	st  *metaState
+	cfg *Config
+}
+
+func (w *applier) applyEntry(e raft.Entry) (Result, error) {
+	r := Result{Index: e.Index}
+	if e.Type != raft.EntryNormal || len(e.Data) == 0 {
+		r.Rev = w.st.rev
+		return r, nil
+	}
+	if len(e.Data) > w.cfg.MaxRequestBytes {
+		return w.fail(r, fmt.Errorf("%w: %d bytes > %d", ErrRequestTooLarge, len(e.Data), w.cfg.MaxRequestBytes)), nil
+	}
+	cmd, err := DecodeCommand(e.Data)
+	if err != nil {
+		return w.fail(r, err), nil
+	}
+	r.Op = cmd.Op
+	if cmd.Time > w.st.clock {
+		w.st.clock = cmd.Time
+		if err := w.expireSessions(); err != nil {
+			return r, err
+		}
+	}
+	if cmd.Op == OpRegisterSession {
+		if err := w.putSession(e.Index, sessionRecord{LastActive: w.st.clock}, -1); err != nil {
+			return r, err
+		}
+		r.Session = e.Index
+		r.Rev = w.st.rev
+		return r, nil
+	}
+	if cmd.Session == 0 || cmd.Op == OpRange {
+		return w.exec(r, &cmd)
+	}
+	sess, ok, err := w.getSession(cmd.Session)
+	if err != nil {
+		return r, err
+	}
+	if !ok {
+		return w.fail(r, fmt.Errorf("%w: session %d", ErrSessionExpired, cmd.Session)), nil
+	}
+	if cmd.Seq <= sess.LastSeq {
+		if cmd.Seq < sess.LastSeq {
+			return w.fail(r, fmt.Errorf("%w: seq %d < last %d of session %d", ErrStaleSequence, cmd.Seq, sess.LastSeq, cmd.Session)), nil
+		}
+		prev := sess.LastActive
+		dup := sess.Resp
+		dup.Err = dup.Code.Err()
+		dup.Duplicate = true
+		sess.LastActive = w.st.clock
+		return dup, w.putSession(cmd.Session, sess, prev)
+	}
+	if cmd.Op == OpCloseSession {
+		if err := w.deleteSession(cmd.Session, sess.LastActive); err != nil {
+			return r, err
+		}
+		r.Rev = w.st.rev
+		return r, nil
+	}
+	r, err = w.exec(r, &cmd)
+	if err != nil {
+		return r, err
+	}
+	prev := sess.LastActive
+	sess.LastSeq, sess.LastActive, sess.Resp = cmd.Seq, w.st.clock, r
+	return r, w.putSession(cmd.Session, sess, prev)
+}
+
+func (w *applier) fail(r Result, err error) Result {
+	r.Err, r.Code, r.Rev = err, CodeOf(err), w.st.rev
+	return r
+}
+
+// exec runs a decoded command. Only I/O errors are returned as errors.
+func (w *applier) exec(r Result, cmd *Command) (Result, error) {
+	if err := w.cfg.check(cmd); err != nil {
+		return w.fail(r, err), nil
+	}
+	var err error
+	switch cmd.Op {
+	case OpNoop, OpCloseSession:
+	case OpPut:
+		r.KV, err = w.put(cmd.Key, cmd.Value)
+	case OpDelete:
+		r.Deleted, err = w.deleteKeys([][]byte{cmd.Key})
+	case OpDeletePrefix:
+		var keys [][]byte
+		keys, err = scanKeys(w.tx, cmd.Key)
+		if err == nil {
+			r.Deleted, err = w.deleteKeys(keys)
+		}
+	case OpCAS:
+		r, err = w.cas(r, cmd)
+	case OpCompact:
+		err = w.compact(cmd.Rev)
+	case OpRange:
+		var rr RangeResult
+		rr, err = readRange(w.tx, *w.st, RangeRequest{Key: cmd.Key, End: cmd.End, Prefix: cmd.Prefix, Limit: cmd.Limit, Rev: cmd.Rev})
+		r.KVs, r.More = rr.KVs, rr.More
+	default:
+		err = fmt.Errorf("%w: op %d", ErrBadCommand, cmd.Op)
+	}
+	if err != nil {
+		if CodeOf(err) != CodeBadCommand || errors.Is(err, ErrBadCommand) {
+			return w.fail(r, err), nil
+		}
+		return r, err
+	}
+	r.Rev = w.st.rev
+	return r, nil
+}
+
+// check validates a command's sizes and fields against the limits.
+func (c *Config) check(cmd *Command) error {
+	needKey := false
+	switch cmd.Op {
+	case OpPut, OpDelete, OpCAS:
+		needKey = true
+	case OpRange:
+		needKey = !cmd.Prefix && len(cmd.End) == 0
+	}
+	if needKey && len(cmd.Key) == 0 {
+		return ErrEmptyKey
+	}
+	if len(cmd.Key) > c.MaxKeyBytes || len(cmd.End) > c.MaxKeyBytes {
+		return fmt.Errorf("%w: %d bytes > %d", ErrKeyTooLarge, max(len(cmd.Key), len(cmd.End)), c.MaxKeyBytes)
+	}
+	if len(cmd.Value) > c.MaxValueBytes {
+		return fmt.Errorf("%w: %d bytes > %d", ErrValueTooLarge, len(cmd.Value), c.MaxValueBytes)
+	}
+	if cmd.Op == OpCAS {
+		if cmd.Compare == nil || cmd.Compare.Target > CompareExists {
+			return fmt.Errorf("%w: cas needs a known compare target", ErrBadCommand)
+		}
+		if cmd.Then != OpPut && cmd.Then != OpDelete {
+			return fmt.Errorf("%w: cas then must be put or delete, not %v", ErrBadCommand, cmd.Then)
+		}
+		if len(cmd.Compare.Value) > c.MaxValueBytes {
+			return fmt.Errorf("%w: compare value %d bytes > %d", ErrValueTooLarge, len(cmd.Compare.Value), c.MaxValueBytes)
+		}
+	}
+	return nil
+}
+
+// Validate checks cmd against the store's limits before it is proposed,
+// so that an oversized or malformed request is refused without taking a
+// log slot. Apply performs the same checks.
+func (s *Store) Validate(cmd Command) error {
+	if cmd.Op > OpCloseSession {
+		return fmt.Errorf("%w: unknown op %d", ErrBadCommand, cmd.Op)
+	}
+	if err := s.cfg.check(&cmd); err != nil {
+		return err
+	}
+	b, err := EncodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	if len(b) > s.cfg.MaxRequestBytes {
+		return fmt.Errorf("%w: %d bytes > %d", ErrRequestTooLarge, len(b), s.cfg.MaxRequestBytes)
+	}
+	return nil
+}
+
+func (w *applier) cas(r Result, cmd *Command) (Result, error) {
+	cur, ok, err := getCurrent(w.tx, cmd.Key, true)
+	if err != nil {
+		return r, err
+	}
+	var hold bool
+	c := cmd.Compare
+	switch c.Target {
+	case CompareValue:
+		hold = ok && bytes.Equal(cur.Value, c.Value)
+	case CompareModRev:
+		hold = (ok && cur.ModRev == c.Rev) || (!ok && c.Rev == 0)
+	case CompareVersion:
+		hold = (ok && cur.Version == c.Rev) || (!ok && c.Rev == 0)
+	case CompareCreateRev:
+		hold = (ok && cur.CreateRev == c.Rev) || (!ok && c.Rev == 0)
+	case CompareExists:
+		hold = ok
+	}
+	if !hold {
+		if ok {
+			r.KV = &cur
+		}
+		return r, ErrCompareFailed
+	}
+	if cmd.Then == OpPut {
+		r.KV, err = w.put(cmd.Key, cmd.Value)
+	} else {
+		r.Deleted, err = w.deleteKeys([][]byte{cmd.Key})
+	}
+	return r, err
+}
+
+func (s *Store) String() string { return fmt.Sprintf("kvstore.Store(%s)", s.path) }
