@@ -1,0 +1,480 @@
+package client
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/raftkv/raftkv/internal/proto"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultTimeout        = 5 * time.Second
+	DefaultAttemptTimeout = 500 * time.Millisecond
+	DefaultMinBackoff     = 20 * time.Millisecond
+	DefaultMaxBackoff     = 500 * time.Millisecond
+)
+
+// Transport carries one request to one address and returns its reply.
+// The default is rudp over a UDP socket on an ephemeral loopback or
+// wildcard port; tests may plug in their own.
+type Transport interface {
+	// Call sends payload to addr and waits for the reply until ctx ends.
+	// An error means no reply arrived: the request may or may not have
+	// been delivered.
+	Call(ctx context.Context, addr string, payload []byte) ([]byte, error)
+	// Close releases the transport; it is called by Client.Close.
+	Close() error
+}
+
+// Config configures a Client. The zero value of every field but one of
+// Entrance and Endpoints means its default.
+type Config struct {
+	// Entrance is the entrance's UDP address (host:port). The client asks
+	// it who leads and which nodes exist.
+	Entrance string
+	// Endpoints are node addresses (host:port) to use directly, with or
+	// without an entrance; with no entrance the client probes them to find
+	// the leader.
+	Endpoints []string
+	// Secret is the cluster secret (nil: no authentication).
+	Secret []byte
+	// Timeout bounds one operation (all its attempts) when the caller's
+	// context has no earlier deadline. 0 means DefaultTimeout.
+	Timeout time.Duration
+	// AttemptTimeout bounds one attempt against one node before the client
+	// tries again (the same node or another). 0 means DefaultAttemptTimeout.
+	AttemptTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the randomized exponential pause
+	// between attempts that found no leader. 0 means the defaults.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives debug lines about redirects and retries (nil: discard).
+	Logger *slog.Logger
+	// Transport overrides the default rudp transport (tests).
+	Transport Transport
+}
+
+func (c *Config) validate() error {
+	if c.Entrance == "" && len(c.Endpoints) == 0 {
+		return errors.New("client: config: need an entrance address or at least one endpoint")
+	}
+	for _, e := range c.Endpoints {
+		if e == "" {
+			return errors.New("client: config: empty endpoint")
+		}
+	}
+	if c.Timeout < 0 || c.AttemptTimeout < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 {
+		return errors.New("client: config: negative duration")
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = c.MinBackoff
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Client talks to a raftkv cluster. It is safe for concurrent use; each
+// concurrent write uses its own session, so writes are exactly-once even
+// when retried.
+type Client struct {
+	cfg Config
+	tr  Transport
+	log *slog.Logger
+
+	mu     sync.Mutex
+	closed bool
+	leader string   // last known leader address ("" unknown)
+	addrs  []string // every node address known (endpoints, entrance answers, redirects)
+	next   int      // rotation index into addrs
+	free   []*session
+	// entranceDownUntil: the entrance did not answer; use the known node
+	// addresses without asking it until then.
+	entranceDownUntil time.Time
+	rng               *rand.Rand
+}
+
+// session is one exactly-once write stream: at most one write in flight,
+// Seq strictly increasing; a retry re-sends the same (id, seq).
+type session struct {
+	id  uint64
+	seq uint64
+}
+
+// New returns a Client for the cluster named by cfg. It validates cfg and
+// opens the transport; it does not contact the cluster (leader discovery
+// happens on the first request), so New succeeds while the cluster is
+// down. ctx bounds the setup.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("client: new: %w", err)
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		var err error
+		if tr, err = newRUDPTransport(cfg.Secret, cfg.Logger); err != nil {
+			return nil, fmt.Errorf("client: new: %w", err)
+		}
+	}
+	var seed [16]byte
+	_, _ = crand.Read(seed[:])
+	c := &Client{
+		cfg:   cfg,
+		tr:    tr,
+		log:   cfg.Logger,
+		addrs: slices.Clone(cfg.Endpoints),
+		rng:   rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
+	}
+	return c, nil
+}
+
+// Close releases the transport. Operations in flight fail with ErrClosed
+// or a transport error. Close is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	if err := c.tr.Close(); err != nil {
+		return fmt.Errorf("client: close: %w", err)
+	}
+	return nil
+}
+
+// Leader returns the address of the leader as last seen by this client
+// ("" when unknown).
+func (c *Client) Leader() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leader
+}
+
+func (c *Client) newSessionID() uint64 {
+	for {
+		var b [8]byte
+		_, _ = crand.Read(b[:])
+		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
+func (c *Client) acquireSession() *session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.free); n > 0 {
+		s := c.free[n-1]
+		c.free = c.free[:n-1]
+		return s
+	}
+	return &session{id: c.newSessionID()}
+}
+
+func (c *Client) releaseSession(s *session) {
+	c.mu.Lock()
+	c.free = append(c.free, s)
+	c.mu.Unlock()
+}
+
+func (c *Client) setLeader(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.leader = addr
+	c.learnLocked(addr)
+}
+
+func (c *Client) forgetLeader(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leader == addr {
+		c.leader = ""
+	}
+}
+
+func (c *Client) learnLocked(addrs ...string) {
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(c.addrs, a) {
+			c.addrs = append(c.addrs, a)
+		}
+	}
+}
+
+// rotate returns the next known address in round-robin order ("" when
+// none is known).
+func (c *Client) rotate() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.addrs) == 0 {
+		return ""
+	}
+	a := c.addrs[c.next%len(c.addrs)]
+	c.next++
+	return a
+}
+
+func (c *Client) backoff(ctx context.Context, d *time.Duration) error {
+	c.mu.Lock()
+	j := time.Duration(c.rng.Int64N(int64(*d)/2 + 1))
+	c.mu.Unlock()
+	t := time.NewTimer(*d/2 + j)
+	defer t.Stop()
+	*d = min(*d*2, c.cfg.MaxBackoff)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func isWrite(op proto.Op) bool {
+	switch op {
+	case proto.OpPut, proto.OpDelete, proto.OpDeletePrefix, proto.OpCAS, proto.OpCompact:
+		return true
+	}
+	return false
+}
+
+// decodeReply decodes a reply body into v. A reply may come as a bare
+// msgpack body or, like a request, prefixed by its Kind byte; a msgpack
+// map never starts with a byte below 0x80, so both forms are accepted.
+func decodeReply(p []byte, v any) error {
+	if len(p) > 0 && p[0] < 0x80 {
+		p = p[1:]
+	}
+	return proto.Decode(p, v)
+}
+
+// call sends one request to one address and decodes the reply.
+func (c *Client) call(ctx context.Context, addr string, kind proto.Kind, req, resp any) error {
+	payload, err := proto.Encode(kind, req)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+	defer cancel()
+	reply, err := c.tr.Call(actx, addr, payload)
+	if err != nil {
+		return err
+	}
+	if err := decodeReply(reply, resp); err != nil {
+		return fmt.Errorf("client: reply from %s: %w", addr, err)
+	}
+	return nil
+}
+
+// discover asks the entrance who leads and learns every node address it
+// names. It returns the leader's address ("" when the entrance knows none).
+func (c *Client) discover(ctx context.Context) (string, error) {
+	var resp proto.WhoLeadsResponse
+	if err := c.call(ctx, c.cfg.Entrance, proto.KindWhoLeads, &proto.WhoLeadsRequest{}, &resp); err != nil {
+		return "", fmt.Errorf("client: ask entrance %s who leads: %w", c.cfg.Entrance, err)
+	}
+	c.mu.Lock()
+	c.learnLocked(resp.Addrs...)
+	c.learnLocked(resp.LeaderAddr)
+	if resp.LeaderAddr != "" {
+		c.leader = resp.LeaderAddr
+	}
+	c.mu.Unlock()
+	return resp.LeaderAddr, nil
+}
+
+// entranceRetryAfter is how long the client routes without the entrance
+// after it failed to answer.
+const entranceRetryAfter = 2 * time.Second
+
+func (c *Client) entranceUsable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().After(c.entranceDownUntil) || len(c.addrs) == 0
+}
+
+// pick chooses the address for the next attempt: a redirect target, the
+// known leader, the entrance's answer, or the next known node, skipping
+// the addresses that failed during this operation (until all have).
+func (c *Client) pick(ctx context.Context, redirect string, avoid map[string]bool) string {
+	if redirect != "" {
+		return redirect
+	}
+	if l := c.Leader(); l != "" && !avoid[l] {
+		return l
+	}
+	if c.cfg.Entrance != "" && c.entranceUsable() {
+		if l, err := c.discover(ctx); err == nil && l != "" && !avoid[l] {
+			return l
+		} else if err != nil {
+			c.log.Debug("entrance unreachable", "entrance", c.cfg.Entrance, "err", err)
+			c.mu.Lock()
+			c.entranceDownUntil = time.Now().Add(entranceRetryAfter)
+			c.mu.Unlock()
+		}
+	}
+	n := len(c.snapshotAddrs())
+	for range n {
+		if a := c.rotate(); !avoid[a] {
+			return a
+		}
+	}
+	clear(avoid)
+	return c.rotate()
+}
+
+// do runs req against the cluster until a definitive answer or the
+// deadline. Writes take a session; every retry of the write re-sends the
+// same (ClientID, Seq).
+func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) (*proto.ClientResponse, error) {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("client: %s: %w", what, ErrClosed)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+
+	write := isWrite(req.Op)
+	if write {
+		s := c.acquireSession()
+		defer c.releaseSession(s)
+		s.seq++
+		req.ClientID, req.Seq = s.id, s.seq
+	}
+	payload, err := proto.Encode(proto.KindClient, req)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s: %w", what, err)
+	}
+
+	var (
+		sent     bool  // a copy may have reached a node
+		lastErr  error // why the last attempt failed
+		redirect string
+		hops     int // redirects followed since the last pause
+		avoid    = map[string]bool{}
+		pause    = c.cfg.MinBackoff
+	)
+loop:
+	for ctx.Err() == nil {
+		addr := c.pick(ctx, redirect, avoid)
+		redirect = ""
+		if addr == "" {
+			lastErr = ErrNoLeader
+			if c.backoff(ctx, &pause) != nil {
+				break loop
+			}
+			continue
+		}
+		actx, acancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+		reply, err := c.tr.Call(actx, addr, payload)
+		acancel()
+		sent = true
+		if err != nil {
+			c.log.Debug("attempt failed", "op", what, "addr", addr, "err", err)
+			lastErr = fmt.Errorf("%s: %w", addr, err)
+			c.forgetLeader(addr)
+			avoid[addr] = true
+			if c.Leader() == "" && c.cfg.Entrance == "" {
+				// Probe the next endpoint right away; pause only after a full round.
+				hops++
+				if hops >= max(1, len(c.snapshotAddrs())) {
+					hops = 0
+					if c.backoff(ctx, &pause) != nil {
+						break loop
+					}
+				}
+			} else if c.backoff(ctx, &pause) != nil {
+				break loop
+			}
+			continue
+		}
+		var resp proto.ClientResponse
+		if err := decodeReply(reply, &resp); err != nil {
+			lastErr = fmt.Errorf("client: reply from %s: %w", addr, err)
+			c.forgetLeader(addr)
+			continue
+		}
+		switch resp.Code {
+		case proto.CodeOK:
+			if !req.Serializable {
+				c.setLeader(addr)
+			}
+			return &resp, nil
+		case proto.CodeNotLeader:
+			c.forgetLeader(addr)
+			if resp.LeaderAddr != "" && resp.LeaderAddr != addr && !avoid[resp.LeaderAddr] {
+				c.log.Debug("redirected", "op", what, "from", addr, "to", resp.LeaderAddr)
+				c.setLeader(resp.LeaderAddr)
+				redirect = resp.LeaderAddr
+				lastErr = fmt.Errorf("%s redirected to %s: %w", addr, resp.LeaderAddr, ErrNoLeader)
+				if hops++; hops < 3 {
+					continue
+				}
+			} else {
+				// This node knows no leader (or names one that failed):
+				// the next attempt rotates on.
+				lastErr = fmt.Errorf("%s: %w", addr, ErrNoLeader)
+				avoid[addr] = true
+			}
+			hops = 0
+			if c.backoff(ctx, &pause) != nil {
+				break loop
+			}
+		case proto.CodeUnavailable:
+			lastErr = fmt.Errorf("%s: %w", addr, &ServerError{Code: resp.Code, Message: resp.Message})
+			c.forgetLeader(addr)
+			if c.backoff(ctx, &pause) != nil {
+				break loop
+			}
+		default:
+			return &resp, &ServerError{Code: resp.Code, Message: resp.Message}
+		}
+	}
+
+	cause := ErrTimeout
+	if errors.Is(ctx.Err(), context.Canceled) {
+		cause = context.Canceled
+	}
+	if lastErr == nil {
+		lastErr = cause
+	}
+	if write && sent {
+		return nil, fmt.Errorf("client: %s: %w: %w (last error: %w)", what, ErrOutcomeUnknown, cause, lastErr)
+	}
+	if errors.Is(lastErr, cause) {
+		return nil, fmt.Errorf("client: %s: %w", what, lastErr)
+	}
+	return nil, fmt.Errorf("client: %s: %w (last error: %w)", what, cause, lastErr)
+}
+
+func (c *Client) snapshotAddrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.addrs)
+}

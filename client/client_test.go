@@ -1,0 +1,418 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/raftkv/raftkv/internal/proto"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeNode is one node of fakeCluster.
+type fakeNode struct {
+	leader string // what it answers as LeaderAddr when not leader
+	down   bool   // calls block until ctx ends (no reply)
+	// dropReplies drops this many replies after applying the request.
+	dropReplies int
+}
+
+// fakeCluster is a Transport that simulates nodes by address, with a
+// shared store and an exactly-once session table keyed by (ClientID, Seq).
+type fakeCluster struct {
+	mu       sync.Mutex
+	nodes    map[string]*fakeNode
+	leader   string
+	whoLeads *proto.WhoLeadsResponse // entrance answer (entrance address "entrance")
+	peers    []proto.Peer
+	data     map[string][]byte
+	rev      int64
+	applied  map[[2]uint64]proto.ClientResponse // session table
+	applies  int                                // writes applied (not deduplicated)
+	seen     []proto.ClientRequest              // every client request received, in order
+	inflight map[uint64]bool                    // ClientIDs with a request being served
+	overlap  bool                               // two requests of one ClientID were in flight together
+}
+
+func newFakeCluster(leader string, addrs ...string) *fakeCluster {
+	fc := &fakeCluster{nodes: map[string]*fakeNode{}, leader: leader, data: map[string][]byte{},
+		applied: map[[2]uint64]proto.ClientResponse{}, inflight: map[uint64]bool{}}
+	for _, a := range addrs {
+		fc.nodes[a] = &fakeNode{leader: leader}
+	}
+	return fc
+}
+
+func (fc *fakeCluster) Close() error { return nil }
+
+func (fc *fakeCluster) Call(ctx context.Context, addr string, payload []byte) ([]byte, error) {
+	kind, body, err := proto.Split(payload)
+	if err != nil {
+		return nil, err
+	}
+	fc.mu.Lock()
+	if addr == "entrance" {
+		defer fc.mu.Unlock()
+		switch kind {
+		case proto.KindWhoLeads:
+			if fc.whoLeads == nil {
+				break
+			}
+			return proto.MustEncode(kind, fc.whoLeads)[1:], nil
+		case proto.KindListPeers:
+			return proto.MustEncode(kind, &proto.ListPeersResponse{Peers: fc.peers})[1:], nil
+		}
+		return nil, fmt.Errorf("fake: entrance: unexpected kind %d", kind)
+	}
+	n, ok := fc.nodes[addr]
+	if !ok || n.down {
+		fc.mu.Unlock()
+		<-ctx.Done()
+		return nil, fmt.Errorf("fake: %s: %w", addr, ctx.Err())
+	}
+	if kind == proto.KindAdmin {
+		defer fc.mu.Unlock()
+		role := "follower"
+		if addr == fc.leader {
+			role = "leader"
+		}
+		return proto.MustEncode(kind, &proto.AdminResponse{Status: &proto.NodeStatus{Name: "n-" + addr, Role: role, Term: 2}})[1:], nil
+	}
+	var req proto.ClientRequest
+	if err := proto.Decode(body, &req); err != nil {
+		fc.mu.Unlock()
+		return nil, err
+	}
+	fc.seen = append(fc.seen, req)
+	if req.ClientID != 0 {
+		if fc.inflight[req.ClientID] {
+			fc.overlap = true
+		}
+		fc.inflight[req.ClientID] = true
+	}
+	resp := fc.serveLocked(addr, n, &req)
+	drop := false
+	if n.dropReplies > 0 && isWrite(req.Op) && resp.Code == proto.CodeOK {
+		n.dropReplies--
+		drop = true
+	}
+	fc.mu.Unlock()
+	// Yield so that concurrent requests of one session would overlap.
+	time.Sleep(time.Millisecond)
+	fc.mu.Lock()
+	delete(fc.inflight, req.ClientID)
+	fc.mu.Unlock()
+	if drop {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return proto.MustEncode(proto.KindClient, resp)[1:], nil
+}
+
+func (fc *fakeCluster) serveLocked(addr string, n *fakeNode, req *proto.ClientRequest) proto.ClientResponse {
+	if addr != fc.leader && !req.Serializable {
+		return proto.ClientResponse{Code: proto.CodeNotLeader, LeaderAddr: n.leader}
+	}
+	if isWrite(req.Op) {
+		if prev, ok := fc.applied[[2]uint64{req.ClientID, req.Seq}]; ok {
+			return prev
+		}
+	}
+	var resp proto.ClientResponse
+	switch req.Op {
+	case proto.OpPut:
+		fc.rev++
+		fc.data[string(req.Key)] = req.Value
+		resp = proto.ClientResponse{Revision: fc.rev}
+	case proto.OpGet:
+		v, ok := fc.data[string(req.Key)]
+		if !ok {
+			return proto.ClientResponse{Code: proto.CodeNotFound, Revision: fc.rev}
+		}
+		return proto.ClientResponse{Revision: fc.rev, KVs: []proto.KeyValue{{Key: req.Key, Value: v}}}
+	case proto.OpCAS:
+		if string(fc.data[string(req.Key)]) != string(req.CompareValue) {
+			resp = proto.ClientResponse{Code: proto.CodeCompareFailed, Revision: fc.rev}
+		} else {
+			fc.rev++
+			fc.data[string(req.Key)] = req.Value
+			resp = proto.ClientResponse{Revision: fc.rev, Succeeded: true}
+		}
+	case proto.OpDelete:
+		if _, ok := fc.data[string(req.Key)]; ok {
+			fc.rev++
+			delete(fc.data, string(req.Key))
+			resp = proto.ClientResponse{Revision: fc.rev, Deleted: 1}
+		} else {
+			resp = proto.ClientResponse{Revision: fc.rev}
+		}
+	default:
+		return proto.ClientResponse{Code: proto.CodeRefused, Message: "not allowed"}
+	}
+	fc.applies++
+	fc.applied[[2]uint64{req.ClientID, req.Seq}] = resp
+	return resp
+}
+
+func newTestClient(t *testing.T, cfg Config) *Client {
+	t.Helper()
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = 20 * time.Millisecond
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 5*time.Millisecond
+	c, err := New(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no address", Config{}},
+		{"empty endpoint", Config{Endpoints: []string{""}}},
+		{"negative timeout", Config{Endpoints: []string{"a:1"}, Timeout: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Transport = newFakeCluster("")
+			if _, err := New(t.Context(), tt.cfg); err == nil {
+				t.Fatal("New accepted an invalid config")
+			}
+		})
+	}
+}
+
+func TestRedirectToLeader(t *testing.T) {
+	fc := newFakeCluster("n3", "n1", "n2", "n3")
+	c := newTestClient(t, Config{Endpoints: []string{"n1", "n2", "n3"}, Transport: fc})
+	res, err := c.Put(t.Context(), "k", []byte("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Revision != 1 || c.Leader() != "n3" {
+		t.Fatalf("revision %d leader %q, want 1 n3", res.Revision, c.Leader())
+	}
+	got, err := c.Get(t.Context(), "k", GetOptions{})
+	if err != nil || string(got.KVs[0].Value) != "v" {
+		t.Fatalf("get: %v %v", got, err)
+	}
+}
+
+func TestEntranceDiscoveryAndDownLeader(t *testing.T) {
+	fc := newFakeCluster("n2", "n1", "n2", "n3")
+	fc.whoLeads = &proto.WhoLeadsResponse{LeaderAddr: "n2", Addrs: []string{"n1", "n2", "n3"}}
+	c := newTestClient(t, Config{Entrance: "entrance", Transport: fc})
+	if _, err := c.Put(t.Context(), "a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if c.Leader() != "n2" {
+		t.Fatalf("leader %q, want n2", c.Leader())
+	}
+	// n2 dies, n1 wins; the entrance still names n2 for a while: the
+	// client must rotate through the nodes it learned and follow n3's
+	// redirect.
+	fc.mu.Lock()
+	fc.nodes["n2"].down = true
+	fc.leader = "n1"
+	fc.nodes["n3"].leader = "n1"
+	fc.mu.Unlock()
+	if _, err := c.Put(t.Context(), "b", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	if c.Leader() != "n1" {
+		t.Fatalf("leader %q, want n1", c.Leader())
+	}
+}
+
+func TestRetryKeepsSession(t *testing.T) {
+	fc := newFakeCluster("n1", "n1")
+	fc.nodes["n1"].dropReplies = 2
+	c := newTestClient(t, Config{Endpoints: []string{"n1"}, Transport: fc})
+	if _, err := c.Put(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(t.Context(), "k", []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.applies != 2 {
+		t.Fatalf("applied %d writes, want 2 (a retry was applied twice)", fc.applies)
+	}
+	if len(fc.seen) != 4 {
+		t.Fatalf("%d requests, want 4 (3 attempts of the first put, 1 of the second)", len(fc.seen))
+	}
+	first := fc.seen[0]
+	for _, r := range fc.seen[:3] {
+		if r.ClientID != first.ClientID || r.Seq != first.Seq || first.ClientID == 0 || first.Seq == 0 {
+			t.Fatalf("retry sent (%x, %d), first attempt (%x, %d)", r.ClientID, r.Seq, first.ClientID, first.Seq)
+		}
+	}
+	if second := fc.seen[3]; second.ClientID != first.ClientID || second.Seq != first.Seq+1 {
+		t.Fatalf("next write (%x, %d), want (%x, %d)", second.ClientID, second.Seq, first.ClientID, first.Seq+1)
+	}
+}
+
+func TestWriteTimeoutIsOutcomeUnknown(t *testing.T) {
+	fc := newFakeCluster("n1", "n1")
+	fc.nodes["n1"].down = true
+	c := newTestClient(t, Config{Endpoints: []string{"n1"}, Transport: fc, Timeout: 100 * time.Millisecond})
+	_, err := c.Put(t.Context(), "k", []byte("v"))
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("put to a dead node: %v, want ErrOutcomeUnknown and ErrTimeout", err)
+	}
+	_, err = c.Get(t.Context(), "k", GetOptions{})
+	if !errors.Is(err, ErrTimeout) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("get from a dead node: %v, want ErrTimeout only", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err = c.Put(ctx, "k", []byte("v"))
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("put with a cancelled context: %v, want context.Canceled and nothing sent", err)
+	}
+}
+
+func TestNoLeader(t *testing.T) {
+	fc := newFakeCluster("", "n1", "n2")
+	c := newTestClient(t, Config{Endpoints: []string{"n1", "n2"}, Transport: fc, Timeout: 100 * time.Millisecond})
+	_, err := c.Get(t.Context(), "k", GetOptions{})
+	if !errors.Is(err, ErrNoLeader) || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("get without a leader: %v, want ErrNoLeader and ErrTimeout", err)
+	}
+}
+
+func TestTypedErrors(t *testing.T) {
+	fc := newFakeCluster("n1", "n1")
+	c := newTestClient(t, Config{Endpoints: []string{"n1"}, Transport: fc})
+	ctx := t.Context()
+	if _, err := c.Get(ctx, "missing", GetOptions{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get missing: %v, want ErrNotFound", err)
+	}
+	if _, err := c.Put(ctx, "k", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CAS(ctx, "k", Compare{Target: CompareValue, Value: []byte("nope")}, []byte("v2"), false); !errors.Is(err, ErrCompareFailed) {
+		t.Fatalf("cas with a wrong value: %v, want ErrCompareFailed", err)
+	}
+	if _, err := c.CAS(ctx, "k", Compare{Target: CompareValue, Value: []byte("v1")}, []byte("v2"), false); err != nil {
+		t.Fatalf("cas with the right value: %v", err)
+	}
+	if err := c.Compact(ctx, 1); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("refused compact: %v, want ErrUnauthorized", err)
+	}
+	var se *ServerError
+	if err := c.Compact(ctx, 1); !errors.As(err, &se) || se.Message != "not allowed" {
+		t.Fatalf("refused compact: %v, want a ServerError with the message", err)
+	}
+	res, err := c.Delete(ctx, "k")
+	if err != nil || res.Deleted != 1 {
+		t.Fatalf("delete: %v %v", res, err)
+	}
+	if _, err := c.Get(ctx, "k", GetOptions{Serializable: true}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get deleted: %v, want ErrNotFound", err)
+	}
+}
+
+func TestConcurrentWritesUseSeparateSessions(t *testing.T) {
+	fc := newFakeCluster("n1", "n1")
+	c := newTestClient(t, Config{Endpoints: []string{"n1"}, Transport: fc})
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			for j := range 10 {
+				if _, err := c.Put(t.Context(), fmt.Sprintf("k%d", i), fmt.Appendf(nil, "%d", j)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.overlap {
+		t.Fatal("two writes of one session were in flight at once")
+	}
+	last := map[uint64]uint64{}
+	for _, r := range fc.seen {
+		if r.Seq != last[r.ClientID]+1 {
+			t.Fatalf("session %x: seq %d after %d", r.ClientID, r.Seq, last[r.ClientID])
+		}
+		last[r.ClientID] = r.Seq
+	}
+	if fc.applies != 160 {
+		t.Fatalf("%d writes applied, want 160", fc.applies)
+	}
+}
+
+func TestListPeers(t *testing.T) {
+	fc := newFakeCluster("n2", "a1", "a2")
+	fc.peers = []proto.Peer{{Name: "n2", Role: "leader"}, {Name: "n1", Role: "follower"}}
+	c := newTestClient(t, Config{Entrance: "entrance", Transport: fc})
+	peers, err := c.ListPeers(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := []string{peers[0].Name, peers[1].Name}; !slices.Equal(names, []string{"n1", "n2"}) {
+		t.Fatalf("peers %v, want sorted by name", names)
+	}
+
+	fc.leader = "a2"
+	fc.nodes["a1"].down = true
+	c2 := newTestClient(t, Config{Endpoints: []string{"a1", "a2"}, Transport: fc})
+	peers, err = c2.ListPeers(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []proto.Peer{
+		{Name: "a1", Addr: "a1", Role: "unknown", Liveness: "down"},
+		{Name: "n-a2", Addr: "a2", Role: "leader", Liveness: "alive", Term: 2},
+	}
+	if !slices.Equal(peers, want) {
+		t.Fatalf("peers from endpoints:\n got %+v\nwant %+v", peers, want)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	c := newTestClient(t, Config{Endpoints: []string{"n1"}, Transport: newFakeCluster("n1", "n1")})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := c.Put(t.Context(), "k", nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("put after close: %v, want ErrClosed", err)
+	}
+}
+
+func FuzzDecodeReply(f *testing.F) {
+	f.Add(proto.MustEncode(proto.KindClient, &proto.ClientResponse{Code: proto.CodeNotLeader, LeaderAddr: "127.0.0.1:1"})[1:])
+	f.Add(proto.MustEncode(proto.KindClient, &proto.ClientResponse{KVs: []proto.KeyValue{{Key: []byte("k"), Value: []byte("v")}}}))
+	f.Add(proto.MustEncode(proto.KindWhoLeads, &proto.WhoLeadsResponse{Addrs: []string{"a", "b"}})[1:])
+	f.Add([]byte{})
+	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r proto.ClientResponse
+		_ = decodeReply(b, &r)
+		var w proto.WhoLeadsResponse
+		_ = decodeReply(b, &w)
+		var p proto.ListPeersResponse
+		_ = decodeReply(b, &p)
+	})
+}

@@ -1,0 +1,46 @@
+// Package client is the Go client of a raftkv cluster: put, get, delete,
+// range, compare-and-swap and compact with contexts, over rudp.
+//
+// A Client finds the leader by asking the entrance (Config.Entrance) who
+// leads, or by probing the nodes it knows (Config.Endpoints, plus every
+// address the entrance or a redirect named). A follower answers with a
+// redirect to the leader, which the client follows. Attempts that get no
+// answer (Config.AttemptTimeout) or find no leader are retried against the
+// next node with a randomized exponential backoff, until the operation's
+// context or Config.Timeout ends. The entrance is not on the data path: once
+// a client knows the nodes it keeps working while the entrance is down.
+//
+// # Exactly-once writes
+//
+// Every write travels with a session (ClientID, Seq). A Client keeps a pool
+// of sessions; a session carries at most one write at a time and its Seq
+// grows by one per write. A retry re-sends the same (ClientID, Seq), so the
+// cluster's session table answers a duplicate without applying it again.
+// A write that got no answer before its deadline fails with
+// ErrOutcomeUnknown (and ErrTimeout): it may have been applied, exactly once,
+// or not at all. It is never reported as "not applied".
+//
+// # Errors
+//
+// Errors wrap sentinels, tested with errors.Is: ErrNotFound,
+// ErrCompareFailed, ErrTimeout, ErrUnavailable, ErrNoLeader,
+// ErrUnauthorized, ErrOutcomeUnknown, ErrCompacted, ErrInvalid, ErrClosed.
+// A definitive answer other than OK is a *ServerError carrying the wire code
+// and the node's message.
+//
+// # Usage
+//
+//	c, err := client.New(ctx, client.Config{Entrance: "127.0.0.1:7700"})
+//	if err != nil { ... }
+//	defer c.Close()
+//	if _, err := c.Put(ctx, "greeting", []byte("hello")); err != nil { ... }
+//	res, err := c.Get(ctx, "greeting", client.GetOptions{})
+//	switch {
+//	case errors.Is(err, client.ErrNotFound): ...
+//	case err != nil: ...
+//	}
+//	fmt.Printf("%s\n", res.KVs[0].Value)
+//
+// Reads are linearizable unless GetOptions.Serializable is set, which lets
+// any node answer from its local, possibly stale, state.
+package client

@@ -1,0 +1,80 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/raftkv/raftkv/internal/proto"
+)
+
+// Sentinel errors. Every error a Client returns wraps at most a few of
+// these; test them with errors.Is.
+var (
+	// ErrNotFound means the key does not exist (at the revision asked for).
+	ErrNotFound = errors.New("client: key not found")
+	// ErrTimeout means the operation's context expired (or Config.Timeout
+	// passed) before any node answered it. A timed-out write also wraps
+	// ErrOutcomeUnknown.
+	ErrTimeout = errors.New("client: timed out")
+	// ErrUnavailable means no node could serve the request: every known
+	// address failed, or the cluster answered that it has no quorum.
+	ErrUnavailable = errors.New("client: cluster unavailable")
+	// ErrNoLeader means the nodes that answered know no leader (an election
+	// is in progress or a quorum is gone).
+	ErrNoLeader = errors.New("client: no leader")
+	// ErrUnauthorized means a node or the entrance refused the request
+	// (for example a wrong cluster secret, or an admin operation refused).
+	ErrUnauthorized = errors.New("client: unauthorized")
+	// ErrCompareFailed means a compare-and-swap's condition did not hold;
+	// nothing was written.
+	ErrCompareFailed = errors.New("client: compare failed")
+	// ErrOutcomeUnknown means a write was sent but no answer came back
+	// before the deadline: it may or may not have been applied (it will be
+	// applied at most once). It is never reported as a plain failure.
+	ErrOutcomeUnknown = errors.New("client: write outcome unknown")
+	// ErrCompacted means the revision asked for was compacted away.
+	ErrCompacted = errors.New("client: revision compacted")
+	// ErrInvalid means the cluster rejected the request as malformed or
+	// over a limit (empty key, value too large, ...).
+	ErrInvalid = errors.New("client: invalid request")
+	// ErrInternal means a node reported an internal error.
+	ErrInternal = errors.New("client: internal server error")
+	// ErrClosed means the Client was closed.
+	ErrClosed = errors.New("client: closed")
+)
+
+// ServerError is a definitive answer from a node other than OK. It wraps
+// the sentinel its code maps to (errors.Is(err, ErrNotFound) and so on).
+type ServerError struct {
+	Code    proto.Code
+	Message string
+}
+
+func (e *ServerError) Error() string {
+	if e.Message == "" {
+		return "client: server: " + e.Code.String()
+	}
+	return fmt.Sprintf("client: server: %s: %s", e.Code, e.Message)
+}
+
+// Unwrap maps the code to its sentinel.
+func (e *ServerError) Unwrap() error {
+	switch e.Code {
+	case proto.CodeNotFound:
+		return ErrNotFound
+	case proto.CodeCompareFailed:
+		return ErrCompareFailed
+	case proto.CodeInvalid:
+		return ErrInvalid
+	case proto.CodeUnavailable:
+		return ErrUnavailable
+	case proto.CodeRefused:
+		return ErrUnauthorized
+	case proto.CodeCompacted:
+		return ErrCompacted
+	case proto.CodeNotLeader:
+		return ErrNoLeader
+	default:
+		return ErrInternal
+	}
+}
