@@ -323,3 +323,19 @@ func (nw *network) leaderID() uint64 {
 	}
 	return lead
 }
+
+// compact makes id's application snapshot its state at its applied index
+// (data is the state machine image) and compact the log up to there.
+func (nw *network) compact(id uint64, data []byte) Snapshot {
+	nw.t.Helper()
+	tn := nw.nodes[id]
+	cs := tn.n.r.cs
+	snap, err := tn.storage.CreateSnapshot(tn.appliedIndex, &cs, data)
+	if err != nil {
+		nw.t.Fatalf("node %d: create snapshot at %d: %v", id, tn.appliedIndex, err)
+	}
+	if err := tn.storage.Compact(tn.appliedIndex); err != nil {
+		nw.t.Fatalf("node %d: compact %d: %v", id, tn.appliedIndex, err)
+	}
+	return snap
+}

@@ -263,4 +263,5 @@ func (n *Node) Advance(rd Ready) {
 		e := rd.Entries[k-1]
 		l.stableTo(e.Index, e.Term)
 	}
+	n.r.maybeDeferredCampaign()
 }

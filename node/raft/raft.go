@@ -83,6 +83,11 @@ type raft struct {
 	// snapRecv accumulates the chunks of an incoming snapshot.
 	snapRecv *snapshotRecv
 
+	// timeoutNowTerm is the term in which a MsgTimeoutNow arrived while
+	// conf changes were committed but not applied; the forced campaign
+	// runs once they are (Node.Advance), if still in that term.
+	timeoutNowTerm uint64
+
 	// electionElapsed counts ticks since the last election timeout reset
 	// (follower/candidate), or since the last CheckQuorum round (leader).
 	electionElapsed int
@@ -995,6 +1000,13 @@ func stepFollower(r *raft, m Message) error {
 			r.logger.Info("timeout-now ignored: not a voter", "term", r.Term, "peer", m.From)
 			return nil
 		}
+		if r.hasUnappliedConfChanges() {
+			// Campaign once they are applied (see maybeDeferredCampaign):
+			// a removed leader hands over right after its removal commits.
+			r.logger.Info("timeout-now received: campaigning after applying conf changes", "term", r.Term, "peer", m.From)
+			r.timeoutNowTerm = r.Term
+			return nil
+		}
 		r.logger.Info("timeout-now received: campaigning", "term", r.Term, "peer", m.From)
 		// Leadership transfer: skip PreVote and the lease.
 		r.hup(campaignTransfer)
@@ -1173,4 +1185,21 @@ func (r *raft) respondReadIndex(req Message, index uint64) {
 		return
 	}
 	r.send(Message{To: req.From, Type: MsgReadIndexResp, Index: index, Entries: req.Entries})
+}
+
+// maybeDeferredCampaign runs a forced campaign postponed by MsgTimeoutNow.
+func (r *raft) maybeDeferredCampaign() {
+	if r.timeoutNowTerm == 0 {
+		return
+	}
+	if r.timeoutNowTerm != r.Term || r.state != StateFollower || !r.promotable() {
+		r.timeoutNowTerm = 0
+		return
+	}
+	if r.hasUnappliedConfChanges() {
+		return
+	}
+	r.timeoutNowTerm = 0
+	r.logger.Info("campaigning after deferred timeout-now", "term", r.Term)
+	r.hup(campaignTransfer)
 }

@@ -60,7 +60,7 @@ func TestMemoryStorageEntries(t *testing.T) {
 		{3, 4, 1 << 30, ErrCompacted, nil},
 		{4, 5, 1 << 30, nil, []uint64{4}},
 		{4, 7, 1 << 30, nil, []uint64{4, 5, 6}},
-		{4, 7, 0, nil, []uint64{4}},          // at least one
+		{4, 7, 0, nil, []uint64{4}},           // at least one
 		{4, 7, 2 * size, nil, []uint64{4, 5}}, // size limited
 		{4, 8, 1 << 30, ErrUnavailable, nil},
 	}
