@@ -1,0 +1,109 @@
+// Package entrance is the cluster's front door: it admits nodes, keeps a
+// persisted registry of them, drives membership changes through the
+// leader, tracks the leader from its reports, and answers clients' "who
+// leads" and "list peers" questions. It is not on the data path: once a
+// client knows the leader it talks to it directly, and the cluster keeps
+// serving while the entrance is down.
+//
+// # Registry
+//
+// One bbolt file, DataDir/entrance.db: bucket "meta" holds the cluster ID
+// (created once, when the first node bootstraps) and the latest accepted
+// leader (ID, address, term); bucket "nodes" holds one Record per node ID
+// (big-endian key): name, address, role (voter or learner), state
+// (joining, alive, suspect, down, removed), match index, the term and
+// leader of the latest report that listed it, last seen and admission
+// time. Structural changes (admission, membership, role, address, leader)
+// are written at once; last seen and match are written on those writes
+// and on Close. The Raft configuration is the truth: every leader report
+// overwrites the membership part of the registry, so a lost registry is
+// rebuilt by the next report.
+//
+// # Admission
+//
+// A JoinRequest with NodeID 0 is a node that was never admitted:
+//   - its name or address held by another node that is not removed:
+//     CodeRefused, the message naming the conflict ("name "n1" is already
+//     used by node 3f2a... at 127.0.0.1:7701");
+//   - the same name and address as an admission still joining: the same
+//     answer again (the first answer was lost);
+//   - no cluster yet (no cluster ID, empty registry): a fresh random node
+//     ID, a fresh cluster ID, Bootstrap true: the node founds a one-node
+//     cluster;
+//   - otherwise a fresh node ID and Bootstrap false; the node waits, empty,
+//     to be added.
+//
+// A JoinRequest with a NodeID is a restart. A known, not removed node with
+// the same name is answered OK (its address is updated if it moved);
+// Bootstrap is repeated only while the bootstrap node was never seen as a
+// member (it may have crashed before writing its bootstrap state; a node
+// that has Raft state ignores Bootstrap). A removed node is refused. An ID
+// the registry does not know (a lost registry) is registered as joining
+// without bootstrap, and answered with the cluster ID, 0 when unknown.
+//
+// Node IDs are random, non-zero and never reused (removed records stay).
+// Joins are serialized under one lock and persisted before the answer.
+//
+// # Membership driver
+//
+// One goroutine (started by Run) makes one change at a time through the
+// leader, with AdminRequest calls: first AdminAddLearner for the oldest
+// node still joining (name and address in the request, for the
+// ConfChange context), else AdminPromote for the oldest learner that is
+// alive, has Match > 0 and Match + PromoteLag >= the leader's commit,
+// while the voters are fewer than Voters (default 5; the rest stay
+// learners). After the leader accepts a change the driver waits until a
+// report shows it (or ConfirmTimeout passes, then sends it again: the
+// leader must treat an add of a member or a promote of a voter as done).
+// CodeRefused (another change pending), timeouts and unreachable leaders
+// are retried with backoff from RetryInterval doubling up to 16 times
+// that; CodeNotLeader with an address sends the next try there. With no
+// leader known, joins stay queued until the first report.
+//
+// # Leader tracking
+//
+// A LeaderReport with a term lower than the current one is stale and
+// dropped (counted in Dropped). Otherwise (higher term, or equal term:
+// the reporter) the reporter becomes the leader, and its member list
+// becomes the membership: listed nodes become members with the listed
+// role, registered ones not listed any more become removed (and a removed
+// node listed again becomes a member again: the configuration is the
+// truth).
+//
+// # Liveness
+//
+// Until the pings of issue 6, a node's last seen time is: for the leader,
+// the arrival of its report; for another member, the arrival of a report
+// in which its Match grew or equals the report's commit index; for a
+// node not yet a member, the arrival of its join. The liveness word is
+// "removed" for removed nodes, else "alive" when last seen at most
+// SuspectAfter ago (default 2s), "suspect" up to DownAfter (default 6s),
+// "down" beyond. So when the leader dies every row ages to down until a
+// new leader reports; and a follower that dies while the cluster is idle
+// still looks alive (its Match stays equal to the commit index) — pings
+// fix that. The role word is "leader" for the latest reported leader,
+// "learner" for learners and nodes not yet added, "follower" for other
+// voters; "candidate" needs the nodes' own view (pings, issue 6).
+//
+// # Wire
+//
+// Handle takes rudp payloads (proto Kind byte + msgpack body): KindJoin,
+// KindWhoLeads and KindListPeers are answered with the same Kind byte and
+// the response body; KindLeaderReport is one-way. The rudp endpoint uses
+// ClusterID 0 (a joining node cannot know the cluster ID yet); the cluster
+// secret, when set, authenticates every datagram.
+//
+// # HTTP
+//
+// GET /healthz answers "ok"; GET /v1/cluster answers a Cluster as JSON:
+// cluster ID, leader, term, voter limit and the list-peers rows.
+//
+// # Usage
+//
+//	pc, _ := net.ListenPacket("udp", "127.0.0.1:7700")
+//	ln, _ := net.Listen("tcp", "127.0.0.1:7780")
+//	e, err := entrance.New(entrance.Config{DataDir: dir, PacketConn: pc, HTTPListener: ln, Logger: log})
+//	if err != nil { ... }
+//	defer e.Close()
+//	err = e.Run(ctx) // until ctx is done
+package entrance

@@ -1,0 +1,194 @@
+package entrance
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/raftkv/raftkv/internal/proto"
+)
+
+// change is a membership change the leader accepted and the entrance waits
+// to see in a report. At most one is in flight: the core allows one
+// pending change, and a second request would only be refused.
+type change struct {
+	op     proto.AdminOp
+	id     uint64
+	sentAt time.Time
+}
+
+// drive is the membership driver: one goroutine that, whenever a join or
+// a report arrives or a retry is due, asks the leader for the next single
+// change (add the oldest joining node as a learner, else promote the
+// oldest caught-up learner while voters < Voters) and waits for a report
+// to show it before the next.
+func (e *Entrance) drive(ctx context.Context, c Caller) {
+	t := time.NewTimer(e.cfg.RetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-t.C:
+		}
+		for ctx.Err() == nil && e.step(ctx, c) {
+		}
+		t.Reset(e.cfg.RetryInterval)
+	}
+}
+
+// step makes at most one admin call. It reports whether it made one that
+// succeeded and another decision may follow at once.
+func (e *Entrance) step(ctx context.Context, c Caller) bool {
+	req, to, ok := e.next()
+	if !ok {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(to)
+	var resp proto.AdminResponse
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, e.cfg.AdminTimeout)
+		var reply []byte
+		reply, err = c.Call(cctx, ap, proto.MustEncode(proto.KindAdmin, &req))
+		cancel()
+		if err == nil {
+			err = decodeReply(reply, &resp)
+		}
+	}
+	return e.result(req, to, resp, err)
+}
+
+// next decides the next admin call and the leader address to send it to.
+func (e *Entrance) next() (proto.AdminRequest, string, bool) {
+	now := e.cfg.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	to := cmp.Or(e.hintAddr, e.meta.LeaderAddr)
+	if to == "" || e.closed {
+		return proto.AdminRequest{}, "", false
+	}
+	e.confirmLocked()
+	if e.inflight != nil {
+		if now.Sub(e.inflight.sentAt) < e.cfg.ConfirmTimeout {
+			return proto.AdminRequest{}, "", false
+		}
+		e.log.Warn("membership change not confirmed in time, sending again", "op", e.inflight.op,
+			"node_id", fmt.Sprintf("%016x", e.inflight.id))
+		e.inflight = nil
+	}
+	if now.Before(e.notBefore) {
+		return proto.AdminRequest{}, "", false
+	}
+	recs := e.sortedLocked()
+	slices.SortStableFunc(recs, func(a, b *Record) int { return cmp.Compare(a.JoinedMS, b.JoinedMS) })
+	for _, r := range recs {
+		// The bootstrap node founds the cluster itself; nobody adds it.
+		if r.State == StateJoining && !r.Bootstrap {
+			return proto.AdminRequest{Op: proto.AdminAddLearner, NodeID: r.ID, Name: r.Name, Addr: r.Addr}, to, true
+		}
+	}
+	voters := 0
+	for _, r := range recs {
+		if r.InConfig() && r.Role == RoleVoter {
+			voters++
+		}
+	}
+	if voters >= e.cfg.Voters {
+		return proto.AdminRequest{}, "", false
+	}
+	for _, r := range recs {
+		if e.promotableLocked(r, now) {
+			return proto.AdminRequest{Op: proto.AdminPromote, NodeID: r.ID, Name: r.Name, Addr: r.Addr}, to, true
+		}
+	}
+	return proto.AdminRequest{}, "", false
+}
+
+// promotableLocked: a learner in the configuration, alive, that has
+// received something and is within PromoteLag of the leader's commit.
+func (e *Entrance) promotableLocked(r *Record, now time.Time) bool {
+	if !r.InConfig() || r.Role != RoleLearner || r.Match == 0 {
+		return false
+	}
+	if e.livenessLocked(r, now) != StateAlive {
+		return false
+	}
+	return r.Match+e.cfg.PromoteLag >= e.commit
+}
+
+// result records the outcome of an admin call.
+func (e *Entrance) result(req proto.AdminRequest, to string, resp proto.AdminResponse, err error) bool {
+	now := e.cfg.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	id := fmt.Sprintf("%016x", req.NodeID)
+	if err == nil && resp.Code == proto.CodeOK {
+		e.failures, e.notBefore = 0, time.Time{}
+		e.inflight = &change{op: req.Op, id: req.NodeID, sentAt: now}
+		e.log.Info("membership change accepted", "op", opName(req.Op), "node_id", id, "name", req.Name, "leader_addr", to)
+		e.confirmLocked()
+		return e.inflight == nil
+	}
+	e.failures++
+	backoff := e.cfg.RetryInterval << min(e.failures-1, 4)
+	e.notBefore = now.Add(backoff)
+	switch {
+	case err != nil:
+		e.log.Warn("admin call failed", "op", opName(req.Op), "node_id", id, "leader_addr", to, "err", err, "retry_in", backoff)
+	case resp.Code == proto.CodeNotLeader:
+		if resp.LeaderAddr != "" && resp.LeaderAddr != to {
+			e.hintAddr = resp.LeaderAddr
+			e.notBefore = time.Time{}
+		} else {
+			e.hintAddr = ""
+		}
+		e.log.Info("admin call reached a non-leader", "op", opName(req.Op), "node_id", id, "addr", to, "leader_addr", resp.LeaderAddr)
+	case resp.Code == proto.CodeRefused:
+		// Normal while another change is pending: retry later.
+		e.log.Info("membership change refused, will retry", "op", opName(req.Op), "node_id", id, "reason", resp.Message, "retry_in", backoff)
+	default:
+		e.log.Warn("membership change failed", "op", opName(req.Op), "node_id", id, "code", resp.Code, "reason", resp.Message, "retry_in", backoff)
+	}
+	return false
+}
+
+// confirmLocked clears the in-flight change once the registry (fed by
+// reports) shows it done, or moot (the node left).
+func (e *Entrance) confirmLocked() {
+	c := e.inflight
+	if c == nil {
+		return
+	}
+	r := e.nodes[c.id]
+	switch {
+	case r == nil || r.State == StateRemoved:
+	case c.op == proto.AdminAddLearner && r.InConfig():
+	case c.op == proto.AdminPromote && r.InConfig() && r.Role == RoleVoter:
+	default:
+		return
+	}
+	e.inflight = nil
+}
+
+func opName(op proto.AdminOp) string {
+	switch op {
+	case proto.AdminAddLearner:
+		return "add-learner"
+	case proto.AdminPromote:
+		return "promote"
+	}
+	return fmt.Sprintf("op(%d)", op)
+}
+
+// decodeReply decodes a reply body, with or without the leading Kind byte
+// (a msgpack map or nil never starts below 0x80).
+func decodeReply(p []byte, v any) error {
+	if len(p) > 0 && p[0] < 0x80 {
+		p = p[1:]
+	}
+	return proto.Decode(p, v)
+}

@@ -1,0 +1,230 @@
+package entrance
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/raftkv/raftkv/internal/proto"
+)
+
+// Report takes in a leader's report (see the package doc, "Leader
+// tracking"). Reports of a lower term than the current one are stale and
+// dropped; otherwise the reporter becomes the leader and its membership
+// list becomes the registry's membership.
+func (e *Entrance) Report(r proto.LeaderReport, from netip.AddrPort) {
+	if r.ID == 0 || r.Term == 0 {
+		e.countDrop("leader report without id or term", from)
+		return
+	}
+	addr := r.Addr
+	if a, err := advertised(r.Addr, from); err == nil {
+		addr = a
+	} else if from.IsValid() {
+		addr = netip.AddrPortFrom(from.Addr().Unmap(), from.Port()).String()
+	}
+	now := e.cfg.Now()
+	nowMS := now.UnixMilli()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	if r.Term < e.meta.Term {
+		e.dropped++
+		e.log.Debug("stale leader report", "leader", fmt.Sprintf("%016x", r.ID), "term", r.Term, "current_term", e.meta.Term)
+		return
+	}
+	var dirty []*Record
+	var meta *Meta
+	if r.ID != e.meta.LeaderID || r.Term != e.meta.Term || addr != e.meta.LeaderAddr {
+		m := e.meta
+		m.LeaderID, m.LeaderAddr, m.Term = r.ID, addr, r.Term
+		meta = &m
+		// A change sent to the previous leader may be lost with it: decide
+		// again (changes are idempotent at the leader).
+		e.inflight, e.failures, e.notBefore = nil, 0, time.Time{}
+		e.log.Info("leader changed", "leader", fmt.Sprintf("%016x", r.ID), "name", r.Name, "addr", addr, "term", r.Term)
+	}
+	e.lastReport, e.commit, e.hintAddr = now, r.Commit, ""
+
+	listed := make(map[uint64]bool, len(r.Members)+1)
+	members := r.Members
+	if !slices.ContainsFunc(members, func(m proto.Member) bool { return m.ID == r.ID }) {
+		// A leader is a voter of its own configuration.
+		members = append(slices.Clip(members), proto.Member{ID: r.ID, Name: r.Name, Addr: addr, Match: r.Commit})
+	}
+	for _, m := range members {
+		if m.ID == 0 || listed[m.ID] {
+			continue
+		}
+		listed[m.ID] = true
+		rec := e.nodes[m.ID]
+		if rec == nil {
+			rec = &Record{ID: m.ID, JoinedMS: nowMS}
+			e.nodes[m.ID] = rec
+		}
+		before := *rec
+		if m.ID == r.ID {
+			m.Addr, m.Learner = addr, false
+			if m.Name == "" {
+				m.Name = r.Name
+			}
+		}
+		if m.Name != "" {
+			rec.Name = m.Name
+		}
+		if m.Addr != "" {
+			rec.Addr = m.Addr
+		}
+		rec.Role = RoleVoter
+		if m.Learner {
+			rec.Role = RoleLearner
+		}
+		if rec.State != StateAlive {
+			if rec.State == StateRemoved {
+				e.log.Warn("removed node listed again by leader", "name", rec.Name, "node_id", fmt.Sprintf("%016x", rec.ID))
+			} else {
+				e.log.Info("node is a member", "name", rec.Name, "node_id", fmt.Sprintf("%016x", rec.ID), "role", rec.Role)
+			}
+			rec.State = StateAlive
+		}
+		// Liveness from the report: the leader itself, a member whose
+		// Match moved, or one that has everything committed.
+		if m.ID == r.ID || m.Match > rec.Match || m.Match >= r.Commit {
+			rec.LastSeenMS = nowMS
+		}
+		rec.Match, rec.Term, rec.Leader = m.Match, r.Term, r.ID
+		if rec.Name != before.Name || rec.Addr != before.Addr || rec.Role != before.Role || rec.State != before.State {
+			dirty = append(dirty, rec)
+		}
+	}
+	for _, rec := range e.nodes {
+		if rec.InConfig() && !listed[rec.ID] {
+			rec.State = StateRemoved
+			dirty = append(dirty, rec)
+			e.log.Info("node left the configuration", "name", rec.Name, "node_id", fmt.Sprintf("%016x", rec.ID))
+		}
+	}
+	e.confirmLocked()
+	if meta != nil || len(dirty) > 0 {
+		if err := e.st.save(meta, dirty...); err != nil {
+			// The in-memory registry is current; the next change retries.
+			e.log.Error("registry write failed", "err", err)
+		}
+	}
+	if meta != nil {
+		e.meta = *meta
+	}
+	e.poke()
+}
+
+// Leader returns the current leader's ID, address and term (zero values
+// when no leader has reported yet).
+func (e *Entrance) Leader() (id uint64, addr string, term uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.meta.LeaderID, e.meta.LeaderAddr, e.meta.Term
+}
+
+// ClusterID returns the cluster ID (0 before the first node bootstrapped).
+func (e *Entrance) ClusterID() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.meta.ClusterID
+}
+
+// WhoLeads answers a client: the latest reported leader (possibly dead:
+// clients follow redirects and fall back to Addrs) and the address of
+// every node that is not removed, the leader's first.
+func (e *Entrance) WhoLeads() proto.WhoLeadsResponse {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	resp := proto.WhoLeadsResponse{LeaderID: e.meta.LeaderID, LeaderAddr: e.meta.LeaderAddr, Term: e.meta.Term}
+	if resp.LeaderAddr != "" {
+		resp.Addrs = append(resp.Addrs, resp.LeaderAddr)
+	}
+	for _, r := range e.sortedLocked() {
+		if r.State != StateRemoved && r.Addr != "" && r.Addr != resp.LeaderAddr {
+			resp.Addrs = append(resp.Addrs, r.Addr)
+		}
+	}
+	return resp
+}
+
+// Records returns a copy of the registry, sorted by name then ID.
+func (e *Entrance) Records() []Record {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Record
+	for _, r := range e.sortedLocked() {
+		out = append(out, *r)
+	}
+	return out
+}
+
+// Peers returns the list-peers rows (see the package doc, "Liveness"),
+// sorted by name then ID.
+func (e *Entrance) Peers() []proto.Peer {
+	now := e.cfg.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]proto.Peer, 0, len(e.nodes))
+	for _, r := range e.sortedLocked() {
+		out = append(out, proto.Peer{
+			Name:     r.Name,
+			ID:       fmt.Sprintf("%016x", r.ID),
+			Addr:     r.Addr,
+			Role:     e.roleWordLocked(r),
+			Liveness: e.livenessLocked(r, now).String(),
+			LastSeen: r.LastSeenMS,
+			Term:     r.Term,
+			Match:    r.Match,
+		})
+	}
+	return out
+}
+
+func (e *Entrance) sortedLocked() []*Record {
+	recs := make([]*Record, 0, len(e.nodes))
+	for _, r := range e.nodes {
+		recs = append(recs, r)
+	}
+	slices.SortFunc(recs, func(a, b *Record) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
+	})
+	return recs
+}
+
+// roleWordLocked is the list-peers role: leader for the reported leader,
+// learner for learners and nodes not yet in the configuration (the
+// bootstrap node: follower), follower for the other voters. Candidate
+// needs the node's own view and comes with issue 6's pings.
+func (e *Entrance) roleWordLocked(r *Record) string {
+	switch {
+	case r.State != StateRemoved && r.ID == e.meta.LeaderID:
+		return "leader"
+	case r.Role == RoleLearner:
+		return "learner"
+	}
+	return "follower"
+}
+
+// livenessLocked maps a record to alive, suspect, down or removed by the
+// age of its last sign of life.
+func (e *Entrance) livenessLocked(r *Record, now time.Time) State {
+	if r.State == StateRemoved {
+		return StateRemoved
+	}
+	age := now.Sub(r.LastSeen())
+	switch {
+	case age <= e.cfg.SuspectAfter:
+		return StateAlive
+	case age <= e.cfg.DownAfter:
+		return StateSuspect
+	}
+	return StateDown
+}
