@@ -3,6 +3,7 @@ package kvstore
 import (
 	"fmt"
 
+	"github.com/raftkv/raftkv/internal/codec"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -125,6 +126,6 @@ func DecodeCommand(b []byte) (Command, error) {
 	return cmd, nil
 }
 
-// unmarshal is the one place that decodes untrusted msgpack; it switches to
-// internal/codec's safe decoder when that lands.
-func unmarshal(b []byte, v any) error { return msgpack.Unmarshal(b, v) }
+// unmarshal is the one place that decodes untrusted msgpack: internal/codec
+// checks every length against the input before msgpack allocates.
+func unmarshal(b []byte, v any) error { return codec.Unmarshal(b, v) }

@@ -31,7 +31,7 @@ func (w *applier) getSession(id uint64) (sessionRecord, bool, error) {
 		return sessionRecord{}, false, nil
 	}
 	var rec sessionRecord
-	if err := msgpack.Unmarshal(v, &rec); err != nil {
+	if err := unmarshal(v, &rec); err != nil {
 		return sessionRecord{}, false, fmt.Errorf("decode session %d: %w", id, err)
 	}
 	return rec, true, nil

@@ -494,6 +494,9 @@ func (w *applier) applyEntry(e raft.Entry) (Result, error) {
 	if cmd.Session == 0 || cmd.Op == OpRange {
 		return w.exec(r, &cmd)
 	}
+	if cmd.Seq == 0 {
+		return w.fail(r, fmt.Errorf("%w: session %d without a sequence number", ErrBadCommand, cmd.Session)), nil
+	}
 	sess, ok, err := w.getSession(cmd.Session)
 	if err != nil {
 		return r, err
