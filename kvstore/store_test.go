@@ -185,7 +185,7 @@ func TestCommands(t *testing.T) {
 func TestHistoryReads(t *testing.T) {
 	k := setupKV(t)
 	k.mustApply(Command{Op: OpDelete, Key: []byte("a")}) // rev 6
-	k.mustApply(put("a", "7"))                            // rev 7
+	k.mustApply(put("a", "7"))                           // rev 7
 	tests := []struct {
 		name    string
 		req     RangeRequest
@@ -244,7 +244,7 @@ func TestHistoryReads(t *testing.T) {
 func TestCompaction(t *testing.T) {
 	k := setupKV(t)
 	k.mustApply(Command{Op: OpDelete, Key: []byte("b")}) // rev 6
-	k.mustApply(put("a", "7"))                            // rev 7
+	k.mustApply(put("a", "7"))                           // rev 7
 	before := map[uint64]string{}
 	for rev := uint64(4); rev <= 7; rev++ {
 		res, err := k.s.Range(RangeRequest{Prefix: true, Rev: rev})
