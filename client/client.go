@@ -320,16 +320,18 @@ func (c *Client) entranceUsable() bool {
 // pick chooses the address for the next attempt: a redirect target, the
 // known leader, the entrance's answer, or the next known node, skipping
 // the addresses that failed during this operation (until all have).
-func (c *Client) pick(ctx context.Context, redirect string, avoid map[string]bool) string {
+// When it finds no address, err says why the entrance did not help.
+func (c *Client) pick(ctx context.Context, redirect string, avoid map[string]bool) (addr string, err error) {
 	if redirect != "" {
-		return redirect
+		return redirect, nil
 	}
 	if l := c.Leader(); l != "" && !avoid[l] {
-		return l
+		return l, nil
 	}
 	if c.cfg.Entrance != "" && c.entranceUsable() {
-		if l, err := c.discover(ctx); err == nil && l != "" && !avoid[l] {
-			return l
+		var l string
+		if l, err = c.discover(ctx); err == nil && l != "" && !avoid[l] {
+			return l, nil
 		} else if err != nil {
 			c.log.Debug("entrance unreachable", "entrance", c.cfg.Entrance, "err", err)
 			c.mu.Lock()
@@ -340,11 +342,11 @@ func (c *Client) pick(ctx context.Context, redirect string, avoid map[string]boo
 	n := len(c.snapshotAddrs())
 	for range n {
 		if a := c.rotate(); !avoid[a] {
-			return a
+			return a, nil
 		}
 	}
 	clear(avoid)
-	return c.rotate()
+	return c.rotate(), err
 }
 
 // do runs req against the cluster until a definitive answer or the
@@ -382,10 +384,13 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 	)
 loop:
 	for ctx.Err() == nil {
-		addr := c.pick(ctx, redirect, avoid)
+		addr, perr := c.pick(ctx, redirect, avoid)
 		redirect = ""
 		if addr == "" {
 			lastErr = ErrNoLeader
+			if perr != nil {
+				lastErr = fmt.Errorf("%w: %w", ErrUnavailable, perr)
+			}
 			if c.backoff(ctx, &pause) != nil {
 				break loop
 			}

@@ -1,0 +1,19 @@
+// Command raftctl is the command-line client of a raftkv cluster.
+//
+// Run `raftctl --help` for the commands and `raftctl help exit-codes` for
+// what its exit status means.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, newFactory(os.LookupEnv))
+	stop()
+	os.Exit(code)
+}

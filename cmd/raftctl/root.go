@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/raftkv/raftkv/client"
+)
+
+// Environment variables standing for the global flags (a flag wins).
+const (
+	envEntrance   = "RAFTCTL_ENTRANCE"
+	envEndpoints  = "RAFTCTL_ENDPOINTS"
+	envSecretFile = "RAFTCTL_SECRET_FILE"
+
+	defaultEntrance = "127.0.0.1:7700"
+)
+
+// kv is what the commands need from a cluster; *client.Client has it and
+// tests plug in a fake.
+type kv interface {
+	Put(ctx context.Context, key string, value []byte) (*client.WriteResult, error)
+	Get(ctx context.Context, key string, opts client.GetOptions) (*client.GetResult, error)
+	Delete(ctx context.Context, key string) (*client.WriteResult, error)
+	DeletePrefix(ctx context.Context, prefix string) (*client.WriteResult, error)
+	ListPeers(ctx context.Context) ([]client.Peer, error)
+	Close() error
+}
+
+// globalOptions are the persistent flags.
+type globalOptions struct {
+	entrance   string
+	endpoints  []string
+	secretFile string
+	output     string
+	timeout    time.Duration
+	debug      bool
+}
+
+// factory holds the global options and builds the client for a command.
+type factory struct {
+	opts      globalOptions
+	lookupEnv func(string) (string, bool)
+	// newKV connects; tests replace it.
+	newKV func(ctx context.Context, cfg client.Config) (kv, error)
+	// cfg is the client configuration the last connect used (tests read it).
+	cfg    client.Config
+	stderr io.Writer
+	// parsed is set once flags and environment were accepted: any error
+	// before it is a usage error.
+	parsed bool
+}
+
+func newFactory(lookupEnv func(string) (string, bool)) *factory {
+	return &factory{
+		lookupEnv: lookupEnv,
+		newKV: func(ctx context.Context, cfg client.Config) (kv, error) {
+			return client.New(ctx, cfg)
+		},
+	}
+}
+
+// usageError marks a command-line mistake (exit status 2).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Errorf(format, args...)} }
+
+// applyEnv fills the address and secret options from the environment where
+// no flag set them. Naming either address flag ignores both address
+// variables, so `--endpoints` works in a shell that exports
+// RAFTCTL_ENTRANCE.
+func (f *factory) applyEnv(cmd *cobra.Command) error {
+	fl := cmd.Flags()
+	if fl.Changed("entrance") && fl.Changed("endpoints") {
+		return usagef("--entrance and --endpoints are mutually exclusive")
+	}
+	if !fl.Changed("entrance") && !fl.Changed("endpoints") {
+		if v, ok := f.lookupEnv(envEntrance); ok && v != "" {
+			f.opts.entrance = v
+		}
+		if v, ok := f.lookupEnv(envEndpoints); ok && v != "" {
+			f.opts.endpoints = splitList(v)
+		}
+	}
+	if !fl.Changed("secret-file") {
+		if v, ok := f.lookupEnv(envSecretFile); ok && v != "" {
+			f.opts.secretFile = v
+		}
+	}
+	if f.opts.entrance == "" && len(f.opts.endpoints) == 0 {
+		f.opts.entrance = defaultEntrance
+	}
+	switch f.opts.output {
+	case "text", "json":
+	default:
+		return usagef("unknown output format %q (want text or json)", f.opts.output)
+	}
+	if f.opts.timeout <= 0 {
+		return usagef("--timeout must be positive")
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for p := range strings.SplitSeq(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// connect builds the client from the options.
+func (f *factory) connect(ctx context.Context) (kv, error) {
+	cfg := client.Config{Entrance: f.opts.entrance, Endpoints: f.opts.endpoints, Timeout: f.opts.timeout}
+	if f.opts.secretFile != "" {
+		b, err := os.ReadFile(f.opts.secretFile)
+		if err != nil {
+			return nil, fmt.Errorf("read secret file: %w", err)
+		}
+		secret := []byte(strings.TrimSpace(string(b)))
+		if len(secret) == 0 {
+			return nil, fmt.Errorf("secret file %s is empty", f.opts.secretFile)
+		}
+		cfg.Secret = secret
+	}
+	if f.opts.debug {
+		cfg.Logger = slog.New(slog.NewTextHandler(f.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	f.cfg = cfg
+	return f.newKV(ctx, cfg)
+}
+
+// withKV connects, runs fn and closes the client.
+func (f *factory) withKV(ctx context.Context, fn func(kv) error) error {
+	c, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c)
+}
+
+func newRootCommand(f *factory) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "raftctl",
+		Short: "Read and write keys of a raftkv cluster, and inspect it",
+		Long: `raftctl talks to a raftkv cluster: through the entrance (--entrance, which
+knows the leader), or directly to nodes (--endpoints), for example while the
+entrance is down. With neither, it uses the entrance at ` + defaultEntrance + `.
+
+Environment: ` + envEntrance + `, ` + envEndpoints + ` (comma-separated) and
+` + envSecretFile + ` stand for the flags; a flag wins over its variable.`,
+		Example: `  raftctl put greeting hello
+  raftctl get greeting
+  raftctl --endpoints 127.0.0.1:7701,127.0.0.1:7702 get greeting --serializable
+  raftctl -o json list-peers`,
+		Version:       version(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.applyEnv(cmd); err != nil {
+				return err
+			}
+			f.parsed = true
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&f.opts.entrance, "entrance", "", "entrance address host:port (env "+envEntrance+"; default "+defaultEntrance+")")
+	pf.StringSliceVar(&f.opts.endpoints, "endpoints", nil, "node addresses host:port,... to use directly (env "+envEndpoints+")")
+	pf.StringVar(&f.opts.secretFile, "secret-file", "", "file holding the cluster secret (env "+envSecretFile+")")
+	pf.StringVarP(&f.opts.output, "output", "o", "text", "output format: text or json")
+	pf.DurationVar(&f.opts.timeout, "timeout", client.DefaultTimeout, "how long one command may take, retries included")
+	pf.BoolVar(&f.opts.debug, "debug", false, "log redirects and retries to stderr")
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+
+	root.AddCommand(
+		newPutCommand(f),
+		newGetCommand(f),
+		newDelCommand(f),
+		newListPeersCommand(f),
+		newVersionCommand(f),
+		newExitCodesTopic(),
+	)
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with a usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return &usageError{err}
+		}
+		return nil
+	}
+}
+
+// run executes raftctl with args and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, f *factory) int {
+	f.stderr = stderr
+	root := newRootCommand(f)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	code := exitCode(err, f.parsed)
+	fmt.Fprintln(stderr, "Error:", strings.ReplaceAll(err.Error(), "client: ", ""))
+	if code == exitUsage {
+		fmt.Fprintln(stderr, "Run 'raftctl --help' for usage.")
+	}
+	return code
+}
+
+// exitCode maps an error to the documented exit status.
+func exitCode(err error, parsed bool) int {
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue) || !parsed:
+		return exitUsage
+	case errors.Is(err, client.ErrUnauthorized):
+		return exitUnauthorized
+	case errors.Is(err, client.ErrCompareFailed):
+		return exitCompareFailed
+	case errors.Is(err, client.ErrNotFound):
+		return exitError
+	case errors.Is(err, client.ErrOutcomeUnknown), errors.Is(err, client.ErrTimeout),
+		errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrNoLeader):
+		return exitUnavailable
+	default:
+		return exitError
+	}
+}
