@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# local-cluster.sh starts a raftkv cluster on loopback in the foreground: one
+# entrance and three raftd, with data under one directory. Ctrl-C stops
+# everything it started (SIGTERM by pid, then SIGKILL after a grace period).
+# `make run` runs it; it needs only Go and bash.
+#
+#   deploy/local-cluster.sh [--fresh]
+#
+#   --fresh   delete the data directory first (a brand-new cluster)
+#
+# Environment:
+#   RAFTKV_DATA       data directory (default ./tmp/cluster); kept between runs,
+#                     so a second run restarts the same cluster
+#   RAFTKV_BASE_PORT  entrance UDP port; nodes use the next three (default 7700)
+#   RAFTKV_HTTP_PORT  entrance HTTP port (default 7780)
+#   BIN               where the binaries are built (default ./bin)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BIN=${BIN:-./bin}
+DATA=${RAFTKV_DATA:-./tmp/cluster}
+BASE=${RAFTKV_BASE_PORT:-7700}
+HTTP=${RAFTKV_HTTP_PORT:-7780}
+HOST=127.0.0.1
+GRACE=10 # seconds between SIGTERM and SIGKILL on shutdown
+
+if [[ "${1:-}" == "--fresh" ]]; then
+	rm -rf "$DATA"
+elif [[ $# -gt 0 ]]; then
+	echo "usage: $0 [--fresh]" >&2
+	exit 2
+fi
+
+echo "building raftd, entrance and raftctl into $BIN/ ..."
+mkdir -p "$BIN"
+go build -o "$BIN/" ./cmd/raftd ./cmd/entrance ./cmd/raftctl
+
+mkdir -p "$DATA/logs"
+DATA=$(cd "$DATA" && pwd)
+BIN=$(cd "$BIN" && pwd)
+
+pids=()
+names=()
+stopping=0
+
+stop_all() {
+	stopping=1
+	trap - INT TERM EXIT
+	echo
+	echo "stopping the cluster ..."
+	local i
+	for i in "${!pids[@]}"; do
+		kill -TERM "${pids[$i]}" 2>/dev/null || true
+	done
+	local deadline=$((SECONDS + GRACE))
+	for i in "${!pids[@]}"; do
+		while kill -0 "${pids[$i]}" 2>/dev/null && ((SECONDS < deadline)); do
+			sleep 0.1
+		done
+		if kill -0 "${pids[$i]}" 2>/dev/null; then
+			echo "${names[$i]} (pid ${pids[$i]}) did not stop in ${GRACE}s; killing it"
+			kill -KILL "${pids[$i]}" 2>/dev/null || true
+		fi
+		wait "${pids[$i]}" 2>/dev/null || true
+	done
+	echo "stopped. Data kept in $DATA (delete it, or run with --fresh, for a new cluster)."
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+start() { # name, then the command
+	local name=$1
+	shift
+	"$@" >>"$DATA/logs/$name.log" 2>&1 &
+	pids+=($!)
+	names+=("$name")
+	echo "started $name (pid $!): $*"
+}
+
+start entrance "$BIN/entrance" --listen "$HOST:$BASE" --http "$HOST:$HTTP" --data-dir "$DATA/entrance"
+for i in 1 2 3; do
+	start "n$i" "$BIN/raftd" --name "n$i" --listen "$HOST:$((BASE + i))" --data-dir "$DATA/n$i" \
+		--entrance "$HOST:$BASE"
+done
+
+echo "waiting for a leader ..."
+ready=0
+for _ in $(seq 1 60); do
+	if "$BIN/raftctl" --entrance "$HOST:$BASE" --timeout 1s -o json list-peers 2>/dev/null | grep -q '"role": "leader"'; then
+		ready=1
+		break
+	fi
+	for i in "${!pids[@]}"; do
+		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+			echo "${names[$i]} exited during start-up; its log, $DATA/logs/${names[$i]}.log, ends with:" >&2
+			tail -n 20 "$DATA/logs/${names[$i]}.log" >&2 || true
+			exit 1
+		fi
+	done
+	sleep 0.5
+done
+if ((ready == 0)); then
+	echo "no leader after 30s; see the logs in $DATA/logs" >&2
+	exit 1
+fi
+"$BIN/raftctl" --entrance "$HOST:$BASE" list-peers || true
+
+cat <<USAGE
+
+raftkv is running: entrance $HOST:$BASE (web $HOST:$HTTP), nodes $HOST:$((BASE + 1))-$((BASE + 3)).
+Data and logs: $DATA (logs in $DATA/logs).
+
+Try, in another terminal:
+  export RAFTCTL_ENTRANCE=$HOST:$BASE
+  $BIN/raftctl put greeting hello
+  $BIN/raftctl get greeting
+  $BIN/raftctl list-peers
+  $BIN/raftctl --endpoints $HOST:$((BASE + 1)),$HOST:$((BASE + 2)),$HOST:$((BASE + 3)) get greeting
+  curl -s http://$HOST:$HTTP/v1/cluster
+
+Press Ctrl-C to stop the cluster.
+USAGE
+
+# Wait until Ctrl-C, or until every process has exited.
+declare -A reported=()
+while ((stopping == 0)); do
+	alive=0
+	for i in "${!pids[@]}"; do
+		if kill -0 "${pids[$i]}" 2>/dev/null; then
+			alive=1
+		elif [[ -z "${reported[$i]:-}" ]]; then
+			reported[$i]=1
+			echo "${names[$i]} (pid ${pids[$i]}) exited; see $DATA/logs/${names[$i]}.log"
+		fi
+	done
+	((alive == 1)) || break
+	sleep 1
+done
