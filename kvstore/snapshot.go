@@ -2,7 +2,10 @@ package kvstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash"
+	"hash/crc32"
 	"fmt"
 	"io"
 	"os"
@@ -12,8 +15,16 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// snapshotMagic starts every snapshot; the bbolt file image follows.
+// Snapshot format: snapshotMagic, the bbolt file image, then a trailer of
+// the image's length (8 bytes big-endian) and CRC-32C (4 bytes
+// big-endian). bbolt trusts its file (a corrupt page can crash the
+// process in a background goroutine), so Restore checks the trailer before
+// bbolt ever opens the image.
 var snapshotMagic = []byte("RKVSNAP\x01")
+
+const snapshotTrailerLen = 12
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // SnapshotInfo describes a snapshot written by WriteSnapshot.
 type SnapshotInfo struct {
@@ -37,9 +48,18 @@ func (s *Store) WriteSnapshot(w io.Writer) (SnapshotInfo, error) {
 		if _, err := w.Write(snapshotMagic); err != nil {
 			return err
 		}
-		n, err := tx.WriteTo(w)
-		info.Size = n + int64(len(snapshotMagic))
-		return err
+		crc := crc32.New(castagnoli)
+		n, err := tx.WriteTo(io.MultiWriter(w, crc))
+		if err != nil {
+			return err
+		}
+		trailer := binary.BigEndian.AppendUint64(make([]byte, 0, snapshotTrailerLen), uint64(n))
+		trailer = binary.BigEndian.AppendUint32(trailer, crc.Sum32())
+		if _, err := w.Write(trailer); err != nil {
+			return err
+		}
+		info.Size = int64(len(snapshotMagic)) + n + snapshotTrailerLen
+		return nil
 	})
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("kvstore: write snapshot: %w", err)
@@ -85,11 +105,11 @@ func (s *Store) Restore(r io.Reader, index uint64) error {
 		if _, err := io.ReadFull(r, head); err != nil || !bytes.Equal(head, snapshotMagic) {
 			return fmt.Errorf("%w: missing header", ErrBadSnapshot)
 		}
-		n, err := io.Copy(f, r)
-		if err == nil && n == 0 {
-			err = fmt.Errorf("%w: no data after the header", ErrBadSnapshot)
+		tw := &trailerWriter{w: f, crc: crc32.New(castagnoli)}
+		if _, err := io.Copy(tw, r); err != nil {
+			return err
 		}
-		return err
+		return tw.check()
 	}, &raft.SnapshotMeta{Index: index}, false)
 }
 
@@ -234,4 +254,42 @@ func syncDir(dir string) error {
 	}
 	err = d.Sync()
 	return errors.Join(err, d.Close())
+}
+
+// trailerWriter writes all but the last snapshotTrailerLen bytes through,
+// checksumming them, and keeps the last ones: the trailer.
+type trailerWriter struct {
+	w    io.Writer
+	crc  hash.Hash32
+	n    int64
+	tail []byte
+}
+
+func (t *trailerWriter) Write(p []byte) (int, error) {
+	buf := append(t.tail, p...)
+	if len(buf) <= snapshotTrailerLen {
+		t.tail = buf
+		return len(p), nil
+	}
+	out := buf[:len(buf)-snapshotTrailerLen]
+	if _, err := t.w.Write(out); err != nil {
+		return 0, err
+	}
+	t.crc.Write(out)
+	t.n += int64(len(out))
+	t.tail = append(make([]byte, 0, snapshotTrailerLen), buf[len(out):]...)
+	return len(p), nil
+}
+
+func (t *trailerWriter) check() error {
+	if len(t.tail) != snapshotTrailerLen || t.n == 0 {
+		return fmt.Errorf("%w: truncated", ErrBadSnapshot)
+	}
+	if n := binary.BigEndian.Uint64(t.tail); n != uint64(t.n) {
+		return fmt.Errorf("%w: %d image bytes, trailer says %d", ErrBadSnapshot, t.n, n)
+	}
+	if sum := binary.BigEndian.Uint32(t.tail[8:]); sum != t.crc.Sum32() {
+		return fmt.Errorf("%w: checksum %08x, trailer says %08x", ErrBadSnapshot, t.crc.Sum32(), sum)
+	}
+	return nil
 }

@@ -511,7 +511,7 @@ func (w *applier) applyEntry(e raft.Entry) (Result, error) {
 		prev := sess.LastActive
 		dup := sess.Resp
 		dup.Err = dup.Code.Err()
-		dup.Duplicate = true
+		dup.Duplicate, dup.Index = true, e.Index
 		sess.LastActive = w.st.clock
 		return dup, w.putSession(cmd.Session, sess, prev)
 	}
