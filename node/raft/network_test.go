@@ -109,8 +109,12 @@ func (nw *network) addNode(cfg Config) *testNode {
 func (nw *network) restart(id uint64) *testNode {
 	old := nw.nodes[id]
 	cfg := old.cfg
-	cfg.Storage = old.storage.Clone()
-	cfg.Applied = 0
+	st := old.storage.Clone()
+	cfg.Storage = st
+	// The application restarts from its snapshot (its state machine as
+	// of the snapshot index) and re-applies committed entries after it.
+	snap, _ := st.Snapshot()
+	cfg.Applied = snap.Meta.Index
 	tn := nw.addNode(cfg)
 	tn.applied = nil
 	return tn
@@ -132,6 +136,13 @@ func (nw *network) raft(id uint64) *raft { return nw.nodes[id].n.r }
 // returns the messages to send.
 func (nw *network) handleReady(tn *testNode) []Message {
 	rd := tn.n.Ready()
+	msgs := nw.handleReadyNoAdvance(tn, rd)
+	tn.n.Advance(rd)
+	return msgs
+}
+
+// handleReadyNoAdvance persists and applies rd without calling Advance.
+func (nw *network) handleReadyNoAdvance(tn *testNode, rd Ready) []Message {
 	if !rd.Snapshot.IsEmpty() {
 		if err := tn.storage.ApplySnapshot(rd.Snapshot); err != nil {
 			nw.t.Fatalf("node %d: apply snapshot %d: %v", tn.id, rd.Snapshot.Meta.Index, err)
@@ -165,7 +176,6 @@ func (nw *network) handleReady(tn *testNode) []Message {
 		}
 	}
 	tn.readStates = append(tn.readStates, rd.ReadStates...)
-	tn.n.Advance(rd)
 	return rd.Messages
 }
 
