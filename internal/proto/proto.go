@@ -188,6 +188,10 @@ type JoinRequest struct {
 	Name   string `msgpack:"n"`
 	Addr   string `msgpack:"a"`
 	NodeID uint64 `msgpack:"i"`
+	// ClusterID is the cluster the node belongs to (0: unknown, never
+	// admitted); an entrance that lost its registry can relearn it, and one
+	// of another cluster can refuse the node.
+	ClusterID uint64 `msgpack:"cl"`
 }
 
 // JoinResponse admits (Code OK) or refuses a node.
@@ -208,6 +212,9 @@ type Member struct {
 	Addr    string `msgpack:"a"`
 	Learner bool   `msgpack:"l"`
 	Match   uint64 `msgpack:"m"` // highest log index known replicated there
+	// Active says the leader heard from the member within the last
+	// election timeout (Raft's RecentActive; the leader itself: true).
+	Active bool `msgpack:"ra"`
 }
 
 // LeaderReport is sent by a leader to the entrance on election and then
@@ -220,6 +227,8 @@ type LeaderReport struct {
 	Term    uint64   `msgpack:"t"`
 	Commit  uint64   `msgpack:"c"`
 	Members []Member `msgpack:"m"`
+	// ClusterID is the leader's cluster (see JoinRequest.ClusterID).
+	ClusterID uint64 `msgpack:"cl"`
 }
 
 // WhoLeadsRequest asks the entrance for the current leader.
