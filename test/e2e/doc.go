@@ -1,0 +1,24 @@
+// Package e2e holds integration tests that run raftkv as real processes:
+// TestMain builds raftd, entrance and raftctl (without -race) into a
+// temporary directory, and each test starts an entrance and three raftd on
+// free 127.0.0.1 ports, with data under t.TempDir(). Processes are stopped
+// (SIGTERM, then SIGKILL) by pid in t.Cleanup; when a test fails, the tail of
+// every process's log is printed.
+//
+// The tests: a cluster forms and serves raftctl (TestClusterFormsAndServes),
+// leader SIGKILL and catch-up (TestLeaderKillFailover), SIGKILL of every node
+// during writes (TestKillAllDuringWrites), porcupine-checked histories while
+// nodes are killed and restarted (TestLinearizableUnderCrashes; on failure
+// it writes an HTML visualization and prints its path), and the data path
+// without the entrance (TestEntranceDownEndpointsServe).
+//
+// # Usage
+//
+//	go test ./test/e2e/
+//	go test ./test/e2e/ -run TestLinearizable -v
+//	RAFTKV_E2E_BENCH=1 go test ./test/e2e/ -run TestMeasure -v
+//
+// RAFTKV_E2E_BENCH=1 enables the measurements: the time from a leader's
+// SIGKILL to the first acknowledged write (median of seven runs) and put/get
+// throughput at 1 and 64 concurrent clients.
+package e2e
