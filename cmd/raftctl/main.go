@@ -1,7 +1,3 @@
-// Command raftctl is the command-line client of a raftkv cluster.
-//
-// Run `raftctl --help` for the commands and `raftctl help exit-codes` for
-// what its exit status means.
 package main
 
 import (
