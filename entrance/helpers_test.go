@@ -1,0 +1,201 @@
+package entrance
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/raftkv/raftkv/internal/proto"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// clock is a manual clock for Config.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// newTest opens an entrance on dir with a manual clock (nil: real time)
+// and the given caller; it is closed when the test ends.
+func newTest(t *testing.T, dir string, clk *clock, caller Caller, mod func(*Config)) *Entrance {
+	t.Helper()
+	cfg := Config{DataDir: dir, Caller: caller, Logger: testLogger(t), Rand: rand.New(rand.NewPCG(1, uint64(len(dir))))}
+	if clk != nil {
+		cfg.Now = clk.Now
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return e
+}
+
+var src = netip.MustParseAddrPort("127.0.0.1:40000")
+
+func join(e *Entrance, name, addr string, id uint64) proto.JoinResponse {
+	return e.Join(proto.JoinRequest{Name: name, Addr: addr, NodeID: id}, src)
+}
+
+func mustJoin(t *testing.T, e *Entrance, name, addr string, id uint64) proto.JoinResponse {
+	t.Helper()
+	r := join(e, name, addr, id)
+	if r.Code != proto.CodeOK || r.NodeID == 0 {
+		t.Fatalf("join %s %s id %016x = %+v, want OK with an ID", name, addr, id, r)
+	}
+	return r
+}
+
+// fakeLeader plays the Raft leader for the membership driver: it keeps a
+// configuration, applies AddLearner/Promote like the runtime must
+// (idempotently), and refuses a change while the previous one has not yet
+// been reported (as a core with a pending change would).
+type fakeLeader struct {
+	mu         sync.Mutex
+	id         uint64
+	name, addr string
+	term       uint64
+	commit     uint64
+	members    map[uint64]*proto.Member
+	dead       map[uint64]bool // members whose Match never moves
+	unreported bool            // a change was made since the last report
+	refuseNext int             // refuse this many calls (change pending)
+	calls      []proto.AdminRequest
+	tos        []netip.AddrPort
+	overlap    int // changes requested while one was unreported
+	callErr    error
+	redirect   map[netip.AddrPort]string // answer NotLeader with this address
+}
+
+func newFakeLeader(id uint64, name, addr string, term uint64) *fakeLeader {
+	f := &fakeLeader{id: id, name: name, addr: addr, term: term, commit: 1,
+		members: map[uint64]*proto.Member{}, dead: map[uint64]bool{}}
+	f.members[id] = &proto.Member{ID: id, Name: name, Addr: addr, Match: 1}
+	return f
+}
+
+func (f *fakeLeader) Call(ctx context.Context, to netip.AddrPort, payload []byte) ([]byte, error) {
+	kind, body, err := proto.Split(payload)
+	if err != nil || kind != proto.KindAdmin {
+		return nil, err
+	}
+	var req proto.AdminRequest
+	if err := proto.Decode(body, &req); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, req)
+	f.tos = append(f.tos, to)
+	answer := func(r proto.AdminResponse) ([]byte, error) { return proto.MustEncode(proto.KindAdmin, &r), nil }
+	if f.callErr != nil {
+		return nil, f.callErr
+	}
+	if a, ok := f.redirect[to]; ok {
+		return answer(proto.AdminResponse{Code: proto.CodeNotLeader, LeaderAddr: a})
+	}
+	if f.refuseNext > 0 {
+		f.refuseNext--
+		return answer(proto.AdminResponse{Code: proto.CodeRefused, Message: "a configuration change is pending"})
+	}
+	m := f.members[req.NodeID]
+	switch req.Op {
+	case proto.AdminAddLearner:
+		if m != nil {
+			return answer(proto.AdminResponse{Code: proto.CodeOK})
+		}
+		if f.unreported {
+			f.overlap++
+			return answer(proto.AdminResponse{Code: proto.CodeRefused, Message: "a configuration change is pending"})
+		}
+		f.members[req.NodeID] = &proto.Member{ID: req.NodeID, Name: req.Name, Addr: req.Addr, Learner: true}
+	case proto.AdminPromote:
+		if m == nil {
+			return answer(proto.AdminResponse{Code: proto.CodeInvalid, Message: "not a member"})
+		}
+		if !m.Learner {
+			return answer(proto.AdminResponse{Code: proto.CodeOK})
+		}
+		if f.unreported {
+			f.overlap++
+			return answer(proto.AdminResponse{Code: proto.CodeRefused, Message: "a configuration change is pending"})
+		}
+		m.Learner = false
+	default:
+		return answer(proto.AdminResponse{Code: proto.CodeInvalid})
+	}
+	f.unreported = true
+	f.commit++
+	return answer(proto.AdminResponse{Code: proto.CodeOK})
+}
+
+// report advances the log by one entry, replicates it to every live
+// member and returns the leader's report.
+func (f *fakeLeader) report() proto.LeaderReport {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.commit++
+	f.unreported = false
+	r := proto.LeaderReport{ID: f.id, Name: f.name, Addr: f.addr, Term: f.term, Commit: f.commit}
+	for _, m := range f.members {
+		if !f.dead[m.ID] {
+			m.Match = f.commit
+		}
+		r.Members = append(r.Members, *m)
+	}
+	slices.SortFunc(r.Members, func(a, b proto.Member) int { return cmp.Compare(a.ID, b.ID) })
+	return r
+}
+
+func (f *fakeLeader) counts() (voters, learners int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.members {
+		if m.Learner {
+			learners++
+		} else {
+			voters++
+		}
+	}
+	return voters, learners
+}
+
+func (f *fakeLeader) callsSnapshot() []proto.AdminRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
