@@ -1,0 +1,386 @@
+package rudp
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+var (
+	// ErrPeerUnreachable means a message was not acknowledged before the
+	// caller's deadline or before the peer made no progress for
+	// Config.PeerTimeout. The peer may or may not have received it.
+	ErrPeerUnreachable = errors.New("rudp: peer unreachable")
+	// ErrClosed is returned by operations on a closed endpoint.
+	ErrClosed = errors.New("rudp: endpoint closed")
+	// ErrTooLarge is returned for a message above Config.MaxMessageSize or a
+	// broadcast that does not fit one datagram.
+	ErrTooLarge = errors.New("rudp: message too large")
+	// ErrRunning is returned by a second call of Run.
+	ErrRunning = errors.New("rudp: already running")
+	// ErrTooManyPeers is returned when Config.MaxPeers peers all have
+	// unfinished work.
+	ErrTooManyPeers = errors.New("rudp: too many peers")
+)
+
+// Stats is a snapshot of an endpoint's counters.
+type Stats struct {
+	DatagramsSent     uint64 // datagrams written, first transmissions and retransmissions
+	DatagramsReceived uint64 // datagrams read, good or bad
+	MessagesSent      uint64 // messages fully acknowledged (replies included)
+	MessagesReceived  uint64 // messages delivered (broadcasts and replies included)
+	Retransmits       uint64 // fragments sent again
+	Duplicates        uint64 // fragments and broadcasts received again (not delivered)
+	DroppedBadMAC     uint64 // datagrams whose tag did not verify (never parsed)
+	DroppedMalformed  uint64 // authenticated datagrams that failed to parse
+	DroppedStale      uint64 // datagrams of another cluster, a retired incarnation or beyond the window
+	DroppedNoBuffer   uint64 // fragments refused by the reassembly bounds (sender retries)
+	PartialsExpired   uint64 // partial messages freed after ReassemblyTimeout
+	Unreachable       uint64 // messages given up (deadline or PeerTimeout)
+	PeerRestarts      uint64 // new incarnations seen from known addresses
+	WriteErrors       uint64 // failed socket writes (treated as loss)
+	ReassemblyBytes   int64  // bytes now reserved for reassembly and waiting deliveries
+	Peers             int    // addresses with state
+}
+
+type counters struct {
+	datagramsSent, datagramsReceived, messagesSent, messagesReceived atomic.Uint64
+	retransmits, duplicates, droppedBadMAC, droppedMalformed         atomic.Uint64
+	droppedStale, droppedNoBuffer, partialsExpired, unreachable      atomic.Uint64
+	peerRestarts, writeErrors                                        atomic.Uint64
+}
+
+// Endpoint sends and receives messages over one net.PacketConn. It is safe
+// for concurrent use.
+type Endpoint struct {
+	cfg    Config
+	log    *slog.Logger
+	pc     net.PacketConn
+	udp    *net.UDPConn // pc when it is a UDP socket (allocation-free I/O)
+	mac    *macer
+	nodeID uint64
+	inc    uint64 // Invariant: inc != 0
+	chunk  int    // payload bytes per fragment
+
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+	running   atomic.Bool
+	kick      chan struct{} // wakes the timer loop early; capacity 1
+	inbox     chan delivery
+	bufPool   sync.Pool // of *[]byte with capacity MaxDatagramSize
+	writeMu   sync.Mutex
+
+	mu         sync.Mutex
+	closed     bool
+	rng        *rand.Rand
+	peers      map[netip.AddrPort]*peer
+	calls      map[uint64]*pendingCall // by request msg ID
+	nextMsgID  uint64
+	bcastSeq   uint64
+	bcastSeen  map[[2]uint64]*bcastWindow // by (node, incarnation)
+	reasmBytes int                        // Invariant: sum of peer.reasmBytes <= MaxReassemblyBytes
+	out        []outDatagram              // built under mu, written by flush
+	nextWake   time.Time                  // when the timer loop will next run
+
+	st counters
+}
+
+type outDatagram struct {
+	buf *[]byte
+	to  netip.AddrPort
+}
+
+type delivery struct {
+	m       Message
+	kind    uint8
+	msgID   uint64
+	p       *peer
+	release int // reassembly bytes to release after the handler returns
+}
+
+// New returns an endpoint that will own pc. It starts nothing: call Run.
+func New(pc net.PacketConn, cfg Config) (*Endpoint, error) {
+	if pc == nil {
+		return nil, errors.New("rudp: nil PacketConn")
+	}
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	rng := cfg.Rand
+	if rng == nil {
+		var seed [16]byte
+		cryptorand.Read(seed[:])
+		rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:]), binary.LittleEndian.Uint64(seed[8:])))
+	}
+	mac, err := newMacer(cfg.Secret, cfg.ClusterID)
+	if err != nil {
+		return nil, err
+	}
+	e := &Endpoint{
+		cfg:       cfg,
+		pc:        pc,
+		mac:       mac,
+		chunk:     cfg.chunkSize(),
+		done:      make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		inbox:     make(chan delivery, cfg.InboxLen),
+		rng:       rng,
+		peers:     make(map[netip.AddrPort]*peer),
+		calls:     make(map[uint64]*pendingCall),
+		bcastSeen: make(map[[2]uint64]*bcastWindow),
+	}
+	e.udp, _ = pc.(*net.UDPConn)
+	e.nodeID = cfg.NodeID
+	for e.nodeID == 0 {
+		e.nodeID = rng.Uint64()
+	}
+	for e.inc == 0 {
+		e.inc = rng.Uint64()
+	}
+	e.log = cfg.Logger.With("node_id", fmt.Sprintf("%016x", e.nodeID), "local", pc.LocalAddr().String())
+	e.bufPool.New = func() any { b := make([]byte, 0, cfg.MaxDatagramSize); return &b }
+	if len(cfg.Secret) == 0 {
+		e.log.Warn("rudp: no cluster secret configured: datagrams are not authenticated")
+	}
+	return e, nil
+}
+
+// NodeID returns this endpoint's node ID.
+func (e *Endpoint) NodeID() uint64 { return e.nodeID }
+
+// Incarnation returns this endpoint's random incarnation.
+func (e *Endpoint) Incarnation() uint64 { return e.inc }
+
+// LocalAddr returns the address of the endpoint's PacketConn.
+func (e *Endpoint) LocalAddr() net.Addr { return e.pc.LocalAddr() }
+
+// AddrPort returns LocalAddr as a netip.AddrPort.
+func (e *Endpoint) AddrPort() netip.AddrPort { return addrPortOf(e.pc.LocalAddr()) }
+
+// Run reads the socket, runs retransmission timers and handlers, and blocks
+// until ctx is done or Close is called; it then closes the endpoint and
+// returns after every goroutine it started has exited. It returns nil on
+// such a stop and the read error if the socket fails.
+func (e *Endpoint) Run(ctx context.Context) error {
+	if !e.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	readErr := make(chan error, 1)
+	wg.Go(func() {
+		readErr <- e.readLoop()
+		cancel()
+	})
+	wg.Go(func() { e.timerLoop(ctx) })
+	for range e.cfg.HandlerWorkers {
+		wg.Go(func() { e.worker(ctx) })
+	}
+	select {
+	case <-ctx.Done():
+	case <-e.done:
+	}
+	e.Close()
+	cancel()
+	wg.Wait()
+	return <-readErr
+}
+
+// Close stops the endpoint: pending Send and Call return ErrClosed and the
+// PacketConn is closed. It is idempotent and does not wait for Run.
+func (e *Endpoint) Close() error {
+	var err error
+	e.closeOnce.Do(func() {
+		close(e.done)
+		e.mu.Lock()
+		e.closed = true
+		for _, p := range e.peers {
+			e.failPeerLocked(p, ErrClosed)
+		}
+		for id, c := range e.calls {
+			c.fail(ErrClosed)
+			delete(e.calls, id)
+		}
+		e.mu.Unlock()
+		err = e.pc.Close()
+	})
+	return err
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Endpoint) Stats() Stats {
+	e.mu.Lock()
+	reasm, peers := e.reasmBytes, len(e.peers)
+	e.mu.Unlock()
+	return Stats{
+		DatagramsSent:     e.st.datagramsSent.Load(),
+		DatagramsReceived: e.st.datagramsReceived.Load(),
+		MessagesSent:      e.st.messagesSent.Load(),
+		MessagesReceived:  e.st.messagesReceived.Load(),
+		Retransmits:       e.st.retransmits.Load(),
+		Duplicates:        e.st.duplicates.Load(),
+		DroppedBadMAC:     e.st.droppedBadMAC.Load(),
+		DroppedMalformed:  e.st.droppedMalformed.Load(),
+		DroppedStale:      e.st.droppedStale.Load(),
+		DroppedNoBuffer:   e.st.droppedNoBuffer.Load(),
+		PartialsExpired:   e.st.partialsExpired.Load(),
+		Unreachable:       e.st.unreachable.Load(),
+		PeerRestarts:      e.st.peerRestarts.Load(),
+		WriteErrors:       e.st.writeErrors.Load(),
+		ReassemblyBytes:   int64(reasm),
+		Peers:             peers,
+	}
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case nil:
+		return ap
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// readLoop drains the socket until it is closed.
+func (e *Endpoint) readLoop() error {
+	buf := make([]byte, 64<<10)
+	for {
+		var (
+			n    int
+			from netip.AddrPort
+			err  error
+		)
+		if e.udp != nil {
+			n, from, err = e.udp.ReadFromUDPAddrPort(buf)
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		} else {
+			var a net.Addr
+			n, a, err = e.pc.ReadFrom(buf)
+			from = addrPortOf(a)
+		}
+		if err != nil {
+			select {
+			case <-e.done:
+				return nil
+			default:
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			e.log.Error("rudp: read failed", "err", err)
+			return fmt.Errorf("rudp: read: %w", err)
+		}
+		e.handleDatagram(buf[:n], from)
+	}
+}
+
+// flush writes the datagrams built under the lock, in the order they were
+// built (writeMu keeps concurrent flushers from reordering them, which
+// would look like loss to the peer's acks).
+func (e *Endpoint) flush() {
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	e.mu.Lock()
+	out := e.out
+	e.out = nil
+	e.mu.Unlock()
+	for _, d := range out {
+		var err error
+		if e.udp != nil {
+			_, err = e.udp.WriteToUDPAddrPort(*d.buf, d.to)
+		} else {
+			_, err = e.pc.WriteTo(*d.buf, net.UDPAddrFromAddrPort(d.to))
+		}
+		e.st.datagramsSent.Add(1)
+		if err != nil {
+			e.st.writeErrors.Add(1)
+			e.log.Debug("rudp: write failed", "peer", d.to, "err", err)
+		}
+		*d.buf = (*d.buf)[:0]
+		e.bufPool.Put(d.buf)
+	}
+}
+
+// newBuf returns an empty datagram buffer.
+func (e *Endpoint) newBuf() *[]byte { return e.bufPool.Get().(*[]byte) }
+
+// queueLocked seals b with its tag and queues it for flush.
+func (e *Endpoint) queueLocked(b *[]byte, to netip.AddrPort) {
+	*b = e.mac.appendTag(*b)
+	e.out = append(e.out, outDatagram{buf: b, to: to})
+}
+
+// wakeLocked makes sure the timer loop runs by t.
+func (e *Endpoint) wakeLocked(t time.Time) {
+	if e.nextWake.IsZero() || t.Before(e.nextWake) {
+		e.nextWake = t
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// timerGranularity is the shortest sleep of the timer loop; deadlines that
+// are due within it are handled together.
+const timerGranularity = time.Millisecond
+
+func (e *Endpoint) timerLoop(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		next := e.onTimer(time.Now())
+		e.flush()
+		t.Reset(max(time.Until(next), timerGranularity))
+		select {
+		case <-t.C:
+		case <-e.kick:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (e *Endpoint) worker(ctx context.Context) {
+	for {
+		select {
+		case d := <-e.inbox:
+			e.handle(ctx, d)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (e *Endpoint) handle(ctx context.Context, d delivery) {
+	var reply []byte
+	if h := e.cfg.Handler; h != nil {
+		reply = h(ctx, d.m)
+	}
+	if d.release > 0 {
+		e.mu.Lock()
+		d.p.reasmBytes -= d.release
+		e.reasmBytes -= d.release
+		e.mu.Unlock()
+	}
+	if d.kind == kindRequest {
+		if err := e.reply(d.m.From, d.msgID, reply); err != nil {
+			e.log.Debug("rudp: reply not sent", "peer", d.m.From, "err", err)
+		}
+	}
+}

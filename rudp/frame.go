@@ -1,0 +1,339 @@
+package rudp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Protocol flow
+//
+// A peer is an address (netip.AddrPort). Each endpoint picks a random 64-bit
+// incarnation when it is created. Every datagram names the cluster, the
+// sender's node ID and incarnation, and the incarnation the sender believes
+// the receiver has (dstInc; 0 when it has not heard from it yet).
+//
+//	A                                            B
+//	data seq=1 una=1 dstInc=0      ──────────▶   rejects (dstInc is not B's);
+//	                               ◀──────────   ack-only "hello" (header carries B's incarnation)
+//	A learns B's incarnation, resends every unfinished message with new seqs
+//	data seq=2 una=2 dstInc=B      ──────────▶   accepted, delivered once
+//	                               ◀──────────   ack cum=3 (piggybacked on B's data when it has any)
+//
+// Each message is split into fragments; each fragment gets the next sequence
+// number of the (sender incarnation → receiver) stream when it is first sent,
+// and keeps it when retransmitted (Karn's rule applies to RTT samples). The
+// receiver keeps a duplicate window per peer incarnation (cumulative point
+// plus a 4096-bit map) and acknowledges with the cumulative point and up to
+// 64 selective ranges. una, sent with every data fragment, is the lowest
+// sequence number the sender may still retransmit; the receiver moves its
+// cumulative point up to it, so messages the sender gave up on do not stall
+// the window. A new incarnation from an address retires the old one: the
+// receiver drops the old one's datagrams and the sender restarts its
+// unfinished messages towards the new one.
+//
+// Datagram layout (big-endian). Every datagram ends with a 16-byte tag,
+// HMAC-SHA256 over all preceding bytes, truncated; the key is derived with
+// HKDF-SHA256 from the cluster secret (an empty secret gives a public key:
+// corruption is still detected, forgery is not).
+//
+//	off  size  field
+//	  0     1  version        ProtocolVersion
+//	  1     1  type           typeData | typeAck | typeBroadcast
+//	  2     1  flags          flagAck: an ack block follows the header
+//	  3     1  key ID         0 (reserved for key rotation)
+//	  4     8  cluster ID
+//	 12     8  sender node ID
+//	 20     8  sender incarnation
+//	 28     8  dst incarnation (0 = unknown; 0 in broadcasts)
+//	 36        [ack block]  if flagAck:
+//	        8    cum          every seq < cum was received (or given up by its sender)
+//	        2    ack delay    microseconds between the newest arrival and this ack
+//	        1    n            number of ranges, at most maxAckRanges
+//	      4*n    ranges       gap uint16, len uint16: [prev+gap, prev+gap+len), prev starts at cum;
+//	                          gap >= 1, len >= 1
+//	           [data frame]  if typeData:
+//	        8    seq          fragment sequence number, >= 1
+//	        8    una          lowest seq the sender may still retransmit, <= seq
+//	        8    msg ID       >= 1, unique per sender incarnation
+//	        8    ref          the request's msg ID in a response, else 0
+//	        1    kind         kindOneWay | kindRequest | kindResponse
+//	        2    frag index   < frag count
+//	        2    frag count   >= 1, <= max(total, 1)
+//	        4    total        message length; fragment i holds bytes [i*total/count, (i+1)*total/count)
+//	        -    payload      the rest, up to the tag
+//	           [broadcast frame]  if typeBroadcast:
+//	        8    seq          per sender incarnation, for replay protection
+//	        -    payload      the rest, up to the tag
+//	  end-16  16  tag
+
+// ProtocolVersion is the version byte of every datagram.
+const ProtocolVersion = 1
+
+// Datagram types.
+// ONLY APPEND: values are on the wire.
+const (
+	typeData      = 1 // header, optional ack block, data frame
+	typeAck       = 2 // header, optional ack block (none: a "hello" that only names the sender)
+	typeBroadcast = 3 // header, broadcast frame; unreliable, not acknowledged
+)
+
+// Header flags.
+// ONLY APPEND: values are on the wire.
+const (
+	flagAck = 1 << 0 // an ack block follows the header
+)
+
+// Message kinds.
+// ONLY APPEND: values are on the wire.
+const (
+	kindOneWay   = 0 // delivered to the handler, its reply is ignored
+	kindRequest  = 1 // delivered to the handler, its reply is sent back as a kindResponse
+	kindResponse = 2 // completes the Call whose request had msg ID ref
+)
+
+// Sizes of the fixed parts of a datagram, in bytes.
+const (
+	headerLen     = 36
+	ackFixedLen   = 11
+	ackRangeLen   = 4
+	dataFixedLen  = 41
+	bcastFixedLen = 8
+	tagLen        = 16
+
+	maxAckRanges   = 64 // most ranges an ack block may carry
+	piggyAckRanges = 16 // most ranges piggybacked on a data fragment
+
+	// dataOverhead is everything in a data datagram but the payload.
+	dataOverhead = headerLen + ackFixedLen + piggyAckRanges*ackRangeLen + dataFixedLen + tagLen
+)
+
+// recvWindow is how many sequence numbers above the cumulative point a
+// receiver tracks. A sender never has a fragment in flight with
+// seq >= una+recvWindow. Part of the protocol: both sides must agree.
+const recvWindow = 4096
+
+var errFrame = errors.New("rudp: malformed frame")
+
+type header struct {
+	version uint8
+	typ     uint8
+	flags   uint8
+	keyID   uint8
+	cluster uint64
+	node    uint64
+	inc     uint64
+	dstInc  uint64
+}
+
+// ackRange is the half-open interval [lo, hi) of received sequence numbers.
+type ackRange struct{ lo, hi uint64 }
+
+type ackBlock struct {
+	cum    uint64
+	delay  uint16 // microseconds
+	n      int    // Invariant: n <= maxAckRanges
+	ranges [maxAckRanges]ackRange
+}
+
+type dataFrame struct {
+	seq, una, msgID, ref uint64
+	kind                 uint8
+	fragIdx, fragCnt     uint16
+	total                uint32
+	payload              []byte // aliases the datagram
+}
+
+type bcastFrame struct {
+	seq     uint64
+	payload []byte // aliases the datagram
+}
+
+// datagram is a decoded datagram without its tag.
+type datagram struct {
+	h      header
+	hasAck bool
+	ack    ackBlock
+	data   dataFrame  // valid if h.typ == typeData
+	bcast  bcastFrame // valid if h.typ == typeBroadcast
+}
+
+// fragBounds returns the byte range [lo, hi) of fragment i of a message of
+// total bytes in count fragments.
+func fragBounds(i, count uint16, total uint32) (lo, hi uint32) {
+	lo = uint32(uint64(i) * uint64(total) / uint64(count))
+	hi = uint32((uint64(i) + 1) * uint64(total) / uint64(count))
+	return lo, hi
+}
+
+func appendHeader(b []byte, h header) []byte {
+	b = append(b, h.version, h.typ, h.flags, h.keyID)
+	b = binary.BigEndian.AppendUint64(b, h.cluster)
+	b = binary.BigEndian.AppendUint64(b, h.node)
+	b = binary.BigEndian.AppendUint64(b, h.inc)
+	return binary.BigEndian.AppendUint64(b, h.dstInc)
+}
+
+// appendAck encodes a; its ranges must be sorted, disjoint, non-empty,
+// above cum and separated by gaps, as dupWindow.ranges produces them.
+func appendAck(b []byte, a *ackBlock) []byte {
+	b = binary.BigEndian.AppendUint64(b, a.cum)
+	b = binary.BigEndian.AppendUint16(b, a.delay)
+	b = append(b, uint8(a.n))
+	prev := a.cum
+	for _, r := range a.ranges[:a.n] {
+		b = binary.BigEndian.AppendUint16(b, uint16(r.lo-prev))
+		b = binary.BigEndian.AppendUint16(b, uint16(r.hi-r.lo))
+		prev = r.hi
+	}
+	return b
+}
+
+func appendData(b []byte, d *dataFrame) []byte {
+	b = binary.BigEndian.AppendUint64(b, d.seq)
+	b = binary.BigEndian.AppendUint64(b, d.una)
+	b = binary.BigEndian.AppendUint64(b, d.msgID)
+	b = binary.BigEndian.AppendUint64(b, d.ref)
+	b = append(b, d.kind)
+	b = binary.BigEndian.AppendUint16(b, d.fragIdx)
+	b = binary.BigEndian.AppendUint16(b, d.fragCnt)
+	b = binary.BigEndian.AppendUint32(b, d.total)
+	return append(b, d.payload...)
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errFrame, fmt.Sprintf(format, args...))
+}
+
+// decodeHeader parses and checks the fixed header.
+func decodeHeader(b []byte) (header, error) {
+	if len(b) < headerLen {
+		return header{}, malformed("%d bytes, header needs %d", len(b), headerLen)
+	}
+	h := header{
+		version: b[0], typ: b[1], flags: b[2], keyID: b[3],
+		cluster: binary.BigEndian.Uint64(b[4:]),
+		node:    binary.BigEndian.Uint64(b[12:]),
+		inc:     binary.BigEndian.Uint64(b[20:]),
+		dstInc:  binary.BigEndian.Uint64(b[28:]),
+	}
+	switch {
+	case h.version != ProtocolVersion:
+		return h, malformed("version %d", h.version)
+	case h.typ < typeData || h.typ > typeBroadcast:
+		return h, malformed("type %d", h.typ)
+	case h.flags&^flagAck != 0:
+		return h, malformed("flags %#x", h.flags)
+	case h.typ == typeBroadcast && h.flags != 0:
+		return h, malformed("broadcast with flags %#x", h.flags)
+	case h.keyID != 0:
+		return h, malformed("key ID %d", h.keyID)
+	case h.inc == 0:
+		return h, malformed("zero incarnation")
+	}
+	return h, nil
+}
+
+// decodeAck parses an ack block into a and returns the bytes after it.
+func decodeAck(b []byte, a *ackBlock) ([]byte, error) {
+	if len(b) < ackFixedLen {
+		return nil, malformed("ack block of %d bytes", len(b))
+	}
+	a.cum = binary.BigEndian.Uint64(b)
+	a.delay = binary.BigEndian.Uint16(b[8:])
+	n := int(b[10])
+	b = b[ackFixedLen:]
+	if n > maxAckRanges {
+		return nil, malformed("%d ack ranges", n)
+	}
+	if len(b) < n*ackRangeLen {
+		return nil, malformed("%d ack ranges in %d bytes", n, len(b))
+	}
+	a.n = n
+	prev := a.cum
+	for i := range n {
+		gap := uint64(binary.BigEndian.Uint16(b[4*i:]))
+		length := uint64(binary.BigEndian.Uint16(b[4*i+2:]))
+		if gap == 0 || length == 0 {
+			return nil, malformed("ack range %d: gap %d len %d", i, gap, length)
+		}
+		lo := prev + gap
+		hi := lo + length
+		if lo < prev || hi < lo {
+			return nil, malformed("ack range %d overflows", i)
+		}
+		a.ranges[i] = ackRange{lo, hi}
+		prev = hi
+	}
+	return b[n*ackRangeLen:], nil
+}
+
+// decodeData parses and checks a data frame that fills b.
+func decodeData(b []byte, d *dataFrame) error {
+	if len(b) < dataFixedLen {
+		return malformed("data frame of %d bytes", len(b))
+	}
+	*d = dataFrame{
+		seq:     binary.BigEndian.Uint64(b),
+		una:     binary.BigEndian.Uint64(b[8:]),
+		msgID:   binary.BigEndian.Uint64(b[16:]),
+		ref:     binary.BigEndian.Uint64(b[24:]),
+		kind:    b[32],
+		fragIdx: binary.BigEndian.Uint16(b[33:]),
+		fragCnt: binary.BigEndian.Uint16(b[35:]),
+		total:   binary.BigEndian.Uint32(b[37:]),
+		payload: b[dataFixedLen:],
+	}
+	switch {
+	case d.seq == 0 || d.una == 0 || d.una > d.seq:
+		return malformed("seq %d una %d", d.seq, d.una)
+	case d.msgID == 0:
+		return malformed("zero msg ID")
+	case d.kind > kindResponse:
+		return malformed("kind %d", d.kind)
+	case (d.kind == kindResponse) != (d.ref != 0):
+		return malformed("kind %d with ref %d", d.kind, d.ref)
+	case d.fragCnt == 0 || d.fragIdx >= d.fragCnt:
+		return malformed("fragment %d of %d", d.fragIdx, d.fragCnt)
+	case uint32(d.fragCnt) > max(d.total, 1):
+		return malformed("%d fragments for %d bytes", d.fragCnt, d.total)
+	}
+	lo, hi := fragBounds(d.fragIdx, d.fragCnt, d.total)
+	if uint32(len(d.payload)) != hi-lo {
+		return malformed("fragment %d of %d carries %d bytes, want %d", d.fragIdx, d.fragCnt, len(d.payload), hi-lo)
+	}
+	return nil
+}
+
+// decodeDatagram parses a datagram whose tag was verified and removed.
+func decodeDatagram(b []byte, g *datagram) error {
+	h, err := decodeHeader(b)
+	if err != nil {
+		return err
+	}
+	g.h = h
+	g.hasAck = h.flags&flagAck != 0
+	rest := b[headerLen:]
+	if g.hasAck {
+		if rest, err = decodeAck(rest, &g.ack); err != nil {
+			return err
+		}
+	}
+	switch h.typ {
+	case typeData:
+		return decodeData(rest, &g.data)
+	case typeAck:
+		if len(rest) != 0 {
+			return malformed("%d trailing bytes after ack", len(rest))
+		}
+	case typeBroadcast:
+		if len(rest) < bcastFixedLen {
+			return malformed("broadcast frame of %d bytes", len(rest))
+		}
+		g.bcast = bcastFrame{seq: binary.BigEndian.Uint64(rest), payload: rest[bcastFixedLen:]}
+		if g.bcast.seq == 0 {
+			return malformed("zero broadcast seq")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,355 @@
+package rudp
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// peerLocked returns the state for addr, creating it (and forgetting an
+// idle peer when MaxPeers is reached).
+func (e *Endpoint) peerLocked(addr netip.AddrPort, now time.Time) (*peer, error) {
+	if p := e.peers[addr]; p != nil {
+		return p, nil
+	}
+	if len(e.peers) >= e.cfg.MaxPeers {
+		var victim *peer
+		for _, p := range e.peers {
+			if p.idle() && (victim == nil || p.lastHeard.Before(victim.lastHeard)) {
+				victim = p
+			}
+		}
+		if victim == nil {
+			return nil, ErrTooManyPeers
+		}
+		delete(e.peers, victim.addr)
+	}
+	p := newPeer(addr, &e.cfg)
+	p.lastHeard = now
+	e.peers[addr] = p
+	return p, nil
+}
+
+// handleDatagram authenticates, parses and applies one datagram.
+func (e *Endpoint) handleDatagram(b []byte, from netip.AddrPort) {
+	e.st.datagramsReceived.Add(1)
+	if len(b) < headerLen+tagLen || !e.mac.verify(b) {
+		e.st.droppedBadMAC.Add(1)
+		return
+	}
+	var g datagram
+	if err := decodeDatagram(b[:len(b)-tagLen], &g); err != nil {
+		e.st.droppedMalformed.Add(1)
+		e.log.Debug("rudp: malformed datagram", "peer", from, "err", err)
+		return
+	}
+	if g.h.cluster != e.cfg.ClusterID {
+		e.st.droppedStale.Add(1)
+		return
+	}
+	if g.h.node == e.nodeID && g.h.inc == e.inc {
+		return // our own broadcast, looped back
+	}
+	if g.h.typ == typeBroadcast {
+		e.handleBroadcast(&g, from)
+		return
+	}
+	var ds []delivery
+	now := time.Now()
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	p, err := e.peerLocked(from, now)
+	if err != nil {
+		e.mu.Unlock()
+		e.st.droppedStale.Add(1)
+		return
+	}
+	if g.h.inc != p.remoteInc {
+		if p.isRetired(g.h.inc) {
+			e.mu.Unlock()
+			e.st.droppedStale.Add(1)
+			return
+		}
+		e.newIncarnationLocked(p, g.h.inc, now)
+	}
+	p.remoteNode = g.h.node
+	p.lastHeard = now
+	forUs := g.h.dstInc == e.inc
+	if g.hasAck && forUs {
+		e.processAckLocked(p, &g.ack, now)
+	}
+	if g.h.typ == typeData {
+		if forUs {
+			ds = e.processDataLocked(p, &g.data, now)
+		} else {
+			e.sendAckLocked(p, now) // "hello": tells the sender our incarnation
+		}
+	}
+	e.mu.Unlock()
+	e.flush()
+	e.deliver(ds)
+}
+
+// newIncarnationLocked switches p to a new remote incarnation: the old
+// one's datagrams are dropped from now on, receive state starts afresh and
+// unfinished messages are sent again.
+func (e *Endpoint) newIncarnationLocked(p *peer, inc uint64, now time.Time) {
+	if p.remoteInc != 0 {
+		p.retired[p.nRetired%retiredIncarnations] = p.remoteInc
+		p.nRetired = min(p.nRetired+1, retiredIncarnations)
+		e.st.peerRestarts.Add(1)
+		e.log.Info("rudp: peer restarted", "peer", p.addr, "incarnation", fmt.Sprintf("%016x", inc))
+	}
+	p.remoteInc = inc
+	p.recvInit = false
+	p.ackPending = 0
+	p.ackDue = time.Time{}
+	for id, pa := range p.partials {
+		p.reasmBytes -= pa.reserved
+		e.reasmBytes -= pa.reserved
+		delete(p.partials, id)
+	}
+	e.resetStreamLocked(p, now)
+}
+
+// processDataLocked applies one data fragment addressed to this incarnation
+// and returns the messages it completes.
+func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) []delivery {
+	if !p.recvInit {
+		p.win = newDupWindow(d.una)
+		p.recvInit = true
+	}
+	p.win.advance(d.una)
+	cumBefore := p.win.cum
+	switch p.win.status(d.seq) {
+	case seqDup:
+		e.st.duplicates.Add(1)
+		e.sendAckLocked(p, now) // our ack was probably lost
+		return nil
+	case seqAhead:
+		e.st.droppedStale.Add(1)
+		return nil
+	}
+	var ds []delivery
+	if d.fragCnt == 1 {
+		ds = append(ds, e.deliveryLocked(p, d.kind, d.msgID, d.ref, bytes.Clone(d.payload), 0))
+	} else {
+		pa := p.partials[d.msgID]
+		if pa == nil {
+			cost := partialCost(d.total, d.fragCnt)
+			if int(d.total) > e.cfg.MaxMessageSize ||
+				p.reasmBytes+cost > e.cfg.MaxReassemblyBytesPerPeer || e.reasmBytes+cost > e.cfg.MaxReassemblyBytes {
+				e.st.droppedNoBuffer.Add(1)
+				return nil // not marked: the sender will retry
+			}
+			pa = &partial{
+				msgID: d.msgID, kind: d.kind, ref: d.ref, fragCnt: d.fragCnt, total: d.total,
+				buf: make([]byte, d.total), have: make([]uint64, (int(d.fragCnt)+63)/64), reserved: cost,
+			}
+			p.partials[d.msgID] = pa
+			p.reasmBytes += cost
+			e.reasmBytes += cost
+		}
+		if pa.fragCnt != d.fragCnt || pa.total != d.total || pa.kind != d.kind || pa.ref != d.ref {
+			e.st.droppedMalformed.Add(1)
+			return nil
+		}
+		pa.last = now
+		if pa.have[d.fragIdx/64]&(1<<(d.fragIdx%64)) == 0 {
+			pa.have[d.fragIdx/64] |= 1 << (d.fragIdx % 64)
+			pa.got++
+			lo, _ := fragBounds(d.fragIdx, d.fragCnt, d.total)
+			copy(pa.buf[lo:], d.payload)
+		}
+		if pa.got == int(pa.fragCnt) {
+			delete(p.partials, d.msgID)
+			// The reservation moves to the delivery until the handler returns.
+			ds = append(ds, e.deliveryLocked(p, pa.kind, pa.msgID, pa.ref, pa.buf, pa.reserved))
+		}
+	}
+	p.win.mark(d.seq)
+	p.lastDataAt = now
+	p.ackPending++
+	if p.ackPending >= 2 || d.seq != cumBefore {
+		e.sendAckLocked(p, now) // every second fragment, and at once on a gap
+	} else if p.ackDue.IsZero() {
+		p.ackDue = now.Add(e.cfg.AckDelay)
+		e.wakeLocked(p.ackDue)
+	}
+	return ds
+}
+
+// deliveryLocked prepares a completed message for delivery.
+func (e *Endpoint) deliveryLocked(p *peer, kind uint8, msgID, ref uint64, payload []byte, reserved int) delivery {
+	e.st.messagesReceived.Add(1)
+	d := delivery{
+		m:    Message{From: p.addr, NodeID: p.remoteNode, Payload: payload},
+		kind: kind, msgID: msgID, p: p, release: reserved,
+	}
+	if kind == kindResponse {
+		d.msgID = ref
+	}
+	return d
+}
+
+// deliver hands completed messages to waiting calls or to the handler
+// workers; it blocks while the inbox is full.
+func (e *Endpoint) deliver(ds []delivery) {
+	for _, d := range ds {
+		if d.kind == kindResponse {
+			e.mu.Lock()
+			c := e.calls[d.msgID]
+			if c != nil && c.to == d.m.From {
+				delete(e.calls, d.msgID)
+			} else {
+				c = nil
+			}
+			if d.release > 0 {
+				d.p.reasmBytes -= d.release
+				e.reasmBytes -= d.release
+			}
+			e.mu.Unlock()
+			if c != nil {
+				c.resp <- d.m.Payload
+			}
+			continue
+		}
+		select {
+		case e.inbox <- d:
+		case <-e.done:
+			return
+		}
+	}
+}
+
+// ackBlockLocked fills a with p's receive state.
+func (e *Endpoint) ackBlockLocked(p *peer, a *ackBlock, maxRanges int, now time.Time) {
+	p.win.ranges(a, maxRanges)
+	delay := now.Sub(p.lastDataAt) / time.Microsecond
+	a.delay = uint16(min(max(delay, 0), 0xffff))
+	p.ackPending = 0
+	p.ackDue = time.Time{}
+}
+
+// sendAckLocked queues an ack-only datagram (a bare "hello" before any data
+// was accepted from p).
+func (e *Endpoint) sendAckLocked(p *peer, now time.Time) {
+	buf := e.newBuf()
+	h := header{version: ProtocolVersion, typ: typeAck, cluster: e.cfg.ClusterID, node: e.nodeID, inc: e.inc, dstInc: p.remoteInc}
+	if p.recvInit {
+		h.flags = flagAck
+	}
+	*buf = appendHeader(*buf, h)
+	if p.recvInit {
+		var a ackBlock
+		e.ackBlockLocked(p, &a, maxAckRanges, now)
+		*buf = appendAck(*buf, &a)
+	}
+	e.queueLocked(buf, p.addr)
+}
+
+// maxBroadcastSenders bounds the broadcast replay windows kept.
+const maxBroadcastSenders = 256
+
+func (e *Endpoint) handleBroadcast(g *datagram, from netip.AddrPort) {
+	key := [2]uint64{g.h.node, g.h.inc}
+	e.mu.Lock()
+	w := e.bcastSeen[key]
+	if w == nil {
+		if len(e.bcastSeen) >= maxBroadcastSenders {
+			for k := range e.bcastSeen {
+				delete(e.bcastSeen, k)
+				break
+			}
+		}
+		w = &bcastWindow{}
+		e.bcastSeen[key] = w
+	}
+	fresh := w.accept(g.bcast.seq)
+	e.mu.Unlock()
+	if !fresh {
+		e.st.duplicates.Add(1)
+		return
+	}
+	e.st.messagesReceived.Add(1)
+	d := delivery{m: Message{From: from, NodeID: g.h.node, Payload: bytes.Clone(g.bcast.payload), Broadcast: true}, kind: kindOneWay}
+	select {
+	case e.inbox <- d:
+	case <-e.done:
+	}
+}
+
+// timeoutProbes is how many expired fragments one timeout resends.
+const timeoutProbes = 2
+
+// onTimer sends due acks and retransmissions, gives up on silent peers,
+// frees stale partial messages, and returns when it must run next.
+func (e *Endpoint) onTimer(now time.Time) time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	next := now.Add(time.Hour)
+	for _, p := range e.peers {
+		if !p.ackDue.IsZero() {
+			if !now.Before(p.ackDue) {
+				e.sendAckLocked(p, now)
+			} else {
+				next = minTime(next, p.ackDue)
+			}
+		}
+		if len(p.inflight) > 0 && now.Sub(p.progressAt) > e.cfg.PeerTimeout {
+			e.log.Warn("rudp: peer unreachable", "peer", p.addr, "silent_for", now.Sub(p.progressAt))
+			e.failPeerLocked(p, ErrPeerUnreachable)
+		}
+		// On a timeout, back off (RFC 6298 5.5) and resend only the oldest
+		// expired fragments as probes; the rest wait another (backed-off)
+		// RTO, and the probes' acks reveal which of them are lost (fast
+		// retransmit). Resending everything would flood a receiver that is
+		// merely slow to drain its queue.
+		probes := 0
+		for _, f := range p.inflight {
+			if f.acked || now.Before(f.deadline) {
+				continue
+			}
+			if probes == 0 && p.currentRTO(&e.cfg) < e.cfg.MaxRTO {
+				p.backoff++
+			}
+			if probes < timeoutProbes {
+				probes++
+				e.transmitLocked(p, f, now)
+			} else {
+				f.deadline = now.Add(p.currentRTO(&e.cfg))
+			}
+		}
+		for _, f := range p.inflight {
+			if !f.acked {
+				next = minTime(next, f.deadline)
+			}
+		}
+		if len(p.inflight) > 0 {
+			next = minTime(next, p.progressAt.Add(e.cfg.PeerTimeout))
+		}
+		for id, pa := range p.partials {
+			if now.Sub(pa.last) > e.cfg.ReassemblyTimeout {
+				delete(p.partials, id)
+				p.reasmBytes -= pa.reserved
+				e.reasmBytes -= pa.reserved
+				e.st.partialsExpired.Add(1)
+			} else {
+				next = minTime(next, pa.last.Add(e.cfg.ReassemblyTimeout))
+			}
+		}
+	}
+	e.nextWake = next
+	return next
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,482 @@
+package rudp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// outMsg is a message being sent, guarded by Endpoint.mu.
+type outMsg struct {
+	id       uint64
+	kind     uint8
+	ref      uint64
+	payload  []byte // not modified; the caller keeps it unchanged until done
+	frags    []outFrag
+	unacked  int // Invariant: number of frags not acked
+	finished bool
+	done     chan error // capacity 1; receives the outcome once; nil for replies
+}
+
+// outFrag is one fragment of an outMsg.
+type outFrag struct {
+	msg      *outMsg
+	idx      uint16
+	seq      uint64 // 0 until first sent
+	sends    int
+	sentAt   time.Time // last transmission
+	deadline time.Time // retransmission due
+	sentIdx  uint64
+	acked    bool
+}
+
+func (f *outFrag) size() int {
+	lo, hi := fragBounds(f.idx, uint16(len(f.msg.frags)), uint32(len(f.msg.payload)))
+	return int(hi - lo)
+}
+
+// pendingCall waits for the response to a request.
+type pendingCall struct {
+	to   netip.AddrPort
+	msg  *outMsg
+	resp chan []byte // capacity 1
+	errc chan error  // capacity 1
+	once sync.Once
+}
+
+func (c *pendingCall) fail(err error) {
+	c.once.Do(func() { c.errc <- err })
+}
+
+// Send delivers payload to the peer at to, at most once, and returns when
+// the peer has acknowledged all of it. It retries until then, until ctx is
+// done (ErrPeerUnreachable with context.DeadlineExceeded, or the context's
+// error when cancelled), or until the peer makes no progress for
+// Config.PeerTimeout (ErrPeerUnreachable). It waits while more than
+// Config.MaxQueuedBytes are queued to the peer. payload must not be
+// modified until Send returns.
+func (e *Endpoint) Send(ctx context.Context, to netip.AddrPort, payload []byte) error {
+	m, err := e.submit(ctx, to, kindOneWay, 0, payload, nil)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-m.done:
+		return err
+	case <-ctx.Done():
+		return e.abandon(m, to, ctx.Err())
+	}
+}
+
+// SendMany sends payload to every address in to concurrently, as Send does,
+// and returns one error per address (nil where it was delivered).
+func (e *Endpoint) SendMany(ctx context.Context, to []netip.AddrPort, payload []byte) []error {
+	errs := make([]error, len(to))
+	var wg sync.WaitGroup
+	for i, a := range to {
+		wg.Go(func() { errs[i] = e.Send(ctx, a, payload) })
+	}
+	wg.Wait()
+	return errs
+}
+
+// Call sends req to the peer at to as Send does and waits for the reply its
+// Handler returns. Without a ctx deadline it waits at most
+// Config.CallTimeout. If the request was delivered but no reply came in
+// time the error wraps ctx's error but not ErrPeerUnreachable; if the peer
+// restarted after taking the request it wraps ErrPeerUnreachable.
+func (e *Endpoint) Call(ctx context.Context, to netip.AddrPort, req []byte) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.cfg.CallTimeout)
+		defer cancel()
+	}
+	c := &pendingCall{to: to, resp: make(chan []byte, 1), errc: make(chan error, 1)}
+	m, err := e.submit(ctx, to, kindRequest, 0, req, c)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		e.mu.Lock()
+		delete(e.calls, m.id)
+		e.mu.Unlock()
+	}()
+	done := m.done
+	for {
+		select {
+		case r := <-c.resp:
+			return r, nil
+		case err := <-done:
+			if err != nil {
+				return nil, err
+			}
+			done = nil // delivered; wait for the reply
+		case err := <-c.errc:
+			return nil, err
+		case <-ctx.Done():
+			if done != nil {
+				if err := e.abandon(m, to, ctx.Err()); err != nil {
+					return nil, err
+				}
+			}
+			select {
+			case r := <-c.resp:
+				return r, nil
+			default:
+			}
+			return nil, fmt.Errorf("rudp: call %v: no reply: %w", to, ctx.Err())
+		}
+	}
+}
+
+// reply sends a Call's response without waiting for its acknowledgement.
+func (e *Endpoint) reply(to netip.AddrPort, ref uint64, payload []byte) error {
+	if len(payload) > e.cfg.MaxMessageSize {
+		return fmt.Errorf("rudp: reply to %v: %d bytes: %w", to, len(payload), ErrTooLarge)
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	p, err := e.peerLocked(to, time.Now())
+	if err == nil {
+		e.enqueueLocked(p, kindResponse, ref, payload, nil, time.Now())
+	}
+	e.mu.Unlock()
+	e.flush()
+	return err
+}
+
+// submit waits for queue space and queues a message.
+func (e *Endpoint) submit(ctx context.Context, to netip.AddrPort, kind uint8, ref uint64, payload []byte, c *pendingCall) (*outMsg, error) {
+	if len(payload) > e.cfg.MaxMessageSize {
+		return nil, fmt.Errorf("rudp: send to %v: %d bytes: %w", to, len(payload), ErrTooLarge)
+	}
+	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("rudp: send to %v: %w", to, err)
+		}
+		now := time.Now()
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			return nil, ErrClosed
+		}
+		p, err := e.peerLocked(to, now)
+		if err != nil {
+			e.mu.Unlock()
+			return nil, fmt.Errorf("rudp: send to %v: %w", to, err)
+		}
+		if p.queuedBytes == 0 || p.queuedBytes+len(payload) <= e.cfg.MaxQueuedBytes {
+			m := e.enqueueLocked(p, kind, ref, payload, make(chan error, 1), now)
+			if c != nil {
+				c.msg = m
+				e.calls[m.id] = c
+			}
+			e.mu.Unlock()
+			e.flush()
+			return m, nil
+		}
+		space := p.space
+		e.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+		case <-e.done:
+		}
+	}
+}
+
+// enqueueLocked splits payload into fragments, queues them and sends what
+// the window allows.
+func (e *Endpoint) enqueueLocked(p *peer, kind uint8, ref uint64, payload []byte, done chan error, now time.Time) *outMsg {
+	e.nextMsgID++
+	n := max(1, (len(payload)+e.chunk-1)/e.chunk)
+	m := &outMsg{id: e.nextMsgID, kind: kind, ref: ref, payload: payload, frags: make([]outFrag, n), unacked: n, done: done}
+	for i := range m.frags {
+		m.frags[i] = outFrag{msg: m, idx: uint16(i)}
+		p.queue = append(p.queue, &m.frags[i])
+	}
+	p.msgs[m.id] = m
+	p.queuedBytes += len(payload)
+	e.pumpLocked(p, now)
+	return m
+}
+
+// pumpLocked sends queued fragments while the window has room.
+func (e *Endpoint) pumpLocked(p *peer, now time.Time) {
+	for len(p.queue) > 0 {
+		f := p.queue[0]
+		if len(p.inflight) > 0 && (p.inflightBytes+f.size() > e.cfg.MaxInflightBytes || p.nextSeq-p.una() >= recvWindow) {
+			return
+		}
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		if len(p.inflight) == 0 {
+			p.progressAt = now
+		}
+		f.seq = p.nextSeq
+		p.nextSeq++
+		p.inflight = append(p.inflight, f)
+		p.inflightBytes += f.size()
+		e.transmitLocked(p, f, now)
+	}
+}
+
+// transmitLocked (re)sends fragment f with an ack block if one is due.
+func (e *Endpoint) transmitLocked(p *peer, f *outFrag, now time.Time) {
+	f.sends++
+	if f.sends > 1 {
+		e.st.retransmits.Add(1)
+	}
+	f.sentAt = now
+	p.sentIdx++
+	f.sentIdx = p.sentIdx
+	rto := p.currentRTO(&e.cfg)
+	jitter := time.Duration((e.rng.Float64()*0.4 - 0.2) * float64(rto)) // ±20%
+	f.deadline = now.Add(rto + jitter)
+	e.wakeLocked(f.deadline)
+
+	m := f.msg
+	lo, hi := fragBounds(f.idx, uint16(len(m.frags)), uint32(len(m.payload)))
+	d := dataFrame{
+		seq: f.seq, una: p.una(), msgID: m.id, ref: m.ref, kind: m.kind,
+		fragIdx: f.idx, fragCnt: uint16(len(m.frags)), total: uint32(len(m.payload)),
+		payload: m.payload[lo:hi],
+	}
+	buf := e.newBuf()
+	h := header{version: ProtocolVersion, typ: typeData, cluster: e.cfg.ClusterID, node: e.nodeID, inc: e.inc, dstInc: p.remoteInc}
+	var ack ackBlock
+	if p.recvInit {
+		h.flags |= flagAck
+		e.ackBlockLocked(p, &ack, piggyAckRanges, now)
+	}
+	*buf = appendHeader(*buf, h)
+	if p.recvInit {
+		*buf = appendAck(*buf, &ack)
+	}
+	*buf = appendData(*buf, &d)
+	e.queueLocked(buf, p.addr)
+}
+
+// abandon gives up on m after its sender's ctx ended.
+func (e *Endpoint) abandon(m *outMsg, to netip.AddrPort, ctxErr error) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if m.finished { // completed meanwhile
+		return <-m.done
+	}
+	p := e.peers[to]
+	var err error
+	if errors.Is(ctxErr, context.DeadlineExceeded) {
+		err = fmt.Errorf("rudp: send to %v: %w: %w", to, ErrPeerUnreachable, ctxErr)
+	} else {
+		err = fmt.Errorf("rudp: send to %v: %w", to, ctxErr)
+	}
+	if p != nil {
+		e.dropMsgLocked(p, m)
+	}
+	e.finishLocked(p, m, err)
+	return <-m.done
+}
+
+// dropMsgLocked removes m's fragments from p's queue and window.
+func (e *Endpoint) dropMsgLocked(p *peer, m *outMsg) {
+	p.queue = slices.DeleteFunc(p.queue, func(f *outFrag) bool { return f.msg == m })
+	for i := range m.frags {
+		f := &m.frags[i]
+		if f.seq != 0 && !f.acked {
+			f.acked = true // out of the window
+			p.inflightBytes -= f.size()
+		}
+	}
+	e.compactLocked(p)
+}
+
+// finishLocked completes m with err (nil: delivered).
+func (e *Endpoint) finishLocked(p *peer, m *outMsg, err error) {
+	if m.finished {
+		return
+	}
+	m.finished = true
+	if p != nil {
+		delete(p.msgs, m.id)
+		p.queuedBytes -= len(m.payload)
+		p.signalSpace()
+	}
+	if err == nil {
+		e.st.messagesSent.Add(1)
+	} else if errors.Is(err, ErrPeerUnreachable) {
+		e.st.unreachable.Add(1)
+	}
+	if m.done != nil {
+		m.done <- err
+	}
+	if err != nil && m.kind == kindRequest {
+		if c := e.calls[m.id]; c != nil {
+			c.fail(err)
+		}
+	}
+}
+
+// failPeerLocked fails every unfinished message to p with err.
+func (e *Endpoint) failPeerLocked(p *peer, err error) {
+	if len(p.msgs) == 0 {
+		return
+	}
+	ms := make([]*outMsg, 0, len(p.msgs))
+	for _, m := range p.msgs {
+		ms = append(ms, m)
+	}
+	slices.SortFunc(ms, func(a, b *outMsg) int { return cmpU64(a.id, b.id) })
+	p.queue = nil
+	p.inflight = nil
+	p.inflightBytes = 0
+	for _, m := range ms {
+		e.finishLocked(p, m, fmt.Errorf("rudp: send to %v: %w", p.addr, err))
+	}
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// compactLocked removes acknowledged fragments from the front of the window.
+func (e *Endpoint) compactLocked(p *peer) {
+	i := 0
+	for i < len(p.inflight) && p.inflight[i].acked {
+		p.inflight[i] = nil
+		i++
+	}
+	p.inflight = p.inflight[i:]
+}
+
+// processAckLocked applies an ack block for this incarnation's stream.
+func (e *Endpoint) processAckLocked(p *peer, a *ackBlock, now time.Time) {
+	upper := a.cum
+	if a.n > 0 {
+		upper = a.ranges[a.n-1].hi
+	}
+	var newest *outFrag
+	ri, progress := 0, false
+	for _, f := range p.inflight {
+		if f.seq >= upper {
+			break
+		}
+		if f.acked {
+			continue
+		}
+		acked := f.seq < a.cum
+		if !acked {
+			for ri < a.n && a.ranges[ri].hi <= f.seq {
+				ri++
+			}
+			acked = ri < a.n && a.ranges[ri].lo <= f.seq
+		}
+		if !acked {
+			continue
+		}
+		progress = true
+		f.acked = true
+		p.inflightBytes -= f.size()
+		if f.sends == 1 {
+			// Only unambiguous acks count for loss detection: the ack of a
+			// resent fragment may be for its first transmission.
+			p.ackedIdx = max(p.ackedIdx, f.sentIdx)
+		}
+		if newest == nil || f.sentIdx > newest.sentIdx {
+			newest = f
+		}
+		m := f.msg
+		m.unacked--
+		if m.unacked == 0 {
+			e.finishLocked(p, m, nil)
+		}
+	}
+	if !progress {
+		return
+	}
+	p.progressAt = now
+	if newest.sends == 1 { // Karn: only unambiguous samples
+		r := now.Sub(newest.sentAt)
+		if d := time.Duration(a.delay) * time.Microsecond; d < r {
+			r -= d
+		}
+		p.sampleRTT(r, &e.cfg)
+	}
+	e.compactLocked(p)
+	// Fast retransmit: a fragment sent 3 transmissions before one that was
+	// acknowledged is presumed lost.
+	for _, f := range p.inflight {
+		if !f.acked && f.sentIdx+3 <= p.ackedIdx {
+			e.transmitLocked(p, f, now)
+		}
+	}
+	e.pumpLocked(p, now)
+}
+
+// resetStreamLocked restarts every unfinished message to p after p got a
+// new incarnation: the new process has seen none of it.
+func (e *Endpoint) resetStreamLocked(p *peer, now time.Time) {
+	ms := make([]*outMsg, 0, len(p.msgs))
+	for _, m := range p.msgs {
+		ms = append(ms, m)
+	}
+	slices.SortFunc(ms, func(a, b *outMsg) int { return cmpU64(a.id, b.id) })
+	p.queue = p.queue[:0]
+	p.inflight = nil
+	p.inflightBytes = 0
+	p.ackedIdx = p.sentIdx
+	for _, m := range ms {
+		m.unacked = len(m.frags)
+		for i := range m.frags {
+			m.frags[i] = outFrag{msg: m, idx: uint16(i)}
+			p.queue = append(p.queue, &m.frags[i])
+		}
+	}
+	// Calls whose request the old process took will get no reply.
+	for id, c := range e.calls {
+		if c.to == p.addr && c.msg != nil && c.msg.finished {
+			c.fail(fmt.Errorf("rudp: call %v: %w: peer restarted", p.addr, ErrPeerUnreachable))
+			delete(e.calls, id)
+		}
+	}
+	e.pumpLocked(p, now)
+}
+
+// Broadcast sends payload in one unreliable datagram to to, normally a
+// broadcast address such as 192.168.1.255:P (SO_BROADCAST is set by
+// ListenUDP). Endpoints reading port P on that network deliver it to their
+// Handler with Message.Broadcast set; the sender ignores its own.
+func (e *Endpoint) Broadcast(to netip.AddrPort, payload []byte) error {
+	if max := e.cfg.MaxDatagramSize - headerLen - bcastFixedLen - tagLen; len(payload) > max {
+		return fmt.Errorf("rudp: broadcast of %d bytes (at most %d): %w", len(payload), max, ErrTooLarge)
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	e.bcastSeq++
+	buf := e.newBuf()
+	*buf = appendHeader(*buf, header{version: ProtocolVersion, typ: typeBroadcast, cluster: e.cfg.ClusterID, node: e.nodeID, inc: e.inc})
+	*buf = binary.BigEndian.AppendUint64(*buf, e.bcastSeq)
+	*buf = append(*buf, payload...)
+	e.queueLocked(buf, to)
+	e.mu.Unlock()
+	e.flush()
+	return nil
+}
