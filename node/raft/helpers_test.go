@@ -23,6 +23,7 @@ func noPreVoteNoCQ(c *Config) { c.DisablePreVote = true; c.DisableCheckQuorum = 
 
 // readMessages returns and clears r's outbox.
 func readMessages(r *raft) []Message {
+	r.flushAppends()
 	msgs := r.msgs
 	r.msgs = nil
 	return msgs

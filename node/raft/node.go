@@ -199,6 +199,7 @@ func (n *Node) ReportUnreachable(id uint64) {
 // HasReady reports whether Ready would return anything.
 func (n *Node) HasReady() bool {
 	r := n.r
+	r.flushAppends()
 	if r.softState() != n.prevSoft {
 		return true
 	}
@@ -217,6 +218,7 @@ func (n *Node) HasReady() bool {
 // call to Ready.
 func (n *Node) Ready() Ready {
 	r := n.r
+	r.flushAppends()
 	rd := Ready{
 		Entries:          r.raftLog.unstableEntries(),
 		CommittedEntries: r.raftLog.nextEnts(),
@@ -238,6 +240,7 @@ func (n *Node) Ready() Ready {
 		rd.MustSync = rd.MustSync || hs.Term != n.prevHard.Term || hs.Vote != n.prevHard.Vote
 		n.prevHard = hs
 	}
+	r.msgsCap = min(len(r.msgs), 1024)
 	r.msgs = nil
 	r.readStates = nil
 	return rd

@@ -63,8 +63,13 @@ type raft struct {
 	// votes records vote answers in the current (pre-)election.
 	votes map[uint64]bool
 
-	msgs       []Message
+	msgs []Message
+	// msgsCap is the length of the last batch of msgs handed out: the
+	// next batch starts with that capacity.
+	msgsCap    int
 	readStates []ReadState
+	// pendingBcast says proposals were appended but not yet sent.
+	pendingBcast bool
 
 	// lead is the leader of the current term, or None.
 	lead uint64
@@ -168,6 +173,9 @@ func (r *raft) softState() SoftState { return SoftState{Lead: r.lead, RaftState:
 func (r *raft) send(m Message) {
 	if m.From == None {
 		m.From = r.id
+	}
+	if r.msgs == nil && r.msgsCap > 0 {
+		r.msgs = make([]Message, 0, r.msgsCap)
 	}
 	switch m.Type {
 	case MsgVote, MsgVoteResp, MsgPreVote, MsgPreVoteResp:
@@ -752,8 +760,20 @@ func (r *raft) handlePropose(m Message) error {
 		r.pendingConfIndex = r.raftLog.lastIndex() + uint64(i) + 1
 	}
 	r.appendEntry(ents...)
-	r.bcastAppend()
+	// Batching: proposals between two Ready calls go out in one MsgApp per
+	// follower (flushAppends, called by Node.HasReady and Node.Ready).
+	r.pendingBcast = true
 	return nil
+}
+
+// flushAppends sends the MsgApps owed for proposals since the last flush.
+func (r *raft) flushAppends() {
+	if r.pendingBcast {
+		r.pendingBcast = false
+		if r.state == StateLeader {
+			r.bcastAppend()
+		}
+	}
 }
 
 // checkConfChange validates cc against the current membership.

@@ -354,10 +354,12 @@ func TestInflightLimit(t *testing.T) {
 	r.becomeLeader()
 	mustStep(t, r, Message{From: 2, To: 1, Term: r.Term, Type: MsgAppResp, Index: r.raftLog.lastIndex()})
 	readMessages(r)
+	var apps []Message
 	for i := range 10 {
+		// One Ready round per proposal: no batching.
 		mustStep(t, r, Message{From: 1, Type: MsgProp, Entries: []Entry{{Data: []byte{byte(i)}}}})
+		apps = append(apps, msgsOfType(readMessages(r), MsgApp)...)
 	}
-	apps := msgsOfType(readMessages(r), MsgApp)
 	if len(apps) != 3 {
 		t.Fatalf("%d MsgApps outstanding, want 3", len(apps))
 	}
@@ -460,5 +462,31 @@ func TestDuplicatedForwardedProposalDoesNotCorruptLog(t *testing.T) {
 	}
 	if m.Entries[0].Index != 0 {
 		t.Fatalf("the caller's message was modified: %+v", m.Entries[0])
+	}
+}
+
+// TestProposalsBatchedPerReady: proposals made between two Ready calls go
+// to each follower in one MsgApp.
+func TestProposalsBatchedPerReady(t *testing.T) {
+	nw := newNetwork(t, 1, 2, 3)
+	nw.elect(1)
+	var apps int
+	nw.hook = func(m *Message) bool {
+		if m.Type == MsgApp && len(m.Entries) > 0 {
+			apps++
+		}
+		return true
+	}
+	for i := range 50 {
+		if err := nw.node(1).Propose([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nw.stabilize()
+	if apps != 2 {
+		t.Fatalf("%d MsgApps for 50 proposals in one Ready round, want 2", apps)
+	}
+	if got := len(nw.appliedData(1)); got != 50 {
+		t.Fatalf("leader applied %d, want 50", got)
 	}
 }
