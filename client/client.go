@@ -458,7 +458,7 @@ loop:
 				break loop
 			}
 		default:
-			return &resp, &ServerError{Code: resp.Code, Message: resp.Message}
+			return &resp, fmt.Errorf("client: %s: %w", what, &ServerError{Code: resp.Code, Message: resp.Message})
 		}
 	}
 

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/raftkv/raftkv/internal/proto"
 )
@@ -51,10 +52,10 @@ type ServerError struct {
 }
 
 func (e *ServerError) Error() string {
-	if e.Message == "" {
-		return "client: server: " + e.Code.String()
+	if e.Message == "" || strings.Contains(e.Message, e.Code.String()) {
+		return "client: " + e.Code.String()
 	}
-	return fmt.Sprintf("client: server: %s: %s", e.Code, e.Message)
+	return fmt.Sprintf("client: %s: %s", e.Code, e.Message)
 }
 
 // Unwrap maps the code to its sentinel.
@@ -78,3 +79,19 @@ func (e *ServerError) Unwrap() error {
 		return ErrInternal
 	}
 }
+
+// KeyNotFoundError is Get's error for a missing key; it wraps ErrNotFound.
+type KeyNotFoundError struct {
+	Key      string
+	Revision int64 // the revision read at (0: current)
+}
+
+func (e *KeyNotFoundError) Error() string {
+	if e.Revision > 0 {
+		return fmt.Sprintf("client: key not found: %s (at revision %d)", e.Key, e.Revision)
+	}
+	return "client: key not found: " + e.Key
+}
+
+// Unwrap returns ErrNotFound.
+func (e *KeyNotFoundError) Unwrap() error { return ErrNotFound }

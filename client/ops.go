@@ -74,14 +74,17 @@ func (c *Client) Get(ctx context.Context, key string, opts GetOptions) (*GetResu
 	}
 	resp, err := c.do(ctx, fmt.Sprintf("get %q", key), req)
 	if err != nil {
-		if errors.Is(err, ErrNotFound) && opts.Prefix {
-			return &GetResult{Revision: resp.Revision}, nil
+		if errors.Is(err, ErrNotFound) {
+			if opts.Prefix {
+				return &GetResult{Revision: resp.Revision}, nil
+			}
+			return nil, &KeyNotFoundError{Key: key, Revision: opts.Revision}
 		}
 		return nil, err
 	}
 	res := &GetResult{KVs: toKVs(resp.KVs), Revision: resp.Revision, More: resp.More}
 	if !opts.Prefix && len(res.KVs) == 0 {
-		return nil, fmt.Errorf("client: get %q: %w", key, ErrNotFound)
+		return nil, &KeyNotFoundError{Key: key, Revision: opts.Revision}
 	}
 	return res, nil
 }

@@ -52,7 +52,7 @@ func (k *fakeKV) Get(_ context.Context, key string, o client.GetOptions) (*clien
 		}
 	}
 	if !o.Prefix && len(res.KVs) == 0 {
-		return nil, fmt.Errorf("client: get %q: %w", key, client.ErrNotFound)
+		return nil, &client.KeyNotFoundError{Key: key}
 	}
 	return res, nil
 }
@@ -189,7 +189,7 @@ func TestGetMissingKey(t *testing.T) {
 	if r.code != exitError || r.stdout != "" {
 		t.Fatalf("exit %d stdout %q, want 1 and nothing", r.code, r.stdout)
 	}
-	if want := "Error: get \"nope\": key not found\n"; r.stderr != want {
+	if want := "Error: key not found: nope\n"; r.stderr != want {
 		t.Fatalf("stderr %q, want %q", r.stderr, want)
 	}
 }
