@@ -239,3 +239,47 @@ func TestLinearizableUnderCrashes(t *testing.T) {
 		t.Fatalf("history of %d operations is not linearizable (result %v); visualization: %s", len(h.ops), res, path)
 	}
 }
+
+// TestKVModel checks the model itself on small histories, without processes.
+func TestKVModel(t *testing.T) {
+	op := func(client int, in kvInput, call int64, out kvOutput, ret int64) porcupine.Operation {
+		return porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret}
+	}
+	put := func(k, v string) kvInput { return kvInput{op: opPut, key: k, value: v} }
+	get := func(k string) kvInput { return kvInput{op: opGet, key: k} }
+	cas := func(k, from, to string) kvInput { return kvInput{op: opCAS, key: k, expected: from, value: to} }
+	val := func(v string) kvOutput { return kvOutput{exists: true, value: v} }
+	tests := []struct {
+		name string
+		ops  []porcupine.Operation
+		want porcupine.CheckResult
+	}{
+		{"read your write", []porcupine.Operation{
+			op(0, put("x", "1"), 0, kvOutput{}, 10), op(1, get("x"), 20, val("1"), 30)}, porcupine.Ok},
+		{"stale read", []porcupine.Operation{
+			op(0, put("x", "1"), 0, kvOutput{}, 10), op(0, put("x", "2"), 11, kvOutput{}, 19),
+			op(1, get("x"), 20, val("1"), 30)}, porcupine.Illegal},
+		{"missing after write", []porcupine.Operation{
+			op(0, put("x", "1"), 0, kvOutput{}, 10), op(1, get("x"), 20, kvOutput{}, 30)}, porcupine.Illegal},
+		{"unknown write may land late", []porcupine.Operation{
+			op(0, put("x", "1"), 0, kvOutput{unknown: true}, math.MaxInt64), op(1, get("x"), 20, kvOutput{}, 30),
+			op(1, get("x"), 40, val("1"), 50)}, porcupine.Ok},
+		{"unknown write never seen", []porcupine.Operation{
+			op(0, put("x", "1"), 0, kvOutput{unknown: true}, math.MaxInt64), op(1, get("x"), 20, kvOutput{}, 30)}, porcupine.Ok},
+		{"cas", []porcupine.Operation{
+			op(0, put("x", "1"), 0, kvOutput{}, 10), op(1, cas("x", "1", "2"), 20, kvOutput{ok: true}, 30),
+			op(2, cas("x", "1", "3"), 40, kvOutput{ok: true}, 50)}, porcupine.Illegal},
+		{"cas failure is definitive", []porcupine.Operation{
+			op(0, put("x", "1"), 0, kvOutput{}, 10), op(1, cas("x", "1", "2"), 20, kvOutput{}, 30)}, porcupine.Illegal},
+		{"keys are independent", []porcupine.Operation{
+			op(0, put("x", "1"), 0, kvOutput{}, 10), op(1, get("y"), 20, kvOutput{}, 30),
+			op(1, get("x"), 40, val("1"), 50)}, porcupine.Ok},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := porcupine.CheckOperationsTimeout(kvModel, tt.ops, 10*time.Second); got != tt.want {
+				t.Fatalf("check: %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
