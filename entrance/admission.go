@@ -46,7 +46,17 @@ func (e *Entrance) Join(req proto.JoinRequest, from netip.AddrPort) proto.JoinRe
 		return proto.JoinResponse{Code: proto.CodeInternal, Message: err.Error()}
 	}
 
+	if req.ClusterID != 0 && e.meta.ClusterID != 0 && req.ClusterID != e.meta.ClusterID {
+		return refuse("node belongs to cluster %016x; this entrance serves cluster %016x", req.ClusterID, e.meta.ClusterID)
+	}
 	if req.NodeID != 0 {
+		var meta *Meta
+		if e.meta.ClusterID == 0 && req.ClusterID != 0 {
+			// A lost registry relearns the cluster from its nodes.
+			m := e.meta
+			m.ClusterID = req.ClusterID
+			meta = &m
+		}
 		if r := e.nodes[req.NodeID]; r != nil {
 			// A known node: a restart with the same data dir.
 			if r.State == StateRemoved {
@@ -64,9 +74,10 @@ func (e *Entrance) Join(req proto.JoinRequest, from netip.AddrPort) proto.JoinRe
 				e.log.Warn("node address changed", "name", r.Name, "node_id", fmt.Sprintf("%016x", r.ID), "old", r.Addr, "new", addr)
 				upd.Addr = addr
 			}
-			if err := e.st.save(nil, &upd); err != nil {
+			if err := e.st.save(meta, &upd); err != nil {
 				return internal(err)
 			}
+			e.adoptLocked(meta)
 			*r = upd
 			e.poke()
 			return ok(r, "node rejoined")
@@ -78,9 +89,10 @@ func (e *Entrance) Join(req proto.JoinRequest, from netip.AddrPort) proto.JoinRe
 		}
 		r := &Record{ID: req.NodeID, Name: req.Name, Addr: addr, Role: RoleLearner, State: StateJoining,
 			LastSeenMS: now.UnixMilli(), JoinedMS: now.UnixMilli()}
-		if err := e.st.save(nil, r); err != nil {
+		if err := e.st.save(meta, r); err != nil {
 			return internal(err)
 		}
+		e.adoptLocked(meta)
 		e.nodes[r.ID] = r
 		e.poke()
 		return ok(r, "unknown node registered")
@@ -119,6 +131,15 @@ func (e *Entrance) Join(req proto.JoinRequest, from netip.AddrPort) proto.JoinRe
 	e.nodes[r.ID] = r
 	e.poke()
 	return ok(r, "node admitted")
+}
+
+// adoptLocked takes in a cluster ID a rejoining node brought (meta nil:
+// none).
+func (e *Entrance) adoptLocked(meta *Meta) {
+	if meta != nil {
+		e.meta = *meta
+		e.log.Info("cluster ID learned from a node", "cluster_id", fmt.Sprintf("%016x", meta.ClusterID))
+	}
 }
 
 // conflictLocked returns why name or addr cannot be used by node id (0: a

@@ -39,7 +39,9 @@
 // member (it may have crashed before writing its bootstrap state; a node
 // that has Raft state ignores Bootstrap). A removed node is refused. An ID
 // the registry does not know (a lost registry) is registered as joining
-// without bootstrap, and answered with the cluster ID, 0 when unknown.
+// without bootstrap, and answered with the cluster ID, 0 when unknown. A
+// request naming another cluster ID is refused; a registry without a
+// cluster ID takes the one a rejoining node or a leader report brings.
 //
 // Node IDs are random, non-zero and never reused (removed records stay).
 // Joins are serialized under one lock and persisted before the answer.
@@ -62,8 +64,8 @@
 //
 // # Leader tracking
 //
-// A LeaderReport with a term lower than the current one is stale and
-// dropped (counted in Dropped). Otherwise (higher term, or equal term:
+// A LeaderReport of another cluster, or with a term lower than the
+// current one, is dropped (counted in Dropped). Otherwise (higher term, or equal term:
 // the reporter) the reporter becomes the leader, and its member list
 // becomes the membership: listed nodes become members with the listed
 // role, registered ones not listed any more become removed (and a removed
@@ -74,16 +76,17 @@
 //
 // Until the pings of issue 6, a node's last seen time is: for the leader,
 // the arrival of its report; for another member, the arrival of a report
-// in which its Match grew or equals the report's commit index; for a
-// node not yet a member, the arrival of its join. The liveness word is
+// that marks it Active (the leader heard from it within an election
+// timeout: Raft's RecentActive) or in which its Match grew; for a node not
+// yet a member, the arrival of its join or rejoin. The liveness word is
 // "removed" for removed nodes, else "alive" when last seen at most
 // SuspectAfter ago (default 2s), "suspect" up to DownAfter (default 6s),
 // "down" beyond. So when the leader dies every row ages to down until a
-// new leader reports; and a follower that dies while the cluster is idle
-// still looks alive (its Match stays equal to the commit index) — pings
-// fix that. The role word is "leader" for the latest reported leader,
-// "learner" for learners and nodes not yet added, "follower" for other
-// voters; "candidate" needs the nodes' own view (pings, issue 6).
+// new leader reports, and the entrance's view is only as fresh as the
+// reports (every 300-500 ms). The role word is "leader" for the latest
+// reported leader, "learner" for learners and nodes not yet added,
+// "follower" for other voters; "candidate" needs the nodes' own view
+// (pings, issue 6).
 //
 // # Wire
 //

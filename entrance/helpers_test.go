@@ -173,7 +173,7 @@ func (f *fakeLeader) report() proto.LeaderReport {
 	r := proto.LeaderReport{ID: f.id, Name: f.name, Addr: f.addr, Term: f.term, Commit: f.commit}
 	for _, m := range f.members {
 		if !f.dead[m.ID] {
-			m.Match = f.commit
+			m.Match, m.Active = f.commit, true
 		}
 		r.Members = append(r.Members, *m)
 	}

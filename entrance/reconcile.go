@@ -41,8 +41,8 @@ func (e *Entrance) drive(ctx context.Context, c Caller) {
 	}
 }
 
-// step makes at most one admin call. It reports whether it made one that
-// succeeded and another decision may follow at once.
+// step makes at most one admin call. It reports whether another decision
+// may follow at once (the call was redirected to the leader's address).
 func (e *Entrance) step(ctx context.Context, c Caller) bool {
 	req, to, ok := e.next()
 	if !ok {
@@ -140,13 +140,14 @@ func (e *Entrance) result(req proto.AdminRequest, to string, resp proto.AdminRes
 	case err != nil:
 		e.log.Warn("admin call failed", "op", opName(req.Op), "node_id", id, "leader_addr", to, "err", err, "retry_in", backoff)
 	case resp.Code == proto.CodeNotLeader:
+		e.log.Info("admin call reached a non-leader", "op", opName(req.Op), "node_id", id, "addr", to, "leader_addr", resp.LeaderAddr)
 		if resp.LeaderAddr != "" && resp.LeaderAddr != to {
+			// Follow the redirect at once (a few times in a row at most).
 			e.hintAddr = resp.LeaderAddr
 			e.notBefore = time.Time{}
-		} else {
-			e.hintAddr = ""
+			return e.failures <= 3
 		}
-		e.log.Info("admin call reached a non-leader", "op", opName(req.Op), "node_id", id, "addr", to, "leader_addr", resp.LeaderAddr)
+		e.hintAddr = ""
 	case resp.Code == proto.CodeRefused:
 		// Normal while another change is pending: retry later.
 		e.log.Info("membership change refused, will retry", "op", opName(req.Op), "node_id", id, "reason", resp.Message, "retry_in", backoff)

@@ -33,6 +33,12 @@ func (e *Entrance) Report(r proto.LeaderReport, from netip.AddrPort) {
 	if e.closed {
 		return
 	}
+	if r.ClusterID != 0 && e.meta.ClusterID != 0 && r.ClusterID != e.meta.ClusterID {
+		e.dropped++
+		e.log.Warn("leader report from another cluster", "leader", fmt.Sprintf("%016x", r.ID), "addr", addr,
+			"cluster_id", fmt.Sprintf("%016x", r.ClusterID), "own_cluster_id", fmt.Sprintf("%016x", e.meta.ClusterID))
+		return
+	}
 	if r.Term < e.meta.Term {
 		e.dropped++
 		e.log.Debug("stale leader report", "leader", fmt.Sprintf("%016x", r.ID), "term", r.Term, "current_term", e.meta.Term)
@@ -40,8 +46,17 @@ func (e *Entrance) Report(r proto.LeaderReport, from netip.AddrPort) {
 	}
 	var dirty []*Record
 	var meta *Meta
+	if e.meta.ClusterID == 0 && r.ClusterID != 0 {
+		m := e.meta
+		m.ClusterID = r.ClusterID
+		meta = &m
+		e.log.Info("cluster ID learned from the leader", "cluster_id", fmt.Sprintf("%016x", r.ClusterID))
+	}
 	if r.ID != e.meta.LeaderID || r.Term != e.meta.Term || addr != e.meta.LeaderAddr {
 		m := e.meta
+		if meta != nil {
+			m = *meta
+		}
 		m.LeaderID, m.LeaderAddr, m.Term = r.ID, addr, r.Term
 		meta = &m
 		// A change sent to the previous leader may be lost with it: decide
@@ -92,9 +107,9 @@ func (e *Entrance) Report(r proto.LeaderReport, from netip.AddrPort) {
 			}
 			rec.State = StateAlive
 		}
-		// Liveness from the report: the leader itself, a member whose
-		// Match moved, or one that has everything committed.
-		if m.ID == r.ID || m.Match > rec.Match || m.Match >= r.Commit {
+		// Liveness from the report: the leader itself, a member the
+		// leader heard from recently (Active), or whose Match moved.
+		if m.ID == r.ID || m.Active || m.Match > rec.Match {
 			rec.LastSeenMS = nowMS
 		}
 		rec.Match, rec.Term, rec.Leader = m.Match, r.Term, r.ID

@@ -1,6 +1,7 @@
 package entrance
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -113,16 +114,16 @@ func TestMembershipFromReports(t *testing.T) {
 }
 
 // TestLiveness: rows age from alive to suspect to down; a report in which
-// a member's Match moves, or reaches the commit index, refreshes it.
+// a member is Active or its Match moved refreshes it.
 func TestLiveness(t *testing.T) {
 	clk := newClock()
 	e := newTest(t, t.TempDir(), clk, nil, func(c *Config) { c.SuspectAfter, c.DownAfter = 2*time.Second, 6*time.Second })
 	l, f, g := uint64(1), uint64(2), uint64(3)
-	rep := func(commit, matchF, matchG uint64) {
+	rep := func(commit, matchF, matchG uint64, activeG bool) {
 		e.Report(proto.LeaderReport{ID: l, Name: "l", Addr: "127.0.0.1:1", Term: 1, Commit: commit, Members: []proto.Member{
-			{ID: l, Name: "l", Addr: "127.0.0.1:1", Match: commit},
+			{ID: l, Name: "l", Addr: "127.0.0.1:1", Match: commit, Active: true},
 			{ID: f, Name: "f", Addr: "127.0.0.1:2", Match: matchF},
-			{ID: g, Name: "g", Addr: "127.0.0.1:3", Match: matchG},
+			{ID: g, Name: "g", Addr: "127.0.0.1:3", Match: matchG, Active: activeG},
 		}}, src)
 	}
 	live := func() string {
@@ -132,28 +133,70 @@ func TestLiveness(t *testing.T) {
 		}
 		return s
 	}
+	type r struct {
+		commit, matchF, matchG uint64
+		activeG                bool
+	}
 	steps := []struct {
 		advance time.Duration
-		report  []uint64 // commit, match f, match g; nil: no report
+		report  *r // nil: no report
 		want    string
 	}{
-		{0, []uint64{10, 10, 5}, "f:alive g:alive l:alive "},
-		{1500 * time.Millisecond, []uint64{12, 12, 5}, "f:alive g:alive l:alive "}, // g: seen 1.5s ago
-		{1 * time.Second, []uint64{14, 14, 5}, "f:alive g:suspect l:alive "},       // g: 2.5s, no progress
-		{4 * time.Second, []uint64{16, 16, 5}, "f:alive g:down l:alive "},          // g: 6.5s
-		{0, []uint64{16, 16, 9}, "f:alive g:alive l:alive "},                       // g's Match moved
-		{3 * time.Second, nil, "f:suspect g:suspect l:suspect "},                   // leader silent
+		{0, &r{10, 10, 5, false}, "f:alive g:alive l:alive "},
+		{1500 * time.Millisecond, &r{12, 12, 5, false}, "f:alive g:alive l:alive "}, // g: seen 1.5s ago
+		{1 * time.Second, &r{14, 14, 5, false}, "f:alive g:suspect l:alive "},       // g: 2.5s, no progress
+		{4 * time.Second, &r{16, 16, 5, false}, "f:alive g:down l:alive "},          // g: 6.5s
+		{0, &r{16, 16, 9, false}, "f:alive g:alive l:alive "},                       // g's Match moved
+		{3 * time.Second, &r{16, 16, 9, true}, "f:suspect g:alive l:alive "},        // idle: f caught up but not Active; g Active
+		{4 * time.Second, &r{16, 16, 9, true}, "f:down g:alive l:alive "},
+		{3 * time.Second, nil, "f:down g:suspect l:suspect "}, // leader silent
 		{4 * time.Second, nil, "f:down g:down l:down "},
 	}
 	for i, s := range steps {
 		clk.Advance(s.advance)
 		if s.report != nil {
-			rep(s.report[0], s.report[1], s.report[2])
+			rep(s.report.commit, s.report.matchF, s.report.matchG, s.report.activeG)
 		}
 		if got := live(); got != s.want {
 			t.Fatalf("step %d: liveness %q, want %q", i, got, s.want)
 		}
 	}
+}
+
+// TestClusterID: nodes and leaders of another cluster are refused; an
+// entrance that lost its registry relearns the cluster ID from a
+// rejoining node or from a leader report, and does not bootstrap.
+func TestClusterID(t *testing.T) {
+	e := newTest(t, t.TempDir(), newClock(), nil, nil)
+	r1 := mustJoin(t, e, "n1", "127.0.0.1:7701", 0)
+	if r := join2(e, "n1", "127.0.0.1:7701", r1.NodeID, r1.ClusterID+1); r.Code != proto.CodeRefused || !strings.Contains(r.Message, "belongs to cluster") {
+		t.Fatalf("join from another cluster = %+v, want refused", r)
+	}
+	e.Report(proto.LeaderReport{ClusterID: r1.ClusterID + 1, ID: 9, Term: 7, Commit: 1}, src)
+	if id, _, _ := e.Leader(); id != 0 {
+		t.Fatalf("report of another cluster accepted: leader %016x", id)
+	}
+
+	lost := newTest(t, t.TempDir(), newClock(), nil, nil)
+	if r := join2(lost, "n1", "127.0.0.1:7701", r1.NodeID, r1.ClusterID); r.Code != proto.CodeOK || r.Bootstrap || r.ClusterID != r1.ClusterID {
+		t.Fatalf("rejoin at a lost registry = %+v, want OK, no bootstrap, cluster %016x", r, r1.ClusterID)
+	}
+	if r := mustJoin(t, lost, "n2", "127.0.0.1:7702", 0); r.Bootstrap || r.ClusterID != r1.ClusterID {
+		t.Fatalf("new node at a relearned registry = %+v", r)
+	}
+
+	lost2 := newTest(t, t.TempDir(), newClock(), nil, nil)
+	lost2.Report(proto.LeaderReport{ClusterID: 0x77, ID: 5, Name: "n5", Addr: "127.0.0.1:7705", Term: 3, Commit: 4}, src)
+	if got := lost2.ClusterID(); got != 0x77 {
+		t.Fatalf("cluster ID from a report = %016x, want 77", got)
+	}
+	if r := mustJoin(t, lost2, "n6", "127.0.0.1:7706", 0); r.Bootstrap || r.ClusterID != 0x77 {
+		t.Fatalf("new node after a rebuilt registry = %+v", r)
+	}
+}
+
+func join2(e *Entrance, name, addr string, id, cluster uint64) proto.JoinResponse {
+	return e.Join(proto.JoinRequest{Name: name, Addr: addr, NodeID: id, ClusterID: cluster}, src)
 }
 
 func TestPersistence(t *testing.T) {
