@@ -2,7 +2,7 @@ package rudp
 
 import (
 	"context"
-	"crypto/sha256"
+	"hash/maphash"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -14,6 +14,8 @@ import (
 	"github.com/raftkv/raftkv/internal/faultnet"
 )
 
+var hashSeed = maphash.MakeSeed()
+
 // expectations is a multiset of messages that must each arrive exactly once.
 type expectations struct {
 	mu      sync.Mutex
@@ -22,7 +24,7 @@ type expectations struct {
 }
 
 func msgKey(from, to netip.AddrPort, payload []byte) string {
-	return fmt.Sprintf("%v|%v|%x", from, to, sha256.Sum256(payload))
+	return fmt.Sprintf("%v|%v|%d|%x", from, to, len(payload), maphash.Bytes(hashSeed, payload))
 }
 
 func (x *expectations) expect(from, to netip.AddrPort, payload []byte) {
@@ -45,21 +47,21 @@ func (x *expectations) arrived(from, to netip.AddrPort, payload []byte) {
 	}
 }
 
-// lossySize returns the size of the i-th message of a stream: mostly small,
-// some up to 32 KiB, a few up to 256 KiB; the first is exactly 256 KiB and
-// every 7th is 1 byte.
+// lossySize returns the size of the i-th message of a stream: mostly small
+// (up to 1 KiB, every 7th exactly 1 byte), every 40th 1 to 16 KiB, every
+// 400th 64 to 256 KiB, and the first exactly 256 KiB.
 func lossySize(r *rand.Rand, i int) int {
 	switch {
 	case i == 0:
 		return 256 << 10
-	case i%200 == 100:
+	case i%400 == 200:
 		return 64<<10 + r.IntN(192<<10+1)
-	case i%20 == 10:
-		return 2<<10 + r.IntN(30<<10)
+	case i%40 == 20:
+		return 1<<10 + r.IntN(15<<10)
 	case i%7 == 0:
 		return 1
 	}
-	return 1 + r.IntN(1500)
+	return 1 + r.IntN(1024)
 }
 
 // TestLossyExchange has three endpoints exchange 10,002 messages of 1 B to
@@ -99,11 +101,12 @@ func TestLossyExchange(t *testing.T) {
 				for s := range senders {
 					wg.Go(func() {
 						r := rand.New(rand.NewPCG(uint64(i), uint64(j*100+s)))
+						var seed [32]byte
+						seed[0], seed[1], seed[2] = byte(i), byte(j), byte(s)
+						fill := rand.NewChaCha8(seed)
 						for k := s; k < perPair; k += senders {
 							p := make([]byte, lossySize(r, k))
-							for b := range p {
-								p[b] = byte(r.Uint32())
-							}
+							fill.Read(p)
 							x.expect(addrs[i], addrs[j], p)
 							if err := eps[i].Send(ctx, addrs[j], p); err != nil {
 								failed.Store(fmt.Sprintf("%d->%d #%d", i, j, k), err)

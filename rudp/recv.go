@@ -153,6 +153,7 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) []del
 			p.partials[d.msgID] = pa
 			p.reasmBytes += cost
 			e.reasmBytes += cost
+			e.wakeLocked(now.Add(e.cfg.ReassemblyTimeout))
 		}
 		if pa.fragCnt != d.fragCnt || pa.total != d.total || pa.kind != d.kind || pa.ref != d.ref {
 			e.st.droppedMalformed.Add(1)
