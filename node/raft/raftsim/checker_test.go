@@ -2,6 +2,7 @@ package raftsim
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -72,9 +73,11 @@ func TestCheckerCatchesUnpersistedVote(t *testing.T) {
 
 func TestCheckerCatchesUnpersistedEntries(t *testing.T) {
 	v := plantedRun(t, func(c *Cluster) {
+		// One write of node 2's is lost, yet the Ready "succeeds".
+		done := false
 		c.tamperPersist = func(id uint64, rd *raft.Ready) {
-			if id != 1 && len(rd.Entries) > 0 && rd.Entries[0].Index > 5 {
-				rd.Entries = nil
+			if !done && id == 2 && len(rd.Entries) > 0 && rd.Entries[0].Index > 5 {
+				rd.Entries, done = nil, true
 			}
 		}
 	})
@@ -88,8 +91,12 @@ func TestCheckerCatchesDivergentLog(t *testing.T) {
 	// matching (or the committed record) must notice.
 	v := plantedRun(t, func(c *Cluster) {
 		c.tamperPersist = func(id uint64, rd *raft.Ready) {
+			if c.Leader() == id {
+				return
+			}
+			rd.Entries = slices.Clone(rd.Entries) // the core's memory stays right
 			for i := range rd.Entries {
-				if id == 3 && rd.Entries[i].Index == 8 && len(rd.Entries[i].Data) > 0 {
+				if rd.Entries[i].Index == 8 && len(rd.Entries[i].Data) > 0 {
 					rd.Entries[i].Data = []byte("forged entry!")
 				}
 			}

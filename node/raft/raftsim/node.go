@@ -163,10 +163,17 @@ func (c *Cluster) flush() {
 	}
 }
 
+// maxReadiesPerStep bounds the Readies one input may cause.
+const maxReadiesPerStep = 1000
+
 // processReady is the application loop of raft-api.md, in its order:
 // persist, then send, then apply, then answer reads, then Advance.
 func (c *Cluster) processReady(sn *simNode) {
-	for c.err == nil && sn.up && sn.rn.HasReady() {
+	for n := 0; c.err == nil && sn.up && sn.rn.HasReady(); n++ {
+		if n == maxReadiesPerStep {
+			c.fail(sn.id, "livelock: the core produced %d Readies for one input", n)
+			return
+		}
 		rd := sn.rn.Ready()
 		if sn.crashAt == CrashBeforePersist {
 			c.crash(sn, "crash before persisting a ready")

@@ -121,6 +121,7 @@ type Cluster struct {
 	reads    map[string]*readReq
 	unreach  map[link]bool // an unreachable report is pending
 
+	sameTime  int      // events processed at the current virtual time
 	depth     int      // nesting of afterStep
 	callbacks []func() // answers to proposers and readers, run by flush
 
@@ -363,6 +364,10 @@ func (c *Cluster) After(d Time, name string, fn func()) {
 	c.push(&event{at: c.now + max(d, 0), kind: evFunc, fn: fn, text: name})
 }
 
+// maxEventsPerInstant bounds the events at one virtual time (messages
+// with zero latency answered with zero latency, forever).
+const maxEventsPerInstant = 200_000
+
 // Step processes the next event. It returns false when the simulation
 // stopped (a violation) or has nothing left to do.
 func (c *Cluster) Step() bool {
@@ -370,6 +375,15 @@ func (c *Cluster) Step() bool {
 		return false
 	}
 	ev := heap.Pop(&c.queue).(*event)
+	if ev.at == c.now {
+		c.sameTime++
+		if c.sameTime > maxEventsPerInstant {
+			c.fail(ev.node, "livelock: more than %d events at t=%dms", maxEventsPerInstant, c.now)
+			return false
+		}
+	} else {
+		c.sameTime = 0
+	}
 	c.now = ev.at
 	switch ev.kind {
 	case evTick:
