@@ -147,7 +147,9 @@ func (n *Node) Step(m Message) error {
 	if m.Type == MsgReadIndex && len(m.Entries) != 1 {
 		return fmt.Errorf("raft: MsgReadIndex from %d with %d entries", m.From, len(m.Entries))
 	}
-	if (m.Type == MsgVote || m.Type == MsgPreVote || m.Type == MsgVoteResp || m.Type == MsgPreVoteResp) && m.Term == 0 {
+	// Only forwarded proposals and read requests travel without a term;
+	// the core treats term 0 as "local".
+	if m.Term == 0 && m.Type != MsgProp && m.Type != MsgReadIndex {
 		return fmt.Errorf("raft: %s from %d without term", m.Type, m.From)
 	}
 	return n.r.Step(m)

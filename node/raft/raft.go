@@ -730,6 +730,11 @@ func (r *raft) handlePropose(m Message) error {
 		r.logger.Debug("proposal dropped during leadership transfer", "term", r.Term, "peer", r.leadTransferee)
 		return ErrProposalDropped
 	}
+	for _, e := range m.Entries {
+		if e.Type != EntryNormal && e.Type != EntryConfChange {
+			return fmt.Errorf("raft: proposal with unknown entry type %d", e.Type)
+		}
+	}
 	ents := m.Entries
 	if m.From != r.id {
 		// From the network: appendEntry assigns Term and Index in place,
@@ -846,6 +851,11 @@ func (r *raft) handleAppendResponse(m Message, pr *Progress) {
 			}
 			r.sendAppend(m.From)
 		}
+		return
+	}
+	if m.Index > r.raftLog.lastIndex() {
+		// No follower can hold more of this term's log than its leader.
+		r.logger.Error("append response beyond the last index ignored", "peer", m.From, "index", m.Index, "last_index", r.raftLog.lastIndex())
 		return
 	}
 	wasPaused := pr.isPaused()
@@ -1014,6 +1024,7 @@ func stepFollower(r *raft, m Message) error {
 			return nil
 		}
 		m.To = r.lead
+		m.Term = 0 // send stamps our term
 		r.send(m)
 	case MsgTimeoutNow:
 		if !r.promotable() {
