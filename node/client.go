@@ -1,0 +1,413 @@
+package node
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/raftkv/raftkv/internal/proto"
+	"github.com/raftkv/raftkv/kvstore"
+	"github.com/raftkv/raftkv/node/raft"
+	"github.com/raftkv/raftkv/rudp"
+)
+
+// handle is the rudp handler: Raft messages go to the loop, requests are
+// answered (client writes and linearizable reads wait for the commit).
+func (n *Node) handle(ctx context.Context, m rudp.Message) []byte {
+	kind, body, err := proto.Split(m.Payload)
+	if err != nil {
+		return nil
+	}
+	switch kind {
+	case proto.KindRaft:
+		var rm raft.Message
+		if err := proto.Decode(body, &rm); err != nil {
+			n.logger().Debug("bad raft message", "from", m.From.String(), "err", err)
+			return nil
+		}
+		if rm.From == 0 || rm.Type.IsLocal() {
+			return nil
+		}
+		n.setAddr(rm.From, m.From)
+		select {
+		case n.recvc <- rm:
+		default:
+			n.logger().Debug("inbox full; dropped raft message", "type", rm.Type.String())
+		}
+		return nil
+	case proto.KindClient:
+		var req proto.ClientRequest
+		if err := proto.Decode(body, &req); err != nil {
+			return proto.MustEncode(proto.KindClient, proto.ClientResponse{Code: proto.CodeInvalid, Message: err.Error()})
+		}
+		resp := n.Do(ctx, req)
+		return proto.MustEncode(proto.KindClient, resp)
+	case proto.KindAdmin:
+		var req proto.AdminRequest
+		if err := proto.Decode(body, &req); err != nil {
+			return proto.MustEncode(proto.KindAdmin, proto.AdminResponse{Code: proto.CodeInvalid, Message: err.Error()})
+		}
+		resp := n.Admin(ctx, req)
+		return proto.MustEncode(proto.KindAdmin, resp)
+	case proto.KindPing:
+		var p proto.Ping
+		if err := proto.Decode(body, &p); err != nil {
+			return nil
+		}
+		return proto.MustEncode(proto.KindPing, proto.Pong{
+			Nonce: p.Nonce, ID: n.id.Load(), Role: n.roleWord(), Term: n.term.Load(), Leader: n.lead.Load(),
+		})
+	}
+	return nil
+}
+
+func (n *Node) roleWord() string {
+	st := raft.StateType(n.role.Load())
+	if st == raft.StateFollower && n.isLearner.Load() {
+		return "learner"
+	}
+	if st == raft.StatePreCandidate {
+		return "candidate"
+	}
+	return st.String()
+}
+
+// Do serves one client request, as it would arrive over the network:
+// writes and linearizable reads on the leader (elsewhere CodeNotLeader
+// with the leader's address), serializable reads on any node.
+func (n *Node) Do(ctx context.Context, req proto.ClientRequest) proto.ClientResponse {
+	select {
+	case <-n.ready:
+	default:
+		return proto.ClientResponse{Code: proto.CodeUnavailable, Message: "node is starting"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	defer cancel()
+	switch req.Op {
+	case proto.OpGet, proto.OpRange:
+		return n.read(ctx, req)
+	case proto.OpPut, proto.OpDelete, proto.OpDeletePrefix, proto.OpCAS, proto.OpCompact:
+		return n.write(ctx, req)
+	}
+	return proto.ClientResponse{Code: proto.CodeInvalid, Message: fmt.Sprintf("unknown op %d", req.Op)}
+}
+
+func (n *Node) errResponse(err error) proto.ClientResponse {
+	var nl *NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		return proto.ClientResponse{Code: proto.CodeNotLeader, Message: err.Error(), LeaderID: nl.LeaderID, LeaderAddr: nl.Addr}
+	case errors.Is(err, ErrNotLeader):
+		id, addr := n.leaderAddr()
+		return proto.ClientResponse{Code: proto.CodeNotLeader, Message: err.Error(), LeaderID: id, LeaderAddr: addr}
+	case errors.Is(err, kvstore.ErrKeyNotFound):
+		return proto.ClientResponse{Code: proto.CodeNotFound, Message: err.Error()}
+	case errors.Is(err, kvstore.ErrCompareFailed):
+		return proto.ClientResponse{Code: proto.CodeCompareFailed, Message: err.Error()}
+	case errors.Is(err, kvstore.ErrCompacted):
+		return proto.ClientResponse{Code: proto.CodeCompacted, Message: err.Error()}
+	case errors.Is(err, kvstore.ErrEmptyKey), errors.Is(err, kvstore.ErrKeyTooLarge),
+		errors.Is(err, kvstore.ErrValueTooLarge), errors.Is(err, kvstore.ErrRequestTooLarge),
+		errors.Is(err, kvstore.ErrBadCommand), errors.Is(err, kvstore.ErrFutureRevision),
+		errors.Is(err, kvstore.ErrStaleSequence), errors.Is(err, errInvalid):
+		return proto.ClientResponse{Code: proto.CodeInvalid, Message: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, ErrClosed), errors.Is(err, kvstore.ErrClosed), errors.Is(err, raft.ErrProposalDropped),
+		errors.Is(err, errBusy), errors.Is(err, kvstore.ErrSessionExpired):
+		return proto.ClientResponse{Code: proto.CodeUnavailable, Message: err.Error()}
+	}
+	return proto.ClientResponse{Code: proto.CodeInternal, Message: err.Error()}
+}
+
+var errBusy = errors.New("node: too many requests waiting")
+
+// toCommand maps a client write to a state-machine command.
+func toCommand(req proto.ClientRequest) (kvstore.Command, error) {
+	cmd := kvstore.Command{Key: req.Key, Value: req.Value}
+	switch req.Op {
+	case proto.OpPut:
+		cmd.Op = kvstore.OpPut
+	case proto.OpDelete:
+		cmd.Op = kvstore.OpDelete
+		if req.Prefix {
+			cmd.Op = kvstore.OpDeletePrefix
+		}
+	case proto.OpDeletePrefix:
+		cmd.Op = kvstore.OpDeletePrefix
+	case proto.OpCompact:
+		if req.Revision <= 0 {
+			return cmd, fmt.Errorf("%w: compact needs a positive revision", kvstore.ErrBadCommand)
+		}
+		cmd = kvstore.Command{Op: kvstore.OpCompact, Rev: uint64(req.Revision)}
+	case proto.OpCAS:
+		cmd.Op, cmd.Then = kvstore.OpCAS, kvstore.OpPut
+		if req.DeleteOnSuccess {
+			cmd.Then, cmd.Value = kvstore.OpDelete, nil
+		}
+		switch req.Compare {
+		case proto.CompareValue:
+			cmd.Compare = &kvstore.Compare{Target: kvstore.CompareValue, Value: req.CompareValue}
+		case proto.CompareModRevision, proto.CompareVersion:
+			if req.Revision < 0 {
+				return cmd, fmt.Errorf("%w: negative compare revision", kvstore.ErrBadCommand)
+			}
+			t := kvstore.CompareModRev
+			if req.Compare == proto.CompareVersion {
+				t = kvstore.CompareVersion
+			}
+			cmd.Compare = &kvstore.Compare{Target: t, Rev: uint64(req.Revision)}
+		default:
+			return cmd, fmt.Errorf("%w: unknown compare target %d", kvstore.ErrBadCommand, req.Compare)
+		}
+	}
+	return cmd, nil
+}
+
+// write proposes a client write on the leader and waits until it is
+// applied. (ClientID, Seq) is the client's session: a retry with the same
+// pair is answered from the session table and not applied again.
+func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientResponse {
+	if !n.IsLeader() {
+		return n.errResponse(n.notLeader())
+	}
+	cmd, err := toCommand(req)
+	if err == nil {
+		err = n.kv.Validate(cmd)
+	}
+	if err != nil {
+		return n.errResponse(err)
+	}
+	if n.waiting.Add(1) > int64(n.cfg.MaxWaiting) {
+		n.waiting.Add(-1)
+		return n.errResponse(errBusy)
+	}
+	defer n.waiting.Add(-1)
+	var res kvstore.Result
+	for attempt := 0; ; attempt++ {
+		res, err = n.propose(ctx, req.ClientID, req.Seq, cmd)
+		// A session that expired on the log clock is gone: register a new
+		// one and try once more.
+		if err == nil && errors.Is(res.Err, kvstore.ErrSessionExpired) && attempt == 0 && req.ClientID != 0 {
+			continue
+		}
+		break
+	}
+	if err != nil {
+		return n.errResponse(err)
+	}
+	resp := proto.ClientResponse{Revision: int64(res.Rev), Deleted: int64(res.Deleted)}
+	switch {
+	case res.Err == nil:
+		resp.Succeeded = true
+	case errors.Is(res.Err, kvstore.ErrCompareFailed):
+		resp.Code, resp.Message = proto.CodeCompareFailed, res.Err.Error()
+		if res.KV != nil {
+			resp.KVs = []proto.KeyValue{toProtoKV(*res.KV)}
+		}
+		return resp
+	default:
+		r := n.errResponse(res.Err)
+		r.Revision = resp.Revision
+		return r
+	}
+	return resp
+}
+
+// propose proposes cmd under the client's session and waits for its
+// result.
+func (n *Node) propose(ctx context.Context, client, seq uint64, cmd kvstore.Command) (kvstore.Result, error) {
+	if client != 0 {
+		sess, err := n.session(ctx, client)
+		if err != nil {
+			return kvstore.Result{}, err
+		}
+		cmd.Session, cmd.Seq = sess, seq
+	} else {
+		// No session: no deduplication; Seq only tags the waiter.
+		cmd.Session, cmd.Seq = 0, randUint64()
+	}
+	cmd.Time = time.Now().UnixNano()
+	data, err := kvstore.EncodeCommand(cmd)
+	if err != nil {
+		return kvstore.Result{}, err
+	}
+	ch := make(chan applyResult, 1)
+	key := waitKey{cmd.Session, cmd.Seq}
+	var perr error
+	if err := n.do(ctx, func() {
+		if raft.StateType(n.role.Load()) != raft.StateLeader {
+			perr = n.notLeader()
+			return
+		}
+		if perr = n.rn.Propose(data); perr == nil {
+			n.waiters[key] = append(n.waiters[key], ch)
+		}
+	}); err != nil {
+		return kvstore.Result{}, err
+	}
+	if perr != nil {
+		if errors.Is(perr, raft.ErrProposalDropped) {
+			return kvstore.Result{}, n.notLeader()
+		}
+		return kvstore.Result{}, perr
+	}
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return kvstore.Result{}, r.err
+		}
+		return r.res, nil
+	case <-ctx.Done():
+		n.dropWaiter(key, ch)
+		return kvstore.Result{}, fmt.Errorf("node: wait for commit: %w", ctx.Err())
+	case <-n.loopDone:
+		return kvstore.Result{}, ErrClosed
+	}
+}
+
+func (n *Node) dropWaiter(key waitKey, ch chan applyResult) {
+	_ = n.do(context.Background(), func() {
+		ws := n.waiters[key]
+		for i, w := range ws {
+			if w == ch {
+				ws = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(ws) == 0 {
+			delete(n.waiters, key)
+		} else {
+			n.waiters[key] = ws
+		}
+	})
+}
+
+// session returns the kvstore session of a client, registering one
+// through the log the first time the client writes.
+func (n *Node) session(ctx context.Context, client uint64) (uint64, error) {
+	var (
+		sess uint64
+		ch   chan uint64
+		perr error
+	)
+	if err := n.do(ctx, func() {
+		if s, ok := n.repl.Clients[client]; ok {
+			sess = s
+			return
+		}
+		if raft.StateType(n.role.Load()) != raft.StateLeader {
+			perr = n.notLeader()
+			return
+		}
+		ch = make(chan uint64, 1)
+		if len(n.regWaiters[client]) == 0 {
+			data, err := kvstore.EncodeCommand(kvstore.Command{
+				Op: kvstore.OpRegisterSession, Key: binary.BigEndian.AppendUint64(nil, client), Time: time.Now().UnixNano(),
+			})
+			if err != nil {
+				perr = err
+				return
+			}
+			if perr = n.rn.Propose(data); perr != nil {
+				return
+			}
+		}
+		n.regWaiters[client] = append(n.regWaiters[client], ch)
+	}); err != nil {
+		return 0, err
+	}
+	if perr != nil {
+		if errors.Is(perr, raft.ErrProposalDropped) {
+			return 0, n.notLeader()
+		}
+		return 0, perr
+	}
+	if ch == nil {
+		return sess, nil
+	}
+	select {
+	case s, ok := <-ch:
+		if !ok {
+			return 0, ErrNotLeader
+		}
+		return s, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("node: register session: %w", ctx.Err())
+	case <-n.loopDone:
+		return 0, ErrClosed
+	}
+}
+
+// read serves a get or range: serializable reads at once from the local
+// store; linearizable ones on the leader after a ReadIndex round.
+func (n *Node) read(ctx context.Context, req proto.ClientRequest) proto.ClientResponse {
+	if req.Revision < 0 || req.Limit < 0 {
+		return proto.ClientResponse{Code: proto.CodeInvalid, Message: "negative revision or limit"}
+	}
+	if !req.Serializable {
+		if !n.IsLeader() {
+			return n.errResponse(n.notLeader())
+		}
+		if err := n.readIndex(ctx); err != nil {
+			return n.errResponse(err)
+		}
+	}
+	rr := kvstore.RangeRequest{Key: req.Key, Rev: uint64(req.Revision)}
+	if req.Op == proto.OpRange {
+		rr.End, rr.Prefix, rr.Limit = req.End, req.Prefix, uint64(req.Limit)
+	} else if req.Prefix {
+		rr.Prefix, rr.Limit = true, uint64(req.Limit)
+	}
+	res, err := n.kv.Range(rr)
+	if err != nil {
+		return n.errResponse(err)
+	}
+	resp := proto.ClientResponse{Revision: int64(res.Rev), More: res.More}
+	for _, kv := range res.KVs {
+		resp.KVs = append(resp.KVs, toProtoKV(kv))
+	}
+	if req.Op == proto.OpGet && !rr.Prefix && len(resp.KVs) == 0 {
+		resp.Code, resp.Message = proto.CodeNotFound, fmt.Sprintf("key not found: %s", req.Key)
+	}
+	return resp
+}
+
+// readIndex confirms leadership with a ReadIndex round and waits until the
+// state machine has applied the read index.
+func (n *Node) readIndex(ctx context.Context) error {
+	var rctx [8]byte
+	binary.BigEndian.PutUint64(rctx[:], randUint64())
+	ch := make(chan uint64, 1)
+	if err := n.do(ctx, func() {
+		n.readWaiters[string(rctx[:])] = ch
+		n.rn.ReadIndex(rctx[:])
+	}); err != nil {
+		return err
+	}
+	select {
+	case idx, ok := <-ch:
+		if !ok {
+			return n.notLeader()
+		}
+		return n.kv.WaitApplied(ctx, idx)
+	case <-ctx.Done():
+		_ = n.do(context.Background(), func() { delete(n.readWaiters, string(rctx[:])) })
+		return fmt.Errorf("node: read index: %w", ctx.Err())
+	case <-n.loopDone:
+		return ErrClosed
+	}
+}
+
+func toProtoKV(kv kvstore.KeyValue) proto.KeyValue {
+	return proto.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: int64(kv.CreateRev),
+		ModRevision: int64(kv.ModRev), Version: int64(kv.Version)}
+}
+
+func randUint64() uint64 {
+	var b [8]byte
+	cryptorand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:])
+}

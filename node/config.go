@@ -1,0 +1,148 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	DefaultTickInterval    = 100 * time.Millisecond
+	DefaultElectionTicks   = 10
+	DefaultSnapshotEntries = 10000
+	DefaultReportInterval  = 400 * time.Millisecond
+	DefaultRequestTimeout  = 5 * time.Second
+	DefaultSendQueueLen    = 4096
+	DefaultMaxWaiting      = 192
+	DefaultHandlerWorkers  = 256
+)
+
+// Config configures a Node. A zero value for a tunable means its default.
+type Config struct {
+	// Name is the node's name, unique in the cluster; required.
+	Name string
+	// DataDir holds raft.db (the log), kv.db (the state machine) and
+	// node.db (identity, members, client sessions); required. It is
+	// created if missing.
+	DataDir string
+	// PacketConn is the node's UDP socket; required. The node owns it from
+	// Run on and closes it when Run returns.
+	PacketConn net.PacketConn
+	// AdvertiseAddr is the address other nodes and clients reach this node
+	// at; the zero value means PacketConn's local address.
+	AdvertiseAddr netip.AddrPort
+	// Secret is the cluster secret rudp authenticates datagrams with
+	// (empty: unauthenticated).
+	Secret []byte
+
+	// Entrance is the entrance's address. When set, the node joins through
+	// it (once; the ID it gets is kept in DataDir), rejoins after a
+	// restart, and its leader reports to it. When zero, NodeID and
+	// Bootstrap below stand for the entrance's answer.
+	Entrance netip.AddrPort
+	// NodeID is the node's ID when there is no entrance and DataDir holds
+	// none yet. Ignored with an entrance.
+	NodeID uint64
+	// ClusterID goes with NodeID when there is no entrance.
+	ClusterID uint64
+	// Bootstrap, without an entrance, makes a node with an empty DataDir
+	// found a one-node cluster. Other nodes wait to be added (AdminAddLearner
+	// on the leader).
+	Bootstrap bool
+
+	// TickInterval is the duration of one Raft tick. Default 100ms.
+	TickInterval time.Duration
+	// ElectionTicks is the election timeout in ticks. Default 10.
+	ElectionTicks int
+	// HeartbeatTicks is the heartbeat interval in ticks. Default 1.
+	HeartbeatTicks int
+	// SnapshotEntries is how many applied entries trigger a snapshot and
+	// log compaction. Default 10000.
+	SnapshotEntries uint64
+	// SnapshotCatchUpEntries is how many entries compaction keeps behind a
+	// snapshot for slow followers. Default SnapshotEntries/2.
+	SnapshotCatchUpEntries uint64
+	// ReportInterval is the period of a leader's reports to the entrance.
+	// Default 400ms.
+	ReportInterval time.Duration
+	// RequestTimeout bounds how long a client request waits inside the
+	// node (commit, apply, read index). Default 5s.
+	RequestTimeout time.Duration
+	// SendQueueLen bounds each peer's outbound queue, in messages; when it
+	// is full messages are dropped (Raft retransmits). Default 4096.
+	SendQueueLen int
+	// HandlerWorkers is rudp's handler goroutines. Default 256.
+	HandlerWorkers int
+	// MaxWaiting bounds the client requests that wait for a commit at the
+	// same time (each holds a handler worker); more are answered
+	// CodeUnavailable. Default 192; must be below HandlerWorkers.
+	MaxWaiting int
+	// NoSync skips fsync in every store. UNSAFE: for tests and benchmarks.
+	NoSync bool
+	// Seed seeds the Raft core's randomness; 0 picks a random seed.
+	Seed uint64
+	// Logger receives events; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("node: config: Name is required")
+	case c.DataDir == "":
+		return errors.New("node: config: DataDir is required")
+	case c.PacketConn == nil:
+		return errors.New("node: config: PacketConn is required")
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	def(&c.ElectionTicks, DefaultElectionTicks)
+	def(&c.HeartbeatTicks, 1)
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = DefaultSnapshotEntries
+	}
+	if c.SnapshotCatchUpEntries == 0 {
+		c.SnapshotCatchUpEntries = c.SnapshotEntries / 2
+	}
+	if c.ReportInterval == 0 {
+		c.ReportInterval = DefaultReportInterval
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	def(&c.SendQueueLen, DefaultSendQueueLen)
+	def(&c.HandlerWorkers, DefaultHandlerWorkers)
+	def(&c.MaxWaiting, min(DefaultMaxWaiting, c.HandlerWorkers*3/4))
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if !c.AdvertiseAddr.IsValid() {
+		ap, err := netip.ParseAddrPort(c.PacketConn.LocalAddr().String())
+		if err != nil {
+			return fmt.Errorf("node: config: advertise address from %s: %w", c.PacketConn.LocalAddr(), err)
+		}
+		c.AdvertiseAddr = ap
+	}
+	switch {
+	case c.TickInterval < 0 || c.ElectionTicks <= c.HeartbeatTicks:
+		return fmt.Errorf("node: config: tick interval %v, election ticks %d, heartbeat ticks %d invalid",
+			c.TickInterval, c.ElectionTicks, c.HeartbeatTicks)
+	case c.MaxWaiting < 1 || c.MaxWaiting >= c.HandlerWorkers:
+		return fmt.Errorf("node: config: MaxWaiting %d must be in [1, HandlerWorkers %d)", c.MaxWaiting, c.HandlerWorkers)
+	case c.SnapshotCatchUpEntries > c.SnapshotEntries:
+		return fmt.Errorf("node: config: SnapshotCatchUpEntries %d > SnapshotEntries %d", c.SnapshotCatchUpEntries, c.SnapshotEntries)
+	case !c.Entrance.IsValid() && c.NodeID == 0 && c.Bootstrap:
+		return errors.New("node: config: Bootstrap without an entrance needs NodeID")
+	}
+	return nil
+}

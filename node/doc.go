@@ -1,0 +1,81 @@
+// Package node is the runtime that drives the Raft core (node/raft) for
+// raftd: it owns the core, the Raft log and state machine (kvstore), and
+// the node's rudp endpoint, and serves clients, the entrance and admin
+// requests.
+//
+// # The loop
+//
+// One goroutine owns raft.Node. It selects on the ticker (one tick every
+// Config.TickInterval), Raft messages from the network (the rudp handler
+// decodes them and queues them without blocking), closures from request
+// handlers (propose, ReadIndex, membership changes, status) and
+// "unreachable" reports from the senders, then processes every Ready in
+// this order, which is a contract:
+//
+//  1. persist HardState, Entries and Snapshot in ONE bbolt transaction of
+//     the log (kvstore.LogStore.Save), fsynced when Ready.MustSync; install
+//     a received snapshot into the state machine;
+//  2. only then queue Messages to the per-peer senders (bounded queues,
+//     never blocking the loop; a full queue drops, Raft retransmits; a send
+//     that rudp gives up on reports the peer unreachable to the core);
+//  3. apply CommittedEntries: runs of commands in one kvstore transaction;
+//     configuration changes through raft.Node.ApplyConfChange, the log's
+//     ConfState and the members table; answer waiting writers;
+//  4. answer ReadStates (the read waits until applied >= index);
+//  5. Advance; every Config.SnapshotEntries applied entries, snapshot the
+//     state machine and compact the log (SnapshotCatchUpEntries kept).
+//
+// A client is answered only after its entry is applied, which implies it
+// is committed (durable on a quorum): a SIGKILL at any moment loses no
+// acknowledged write.
+//
+// # Requests
+//
+// Writes go to the leader (elsewhere CodeNotLeader with the leader's
+// address). A write carries the client's session (ClientID, Seq); a retry
+// with the same pair is answered from kvstore's session table and applied
+// at most once. A client's first write registers its kvstore session
+// through the log; the ClientID -> session table is replicated state kept
+// by this package (node.db and snapshots), so every replica deduplicates
+// the same way. One ClientID must have one write outstanding at a time:
+// the session keeps only the last sequence number, so an older Seq
+// arriving after a newer one is refused (CodeInvalid, stale sequence).
+// Linearizable reads run on the leader after a ReadIndex round;
+// serializable reads are served at once from the local store on any node.
+//
+// # Membership and identity
+//
+// With an entrance, a node with an empty data dir joins (retrying until
+// admitted) and keeps the node ID and cluster ID it gets in node.db; the
+// first node admitted founds a one-node cluster (the bootstrap convention
+// of node/raft). A restarted node serves at once and rejoins in the
+// background. Without an entrance, Config.NodeID and Config.Bootstrap stand
+// for the entrance's answer and members are added with Admin on the leader.
+// ConfChange contexts carry {Name, Addr}; applying them maintains the
+// members table (replicated, carried by snapshots), from which peers'
+// addresses are learned; the source address of incoming Raft messages
+// updates them too. A node removed from the configuration stops (Run
+// returns nil). The leader reports to the entrance on election and every
+// Config.ReportInterval.
+//
+// # Files
+//
+// DataDir/raft.db is the Raft log, DataDir/kv.db the state machine,
+// DataDir/node.db the identity, members and client sessions.
+//
+// # Usage
+//
+//	pc, _ := net.ListenPacket("udp", "127.0.0.1:7701")
+//	n, err := node.New(node.Config{
+//		Name: "n1", DataDir: dir, PacketConn: pc,
+//		Entrance: netip.MustParseAddrPort("127.0.0.1:7700"),
+//		Logger:   slog.Default(),
+//	})
+//	if err != nil { ... }
+//	go func() { <-ctx.Done(); n.Close() }()
+//	err = n.Run(ctx) // blocks; nil on a clean stop
+//
+// In-process callers can use Do (client requests) and Admin (admin
+// requests) directly; over the network they arrive as proto.KindClient and
+// proto.KindAdmin.
+package node

@@ -1,0 +1,584 @@
+package node
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/raftkv/raftkv/kvstore"
+	"github.com/raftkv/raftkv/node/raft"
+	"github.com/raftkv/raftkv/rudp"
+)
+
+// Sentinel errors.
+var (
+	// ErrClosed means the node stopped (Close, context cancelled, removed).
+	ErrClosed = errors.New("node: closed")
+	// ErrRunning is returned by a second call of Run.
+	ErrRunning = errors.New("node: already running")
+	// ErrRefused means the entrance refused to admit this node.
+	ErrRefused = errors.New("node: admission refused")
+	// ErrNoIdentity means the data dir holds no node ID and there is
+	// neither an entrance nor Config.NodeID to get one from.
+	ErrNoIdentity = errors.New("node: no node ID: need an entrance or Config.NodeID")
+	// ErrNotLeader means this node is not the leader; see NotLeaderError.
+	ErrNotLeader = errors.New("node: not leader")
+)
+
+// NotLeaderError says which node leads, when known.
+type NotLeaderError struct {
+	LeaderID uint64
+	Addr     string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderID == 0 {
+		return "node: not leader (leader unknown)"
+	}
+	return fmt.Sprintf("node: not leader (leader %016x at %s)", e.LeaderID, e.Addr)
+}
+
+func (e *NotLeaderError) Unwrap() error { return ErrNotLeader }
+
+// errStop ends the loop without error (removed, or asked to stop).
+var errStop = errors.New("node: stop")
+
+// Node is the runtime around one Raft core: it owns the core, the stores
+// and the rudp endpoint. See the package documentation for the loop's
+// contract.
+type Node struct {
+	cfg  Config
+	logp atomic.Pointer[slog.Logger]
+
+	running   atomic.Bool
+	closeOnce sync.Once
+	closed    chan struct{} // closed by Close
+	loopDone  chan struct{} // closed when the loop stopped (waiters give up)
+	ready     chan struct{} // closed when the node serves (identity known, core running)
+	started   time.Time
+
+	// Set by Run before the loop starts; read-only afterwards.
+	ep        *rudp.Endpoint
+	meta      *metaDB
+	rlog      *kvstore.LogStore
+	kv        *kvstore.Store
+	id        atomic.Uint64
+	clusterID atomic.Uint64
+
+	// Channels into the loop.
+	recvc    chan raft.Message
+	opc      chan func()
+	unreachc chan uint64
+	stopc    chan struct{} // capacity 1: the node asks itself to stop
+
+	// Owned by the loop goroutine.
+	rn          *raft.Node
+	repl        replState
+	sessionOf   map[uint64]uint64 // kvstore session -> ClientID
+	waiters     map[waitKey][]chan applyResult
+	regWaiters  map[uint64][]chan uint64 // ClientID -> session
+	ccWaiters   []*ccWaiter
+	readWaiters map[string]chan uint64
+	peers       map[uint64]*peer
+	snapIndex   uint64
+	removed     atomic.Bool // this node was removed from the configuration
+	stopping    atomic.Bool // AdminStop in progress
+	wasLeader   bool
+	reportc     chan struct{} // capacity 1: report to the entrance now
+	runCtx      context.Context
+	wg          *sync.WaitGroup // goroutines Run waits for
+
+	// Shared with handlers.
+	lead    atomic.Uint64
+	term    atomic.Uint64
+	role    atomic.Uint32 // raft.StateType
+	isLearner atomic.Bool
+	waiting atomic.Int64
+	addrMu  sync.Mutex
+	addrs   map[uint64]netip.AddrPort // peer ID -> address (members table, then sources of messages)
+}
+
+// New validates cfg and returns a node. It starts nothing: call Run.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:         cfg,
+		closed:      make(chan struct{}),
+		loopDone:    make(chan struct{}),
+		ready:       make(chan struct{}),
+		recvc:       make(chan raft.Message, 4096),
+		opc:         make(chan func(), 1024),
+		unreachc:    make(chan uint64, 64),
+		stopc:       make(chan struct{}, 1),
+		reportc:     make(chan struct{}, 1),
+		waiters:     map[waitKey][]chan applyResult{},
+		regWaiters:  map[uint64][]chan uint64{},
+		readWaiters: map[string]chan uint64{},
+		peers:       map[uint64]*peer{},
+		sessionOf:   map[uint64]uint64{},
+		addrs:       map[uint64]netip.AddrPort{},
+	}
+	n.logp.Store(cfg.Logger.With("name", cfg.Name))
+	return n, nil
+}
+
+func (n *Node) logger() *slog.Logger { return n.logp.Load() }
+
+// Close stops a running node (Run returns) and is idempotent. It does not
+// wait for Run to return.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { close(n.closed) })
+	return nil
+}
+
+// ID returns the node's ID (0 until it is known).
+func (n *Node) ID() uint64 { return n.id.Load() }
+
+// Addr returns the address the node advertises.
+func (n *Node) Addr() netip.AddrPort { return n.cfg.AdvertiseAddr }
+
+// Ready returns a channel closed once the node serves requests.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Leader returns the ID of the leader this node knows (0: none).
+func (n *Node) Leader() uint64 { return n.lead.Load() }
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return raft.StateType(n.role.Load()) == raft.StateLeader }
+
+// Run joins or rejoins the cluster, then drives the Raft core until ctx
+// is done, Close is called, or the node is removed from the cluster or
+// asked to stop (then it returns nil). It returns an error when the data
+// dir cannot be used, admission is refused, or a store fails.
+func (n *Node) Run(ctx context.Context) (err error) {
+	if !n.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	n.started = time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	var (
+		wg       sync.WaitGroup
+		epDone   chan error
+		opened   bool
+		loopOnce sync.Once
+	)
+	stopLoop := func() { loopOnce.Do(func() { close(n.loopDone) }) }
+	// Teardown order: stop everything that waits on the loop, stop the
+	// transport (its handlers are done when its Run returns), wait for
+	// our goroutines, then close the stores nobody uses any more.
+	defer func() {
+		cancel()
+		stopLoop()
+		if n.ep != nil {
+			n.ep.Close()
+			if e := <-epDone; e != nil && err == nil {
+				err = fmt.Errorf("node: transport: %w", e)
+			}
+		} else {
+			n.cfg.PacketConn.Close()
+		}
+		wg.Wait()
+		if opened {
+			n.closeStores()
+		}
+	}()
+	wg.Go(func() {
+		select {
+		case <-n.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("node: data dir: %w", err)
+	}
+	if err := n.openStores(); err != nil {
+		return err
+	}
+	opened = true
+
+	ident, known, err := n.meta.identity()
+	if err != nil {
+		return err
+	}
+	if known {
+		n.id.Store(ident.NodeID)
+	}
+	ep, err := rudp.New(n.cfg.PacketConn, rudp.Config{
+		NodeID:         ident.NodeID,
+		Secret:         n.cfg.Secret,
+		Handler:        n.handle,
+		Logger:         n.cfg.Logger,
+		HandlerWorkers: n.cfg.HandlerWorkers,
+		InboxLen:       max(256, n.cfg.HandlerWorkers),
+	})
+	if err != nil {
+		return fmt.Errorf("node: transport: %w", err)
+	}
+	n.ep = ep
+	epDone = make(chan error, 1)
+	go func() { epDone <- ep.Run(ctx) }()
+
+	if !known {
+		ident, err = n.admit(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := n.meta.setIdentity(ident); err != nil {
+			return err
+		}
+		n.id.Store(ident.NodeID)
+	} else if n.cfg.Entrance.IsValid() {
+		wg.Go(func() { n.rejoin(ctx, ident) })
+	}
+	n.clusterID.Store(ident.ClusterID)
+	n.logp.Store(n.logger().With("node_id", fmt.Sprintf("%016x", ident.NodeID)))
+
+	n.runCtx, n.wg = ctx, &wg
+	if err := n.startCore(ident); err != nil {
+		return err
+	}
+	if n.cfg.Entrance.IsValid() {
+		wg.Go(func() { n.reportLoop(ctx) })
+	}
+	n.logger().Info("serving", "addr", n.cfg.AdvertiseAddr.String(), "applied", n.kv.Applied(),
+		"cluster_id", fmt.Sprintf("%016x", ident.ClusterID))
+	close(n.ready)
+	err = n.loop(ctx)
+	stopLoop()
+	n.failAll()
+	switch {
+	case errors.Is(err, errStop):
+		n.logger().Info("stopped")
+		return nil
+	case err != nil:
+		n.logger().Error("runtime failed", "err", err)
+		return err
+	}
+	n.logger().Info("shut down")
+	return nil
+}
+
+func (n *Node) openStores() error {
+	var err error
+	n.meta, err = openMeta(filepath.Join(n.cfg.DataDir, "node.db"), n.cfg.NoSync)
+	if err != nil {
+		return err
+	}
+	n.rlog, err = kvstore.OpenLog(filepath.Join(n.cfg.DataDir, "raft.db"),
+		kvstore.LogOptions{NoSync: n.cfg.NoSync, Logger: n.cfg.Logger})
+	if err != nil {
+		n.meta.Close()
+		return err
+	}
+	n.kv, err = kvstore.Open(filepath.Join(n.cfg.DataDir, "kv.db"),
+		kvstore.Config{NoSync: n.cfg.NoSync, Logger: n.cfg.Logger})
+	if err != nil {
+		n.rlog.Close()
+		n.meta.Close()
+		return err
+	}
+	return nil
+}
+
+func (n *Node) closeStores() {
+	for _, c := range []interface{ Close() error }{n.kv, n.rlog, n.meta} {
+		if err := c.Close(); err != nil {
+			n.logger().Warn("close store", "err", err)
+		}
+	}
+}
+
+// startCore writes the bootstrap state if this node founds the cluster,
+// recovers the stores from the log's snapshot if a crash left them behind,
+// and creates the core.
+func (n *Node) startCore(ident Identity) error {
+	last, err := n.rlog.LastIndex()
+	if err != nil {
+		return err
+	}
+	bootstrapped := false
+	if ident.Bootstrap && last == 0 {
+		// The bootstrap convention (see node/raft): a snapshot at index 1,
+		// term 1 naming this node the only voter; the members table in its
+		// data so that every later node learns our name and address.
+		self := newReplState()
+		self.Members[ident.NodeID] = Member{Name: n.cfg.Name, Addr: n.cfg.AdvertiseAddr.String()}
+		snap := raft.Snapshot{
+			Meta: raft.SnapshotMeta{Index: 1, Term: 1, ConfState: raft.ConfState{Voters: []uint64{ident.NodeID}}},
+			Data: wrapSnapshot(self, nil),
+		}
+		if err := n.rlog.Save(raft.HardState{Term: 1, Commit: 1}, nil, snap, true); err != nil {
+			return fmt.Errorf("node: bootstrap: %w", err)
+		}
+		bootstrapped = true
+		n.logger().Info("bootstrapped a one-node cluster")
+	}
+	if err := n.recoverSnapshot(); err != nil {
+		return err
+	}
+	n.repl, err = n.meta.load()
+	if err != nil {
+		return err
+	}
+	for c, s := range n.repl.Clients {
+		n.sessionOf[s] = c
+	}
+	for id, m := range n.repl.Members {
+		n.learnMember(id, m)
+	}
+	n.snapIndex = n.rlog.SnapshotMeta().Index
+	seed := n.cfg.Seed
+	if seed == 0 {
+		var b [8]byte
+		cryptorand.Read(b[:])
+		seed = binary.LittleEndian.Uint64(b[:])
+	}
+	n.rn, err = raft.NewNode(raft.Config{
+		ID:             ident.NodeID,
+		Storage:        n.rlog,
+		Applied:        n.kv.Applied(),
+		ElectionTicks:  n.cfg.ElectionTicks,
+		HeartbeatTicks: n.cfg.HeartbeatTicks,
+		Rand:           rand.New(rand.NewPCG(seed, ident.NodeID)),
+		Logger:         n.cfg.Logger.With("name", n.cfg.Name),
+	})
+	if err != nil {
+		return fmt.Errorf("node: raft: %w", err)
+	}
+	st := n.rn.Status()
+	n.isLearner.Store(slices.Contains(st.Config.Learners, ident.NodeID))
+	for _, id := range append(append([]uint64(nil), st.Config.Voters...), st.Config.Learners...) {
+		if id != ident.NodeID {
+			n.ensurePeer(id)
+		}
+	}
+	if bootstrapped {
+		if err := n.rn.Campaign(); err != nil {
+			return fmt.Errorf("node: campaign: %w", err)
+		}
+	}
+	return nil
+}
+
+// recoverSnapshot reinstalls the log's snapshot when the state machine is
+// behind it (a crash between saving a snapshot and installing it).
+func (n *Node) recoverSnapshot() error {
+	meta := n.rlog.SnapshotMeta()
+	if meta.Index == 0 || meta.Index <= n.kv.Applied() {
+		return nil
+	}
+	snap, err := n.rlog.Snapshot()
+	if err != nil {
+		return fmt.Errorf("node: recover snapshot: %w", err)
+	}
+	return n.installSnapshot(snap)
+}
+
+// installSnapshot makes the state machine and the runtime's tables the
+// state of snap. The tables are written first: a crash in between leaves
+// the store behind the log's snapshot, and recoverSnapshot repeats both.
+func (n *Node) installSnapshot(snap raft.Snapshot) error {
+	repl, kvData, err := unwrapSnapshot(snap.Data)
+	if err != nil {
+		return fmt.Errorf("node: install snapshot %d: %w", snap.Meta.Index, err)
+	}
+	if err := n.meta.replace(repl); err != nil {
+		return err
+	}
+	if err := n.kv.InstallSnapshot(raft.Snapshot{Meta: snap.Meta, Data: kvData}); err != nil {
+		return fmt.Errorf("node: install snapshot %d: %w", snap.Meta.Index, err)
+	}
+	n.repl = repl
+	clear(n.sessionOf)
+	for c, s := range repl.Clients {
+		n.sessionOf[s] = c
+	}
+	for id, m := range repl.Members {
+		n.learnMember(id, m)
+	}
+	n.snapIndex = max(n.snapIndex, snap.Meta.Index)
+	n.logger().Info("snapshot installed", "index", snap.Meta.Index, "term", snap.Meta.Term, "bytes", len(snap.Data))
+	return nil
+}
+
+// loop is the one goroutine that touches the core.
+func (n *Node) loop(ctx context.Context) error {
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.stopc:
+			return errStop
+		case <-ticker.C:
+			n.rn.Tick()
+		case m := <-n.recvc:
+			n.step(m)
+			// Drain what else arrived, so one Ready covers a burst.
+			for more := true; more; {
+				select {
+				case m := <-n.recvc:
+					n.step(m)
+				default:
+					more = false
+				}
+			}
+		case f := <-n.opc:
+			f()
+		case id := <-n.unreachc:
+			n.rn.ReportUnreachable(id)
+		}
+		for n.rn.HasReady() {
+			if err := n.processReady(); err != nil {
+				return err
+			}
+		}
+		// A node that is leaving on AdminStop stops when stop() has
+		// answered (requestStop); any other removed node stops now.
+		if n.removed.Load() && !n.stopping.Load() {
+			n.logger().Info("removed from the cluster; stopping")
+			return errStop
+		}
+	}
+}
+
+func (n *Node) step(m raft.Message) {
+	if err := n.rn.Step(m); err != nil {
+		n.logger().Debug("step", "type", m.Type.String(), "peer", fmt.Sprintf("%016x", m.From), "err", err)
+	}
+}
+
+// processReady runs one Ready through the contract: persist, send, apply,
+// answer reads, advance.
+func (n *Node) processReady() error {
+	rd := n.rn.Ready()
+	if rd.SoftState != nil {
+		n.onSoftState(*rd.SoftState)
+	}
+	if !rd.HardState.IsEmpty() {
+		n.term.Store(rd.HardState.Term)
+	}
+	if err := n.rlog.Save(rd.HardState, rd.Entries, rd.Snapshot, rd.MustSync); err != nil {
+		return err
+	}
+	if !rd.Snapshot.IsEmpty() {
+		if err := n.installSnapshot(rd.Snapshot); err != nil {
+			return err
+		}
+	}
+	n.send(rd.Messages)
+	if err := n.apply(rd.CommittedEntries); err != nil {
+		return err
+	}
+	for _, rs := range rd.ReadStates {
+		if ch, ok := n.readWaiters[string(rs.RequestCtx)]; ok {
+			delete(n.readWaiters, string(rs.RequestCtx))
+			ch <- rs.Index
+		}
+	}
+	n.rn.Advance(rd)
+	return n.maybeSnapshot()
+}
+
+func (n *Node) onSoftState(ss raft.SoftState) {
+	n.lead.Store(ss.Lead)
+	n.role.Store(uint32(ss.RaftState))
+	isLeader := ss.RaftState == raft.StateLeader
+	switch {
+	case isLeader && !n.wasLeader:
+		n.logger().Info("became leader", "term", n.rn.BasicStatus().Term)
+		select {
+		case n.reportc <- struct{}{}:
+		default:
+		}
+	case !isLeader && n.wasLeader:
+		n.logger().Info("lost leadership", "term", n.rn.BasicStatus().Term, "leader", fmt.Sprintf("%016x", ss.Lead))
+		n.failWaiters()
+	}
+	if !isLeader && ss.Lead != 0 {
+		n.logger().Debug("following", "leader", fmt.Sprintf("%016x", ss.Lead))
+	}
+	n.wasLeader = isLeader
+}
+
+// maybeSnapshot snapshots the state machine every SnapshotEntries applied
+// entries and compacts the log, keeping SnapshotCatchUpEntries behind.
+func (n *Node) maybeSnapshot() error {
+	applied := n.kv.Applied()
+	if applied < n.snapIndex+n.cfg.SnapshotEntries {
+		return nil
+	}
+	data, info, err := n.kv.SnapshotBytes()
+	if err != nil {
+		return err
+	}
+	cs := n.rn.Status().Config
+	snap, err := n.rlog.CreateSnapshot(info.Applied, &cs, wrapSnapshot(n.repl, data))
+	if err != nil {
+		if errors.Is(err, raft.ErrSnapOutOfDate) {
+			n.snapIndex = max(n.snapIndex, info.Applied)
+			return nil
+		}
+		return err
+	}
+	n.snapIndex = snap.Meta.Index
+	if info.Applied > n.cfg.SnapshotCatchUpEntries {
+		compact := info.Applied - n.cfg.SnapshotCatchUpEntries
+		if err := n.rlog.Compact(compact); err != nil && !errors.Is(err, raft.ErrCompacted) {
+			return err
+		}
+	}
+	n.logger().Info("snapshot created", "index", snap.Meta.Index, "bytes", len(snap.Data))
+	return nil
+}
+
+// do runs f on the loop goroutine and waits for it.
+func (n *Node) do(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case n.opc <- func() { f(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.loopDone:
+		return ErrClosed
+	}
+	select {
+	case <-done:
+		return nil
+	case <-n.loopDone:
+		// The loop may have run f just before it stopped.
+		select {
+		case <-done:
+			return nil
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// requestStop asks the loop to stop (removal, AdminStop).
+func (n *Node) requestStop() {
+	select {
+	case n.stopc <- struct{}{}:
+	default:
+	}
+}
