@@ -100,13 +100,13 @@ type Node struct {
 	wg          *sync.WaitGroup // goroutines Run waits for
 
 	// Shared with handlers.
-	lead    atomic.Uint64
-	term    atomic.Uint64
-	role    atomic.Uint32 // raft.StateType
+	lead      atomic.Uint64
+	term      atomic.Uint64
+	role      atomic.Uint32 // raft.StateType
 	isLearner atomic.Bool
-	waiting atomic.Int64
-	addrMu  sync.Mutex
-	addrs   map[uint64]netip.AddrPort // peer ID -> address (members table, then sources of messages)
+	waiting   atomic.Int64
+	addrMu    sync.Mutex
+	addrs     map[uint64]netip.AddrPort // peer ID -> address (members table, then sources of messages)
 }
 
 // New validates cfg and returns a node. It starts nothing: call Run.
