@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func voterLimit(t *testing.T, httpAddr net.Addr) int {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr.String() + "/v1/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c struct {
+		Voters int `json:"voter_limit"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Voters
+}
+
+// TestServe runs the command in-process: environment variables stand for
+// flags, a flag wins over its variable, HTTP serves, cancelling stops it
+// with status 0 and the registry is on disk.
+func TestServe(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		env    map[string]string
+		voters int
+	}{
+		{"env only", nil, map[string]string{"ENTRANCE_VOTERS": "3"}, 3},
+		{"flag wins", []string{"--voters", "4"}, map[string]string{"ENTRANCE_VOTERS": "3"}, 4},
+		{"default", nil, nil, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			env := map[string]string{"ENTRANCE_DATA_DIR": dir, "ENTRANCE_LISTEN": "127.0.0.1:0", "ENTRANCE_HTTP": "127.0.0.1:0"}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			type addrs struct{ udp, http net.Addr }
+			readyc := make(chan addrs, 1)
+			var stderr syncBuffer
+			done := make(chan int, 1)
+			go func() {
+				done <- run(ctx, tt.args, io.Discard, &stderr, envOf(env), func(u, h net.Addr) { readyc <- addrs{u, h} })
+			}()
+			var a addrs
+			select {
+			case a = <-readyc:
+			case code := <-done:
+				t.Fatalf("exited %d before serving: %s", code, stderr.String())
+			}
+			if got := voterLimit(t, a.http); got != tt.voters {
+				t.Fatalf("voter_limit %d, want %d", got, tt.voters)
+			}
+			cancel()
+			if code := <-done; code != 0 {
+				t.Fatalf("exit status %d after cancel, stderr:\n%s", code, stderr.String())
+			}
+			if _, err := os.Stat(filepath.Join(dir, "entrance.db")); err != nil {
+				t.Fatalf("registry: %v", err)
+			}
+			if !strings.Contains(stderr.String(), "entrance stopped") {
+				t.Fatalf("no clean stop in the log:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(secret, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+		msg  string
+	}{
+		{"no data dir", []string{"--listen", "127.0.0.1:0"}, nil, 2, "--data-dir is required"},
+		{"bad voters", []string{"--data-dir", "d", "--voters", "0"}, nil, 2, "--voters 0"},
+		{"unknown flag", []string{"--nope"}, nil, 2, "unknown flag"},
+		{"argument", []string{"extra"}, nil, 2, "unexpected argument"},
+		{"bad env", []string{"--data-dir", "d"}, map[string]string{"ENTRANCE_VOTERS": "many"}, 2, "ENTRANCE_VOTERS"},
+		{"bad log level", []string{"--data-dir", "d", "--log-level", "loud"}, nil, 2, "--log-level"},
+		{"empty secret", []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "", "--secret-file", secret}, nil, 1, "is empty"},
+		{"bad listen", []string{"--data-dir", t.TempDir(), "--listen", "nonsense", "--http", ""}, nil, 1, "listen udp"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(context.Background(), tt.args, io.Discard, &stderr, envOf(tt.env), nil)
+			if code != tt.code || !strings.Contains(stderr.String(), tt.msg) || !strings.HasPrefix(stderr.String(), "Error: ") {
+				t.Fatalf("exit %d, stderr %q; want %d with %q", code, stderr.String(), tt.code, tt.msg)
+			}
+		})
+	}
+}
+
+// TestSignalShutdown builds the binary and stops it with SIGTERM and
+// SIGINT: it exits 0 after a clean stop.
+func TestSignalShutdown(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "entrance")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", t.TempDir())
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			lines := make(chan string, 100)
+			go func() {
+				defer close(lines)
+				sc := bufio.NewScanner(stderr)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+			}()
+			var log []string
+			wait := func(s string) {
+				timeout := time.After(20 * time.Second)
+				for {
+					select {
+					case l, ok := <-lines:
+						if !ok {
+							t.Fatalf("exited before %q:\n%s", s, strings.Join(log, "\n"))
+						}
+						log = append(log, l)
+						if strings.Contains(l, s) {
+							return
+						}
+					case <-timeout:
+						cmd.Process.Kill()
+						t.Fatalf("no %q in 20s:\n%s", s, strings.Join(log, "\n"))
+					}
+				}
+			}
+			wait("serving http")
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			wait("entrance stopped")
+			for l := range lines {
+				log = append(log, l)
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("exit after %v: %v\n%s", sig, err, strings.Join(log, "\n"))
+			}
+		})
+	}
+}

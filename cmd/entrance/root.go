@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/raftkv/raftkv/entrance"
+)
+
+// envPrefix is the prefix of the environment variables standing for flags.
+const envPrefix = "ENTRANCE_"
+
+// options are the command-line flags.
+type options struct {
+	listen     string
+	http       string
+	dataDir    string
+	secretFile string
+	voters     int
+	logLevel   string
+	logFormat  string
+}
+
+// usageError marks a command-line mistake (exit status 2).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Errorf(format, args...)} }
+
+// ready, when not nil, is told the bound addresses once serving (tests).
+type readyFunc func(udp, http net.Addr)
+
+// run executes the command line and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool), ready readyFunc) int {
+	cmd := newRootCommand(ctx, lookupEnv, ready)
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "Error: %v\n", err)
+	if _, ok := errors.AsType[*usageError](err); ok {
+		return 2
+	}
+	return 1
+}
+
+func newRootCommand(ctx context.Context, lookupEnv func(string) (string, bool), ready readyFunc) *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "entrance --listen ADDR --http ADDR --data-dir DIR [--secret-file F] [--voters N]",
+		Short: "Run the raftkv entrance: admission, registry, leader tracking, routing",
+		Long: `entrance is the front door of a raftkv cluster. Nodes (raftd) join through it:
+the first one founds the cluster, later ones are added as learners through the
+leader and promoted to voters once caught up, up to --voters. Leaders report to
+it, so it answers clients' "who leads" and "list peers" questions. It is not on
+the data path: the cluster keeps serving while it is down.
+
+Every flag can be set by an environment variable ENTRANCE_<FLAG> (for example
+ENTRANCE_DATA_DIR); a flag given on the command line wins.`,
+		Example: `  entrance --listen 127.0.0.1:7700 --http 127.0.0.1:7780 --data-dir /var/lib/raftkv/entrance
+  ENTRANCE_SECRET_FILE=/etc/raftkv/secret entrance --data-dir ./entrance-data --voters 3`,
+		Version: version(),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q (entrance takes only flags)", args[0])
+			}
+			return nil
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags(), lookupEnv)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(ctx, o, cmd.ErrOrStderr(), ready)
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	fl := cmd.Flags()
+	fl.StringVar(&o.listen, "listen", "127.0.0.1:7700", "UDP address for nodes and clients (rudp)")
+	fl.StringVar(&o.http, "http", "127.0.0.1:7780", `HTTP address for /healthz and /v1/cluster ("" turns it off)`)
+	fl.StringVar(&o.dataDir, "data-dir", "", "directory of the registry (required)")
+	fl.StringVar(&o.secretFile, "secret-file", "", "file holding the cluster secret (surrounding whitespace is ignored)")
+	fl.IntVar(&o.voters, "voters", 5, "most voters; further nodes stay learners")
+	fl.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&o.logFormat, "log-format", "text", "text or json (to stderr)")
+	return cmd
+}
+
+// applyEnv sets every flag not given on the command line from its
+// ENTRANCE_* variable.
+func applyEnv(fl *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	var err error
+	fl.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" || f.Name == "version" {
+			return
+		}
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookupEnv(name); ok {
+			if serr := fl.Set(f.Name, v); serr != nil {
+				err = usagef("%s=%q: %v", name, v, serr)
+			}
+		}
+	})
+	return err
+}
+
+func newLogger(o options, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", o.logFormat)
+}
+
+func readSecret(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read secret file: %w", err)
+	}
+	secret := []byte(strings.TrimSpace(string(b)))
+	if len(secret) == 0 {
+		return nil, fmt.Errorf("secret file %s is empty", path)
+	}
+	return secret, nil
+}
+
+// serve runs the entrance until ctx is done.
+func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) error {
+	if o.dataDir == "" {
+		return usagef("--data-dir is required")
+	}
+	if o.voters < 1 {
+		return usagef("--voters %d: want at least 1", o.voters)
+	}
+	if o.listen == "" {
+		return usagef("--listen is required")
+	}
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	secret, err := readSecret(o.secretFile)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen udp %s: %w", o.listen, err)
+	}
+	var ln net.Listener
+	if o.http != "" {
+		if ln, err = net.Listen("tcp", o.http); err != nil {
+			pc.Close()
+			return fmt.Errorf("listen http %s: %w", o.http, err)
+		}
+	}
+	cfg := entrance.Config{DataDir: o.dataDir, Voters: o.voters, PacketConn: pc, Secret: secret, Logger: log}
+	if ln != nil {
+		cfg.HTTPListener = ln
+	}
+	e, err := entrance.New(cfg)
+	if err != nil {
+		pc.Close()
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	log.Info("entrance starting", "version", version(), "listen", pc.LocalAddr().String(), "http", o.http,
+		"data_dir", o.dataDir, "voters", o.voters, "authenticated", secret != nil)
+	if ready != nil {
+		var ha net.Addr
+		if ln != nil {
+			ha = ln.Addr()
+		}
+		ready(pc.LocalAddr(), ha)
+	}
+	runErr := e.Run(ctx)
+	closeErr := e.Close()
+	if runErr != nil {
+		return runErr
+	}
+	if closeErr != nil {
+		return closeErr
+	}
+	log.Info("entrance stopped")
+	return nil
+}
+
+// version is the module version the binary was built from, with the VCS
+// revision when known.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v
+}
