@@ -2,8 +2,8 @@ package rudp
 
 import (
 	"context"
-	"hash/maphash"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"net/netip"
 	"sync"

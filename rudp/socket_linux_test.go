@@ -31,7 +31,9 @@ func checkPMTUDiscoverDo(c *net.UDPConn) error {
 	}
 	var v int
 	var gerr error
-	rc.Control(func(fd uintptr) { v, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MTU_DISCOVER) })
+	rc.Control(func(fd uintptr) {
+		v, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MTU_DISCOVER)
+	})
 	if gerr != nil {
 		return gerr
 	}
