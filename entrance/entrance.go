@@ -166,7 +166,8 @@ func New(cfg Config) (*Entrance, error) {
 
 // Run serves rudp on cfg.PacketConn and HTTP on cfg.HTTPListener (when
 // set) and drives membership changes until ctx is done or Close is
-// called. It returns nil after ctx is done, ErrClosed after Close.
+// called. It owns both and closes them before it returns. It returns nil
+// after ctx is done, ErrClosed after Close.
 func (e *Entrance) Run(ctx context.Context) error {
 	e.mu.Lock()
 	if e.closed {
@@ -199,6 +200,10 @@ func (e *Entrance) Run(ctx context.Context) error {
 			},
 		})
 		if err != nil {
+			e.cfg.PacketConn.Close()
+			if e.cfg.HTTPListener != nil {
+				e.cfg.HTTPListener.Close()
+			}
 			return fmt.Errorf("entrance: rudp: %w", err)
 		}
 		if caller == nil {

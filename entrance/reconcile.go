@@ -97,7 +97,8 @@ func (e *Entrance) next() (proto.AdminRequest, string, bool) {
 			voters++
 		}
 	}
-	if voters >= e.cfg.Voters {
+	if voters >= e.cfg.Voters || e.lastReport.IsZero() {
+		// Promotions need a current view: a report since this start.
 		return proto.AdminRequest{}, "", false
 	}
 	for _, r := range recs {

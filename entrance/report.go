@@ -154,7 +154,7 @@ func (e *Entrance) ClusterID() uint64 {
 
 // WhoLeads answers a client: the latest reported leader (possibly dead:
 // clients follow redirects and fall back to Addrs) and the address of
-// every node that is not removed, the leader's first.
+// every member, the leader's first.
 func (e *Entrance) WhoLeads() proto.WhoLeadsResponse {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -163,7 +163,7 @@ func (e *Entrance) WhoLeads() proto.WhoLeadsResponse {
 		resp.Addrs = append(resp.Addrs, resp.LeaderAddr)
 	}
 	for _, r := range e.sortedLocked() {
-		if r.State != StateRemoved && r.Addr != "" && r.Addr != resp.LeaderAddr {
+		if r.InConfig() && r.Addr != "" && r.Addr != resp.LeaderAddr {
 			resp.Addrs = append(resp.Addrs, r.Addr)
 		}
 	}
