@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -421,5 +422,27 @@ func TestZeroBytesInKeys(t *testing.T) {
 	pre, err := k.s.Range(RangeRequest{Key: []byte("a\x00"), Prefix: true, Rev: uint64(len(keys))})
 	if err != nil || len(pre.KVs) != 3 {
 		t.Fatalf("history prefix a\\x00: %s %v", kvString(pre.KVs), err)
+	}
+}
+
+func TestWaitApplied(t *testing.T) {
+	k := newTestKV(t, Config{})
+	done := make(chan error, 1)
+	go func() { done <- k.s.WaitApplied(t.Context(), 3) }()
+	for range 3 {
+		select {
+		case err := <-done:
+			t.Fatalf("WaitApplied returned before index 3 was applied: %v", err)
+		default:
+		}
+		k.mustApply(put("a", "b"))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := k.s.WaitApplied(ctx, 10); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitApplied with a canceled context: %v", err)
 	}
 }
