@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/raftkv/raftkv/node"
+)
+
+// envPrefix is the prefix of the environment variables standing for flags.
+const envPrefix = "RAFTD_"
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+	exitRefused = 4
+)
+
+// options are the command-line flags.
+type options struct {
+	name            string
+	listen          string
+	advertise       string
+	dataDir         string
+	entrance        string
+	secretFile      string
+	tickInterval    time.Duration
+	snapshotEntries uint64
+	logLevel        string
+	logFormat       string
+}
+
+// usageError marks a command-line mistake (exit status 2).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Errorf(format, args...)} }
+
+// readyFunc, when not nil, is told the node once it serves (tests).
+type readyFunc func(n *node.Node)
+
+// run executes the command line and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool), ready readyFunc) int {
+	cmd := newRootCommand(ctx, lookupEnv, ready)
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "Error: %v\n", err)
+	switch {
+	case errors.Is(err, node.ErrRefused):
+		return exitRefused
+	case isUsage(err):
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func isUsage(err error) bool {
+	_, ok := errors.AsType[*usageError](err)
+	return ok
+}
+
+func newRootCommand(ctx context.Context, lookupEnv func(string) (string, bool), ready readyFunc) *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "raftd --name NAME --listen ADDR --data-dir DIR --entrance ADDR [--secret-file F]",
+		Short: "Run one raftkv node",
+		Long: `raftd is one node of a raftkv cluster: it keeps a copy of the replicated log and
+key-value store under --data-dir and talks to the other nodes, the entrance and
+clients over reliable UDP on --listen.
+
+A node with an empty data dir joins through the entrance: the first one admitted
+founds the cluster, later ones are added as learners and promoted to voters by
+the leader once they caught up. The node ID it gets is kept in the data dir, so
+a restart with the same data dir comes back as the same node.
+
+Every flag can be set by an environment variable RAFTD_<FLAG> (for example
+RAFTD_DATA_DIR); a flag given on the command line wins.`,
+		Example: `  raftd --name n1 --listen 127.0.0.1:7701 --data-dir ./data/n1 --entrance 127.0.0.1:7700
+  RAFTD_SECRET_FILE=/etc/raftkv/secret raftd --name n2 --listen 10.0.0.2:7701 --data-dir /var/lib/raftkv --entrance 10.0.0.1:7700`,
+		Version: version(),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q (raftd takes only flags)", args[0])
+			}
+			return nil
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags(), lookupEnv)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(ctx, o, cmd.ErrOrStderr(), ready)
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	fl := cmd.Flags()
+	fl.StringVar(&o.name, "name", "", "node name, unique in the cluster (required)")
+	fl.StringVar(&o.listen, "listen", "127.0.0.1:7701", "UDP address for nodes, the entrance and clients (rudp)")
+	fl.StringVar(&o.advertise, "advertise", "", "address others reach this node at (default: --listen; required when --listen has no IP)")
+	fl.StringVar(&o.dataDir, "data-dir", "", "directory of the log, the store and the node's identity (required)")
+	fl.StringVar(&o.entrance, "entrance", "", "entrance address, ip:port (required until LAN discovery lands)")
+	fl.StringVar(&o.secretFile, "secret-file", "", "file holding the cluster secret (surrounding whitespace is ignored)")
+	fl.DurationVar(&o.tickInterval, "tick-interval", node.DefaultTickInterval, "duration of one Raft tick (election timeout: 10 ticks)")
+	fl.Uint64Var(&o.snapshotEntries, "snapshot-entries", node.DefaultSnapshotEntries, "applied entries between snapshots (log compaction)")
+	fl.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&o.logFormat, "log-format", "text", "text or json (to stderr)")
+	return cmd
+}
+
+// applyEnv sets every flag not given on the command line from its RAFTD_*
+// variable.
+func applyEnv(fl *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	var err error
+	fl.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" || f.Name == "version" {
+			return
+		}
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookupEnv(name); ok {
+			if serr := fl.Set(f.Name, v); serr != nil {
+				err = usagef("%s=%q: %v", name, v, serr)
+			}
+		}
+	})
+	return err
+}
+
+func newLogger(o options, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", o.logFormat)
+}
+
+func readSecret(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("read secret file: %v", err)
+	}
+	secret := []byte(strings.TrimSpace(string(b)))
+	if len(secret) == 0 {
+		return nil, usagef("secret file %s is empty", path)
+	}
+	return secret, nil
+}
+
+// check validates the options that need no I/O.
+func (o *options) check() (entrance, advertise netip.AddrPort, err error) {
+	switch {
+	case o.name == "":
+		return entrance, advertise, usagef("--name is required")
+	case strings.ContainsAny(o.name, " \t\n"):
+		return entrance, advertise, usagef("--name %q: no spaces", o.name)
+	case o.dataDir == "":
+		return entrance, advertise, usagef("--data-dir is required")
+	case o.listen == "":
+		return entrance, advertise, usagef("--listen is required")
+	case o.entrance == "":
+		return entrance, advertise, usagef("--entrance is required until LAN discovery lands")
+	case o.tickInterval <= 0:
+		return entrance, advertise, usagef("--tick-interval %v: want a positive duration", o.tickInterval)
+	case o.snapshotEntries < 1:
+		return entrance, advertise, usagef("--snapshot-entries %d: want at least 1", o.snapshotEntries)
+	}
+	entrance, err = netip.ParseAddrPort(o.entrance)
+	if err != nil {
+		return entrance, advertise, usagef("--entrance %q: want ip:port", o.entrance)
+	}
+	if o.advertise != "" {
+		if advertise, err = netip.ParseAddrPort(o.advertise); err != nil || advertise.Addr().IsUnspecified() {
+			return entrance, advertise, usagef("--advertise %q: want a reachable ip:port", o.advertise)
+		}
+	}
+	return entrance, advertise, nil
+}
+
+// serve runs the node until ctx is done or the node stops by itself.
+func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) error {
+	entrance, advertise, err := o.check()
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	secret, err := readSecret(o.secretFile)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen udp %s: %w", o.listen, err)
+	}
+	if !advertise.IsValid() {
+		advertise, err = netip.ParseAddrPort(pc.LocalAddr().String())
+		if err == nil && advertise.Addr().IsUnspecified() {
+			err = errors.New("unspecified IP")
+		}
+		if err != nil {
+			pc.Close()
+			return usagef("--listen %s has no IP others can reach: give --advertise", o.listen)
+		}
+	}
+	n, err := node.New(node.Config{
+		Name: o.name, DataDir: o.dataDir, PacketConn: pc, AdvertiseAddr: advertise, Secret: secret,
+		Entrance: entrance, TickInterval: o.tickInterval, SnapshotEntries: o.snapshotEntries, Logger: log,
+	})
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	log.Info("raftd starting", "version", version(), "name", o.name, "listen", pc.LocalAddr().String(),
+		"advertise", advertise.String(), "data_dir", o.dataDir, "entrance", entrance.String(),
+		"authenticated", secret != nil, "tick_interval", o.tickInterval)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		// The node also stops by itself (removed, or asked to stop): then
+		// cancel ends the watchers below.
+		defer cancel()
+		return n.Run(gctx)
+	})
+	g.Go(func() error {
+		select {
+		case <-n.Ready():
+			if ready != nil {
+				ready(n)
+			}
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		return n.Close()
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	log.Info("raftd stopped")
+	return nil
+}
+
+// version is the module version the binary was built from, with the VCS
+// revision when known.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v
+}
