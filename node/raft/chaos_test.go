@@ -33,9 +33,19 @@ type chaos struct {
 	down    map[uint64]bool
 	part    map[uint64]int // partition group per node
 	nextVal int
+	// membership churn: joiners start with empty storage; a node whose
+	// removal was proposed is never added again (IDs are not reused).
+	membership bool
+	removed    map[uint64]bool
 }
 
 func newChaos(t *testing.T, seed uint64, n int) *chaos {
+	return newChaosWith(t, seed, n, 0)
+}
+
+// newChaosWith starts n founding voters and `joiners` nodes with empty
+// storage that membership churn may add.
+func newChaosWith(t *testing.T, seed uint64, n, joiners int) *chaos {
 	var ids []uint64
 	for i := 1; i <= n; i++ {
 		ids = append(ids, uint64(i))
@@ -44,14 +54,56 @@ func newChaos(t *testing.T, seed uint64, n int) *chaos {
 		t: t, rng: rand.New(rand.NewPCG(seed, 7)),
 		leaders: map[uint64]uint64{}, applied: map[uint64]string{}, snaps: map[uint64][]Entry{},
 		history: map[uint64][]Entry{}, down: map[uint64]bool{}, part: map[uint64]int{},
+		membership: joiners > 0, removed: map[uint64]bool{},
 	}
-	c.nw = newNetworkWithConfig(t, func(cfg *Config) {
+	mod := func(cfg *Config) {
 		cfg.Rand = rand.New(rand.NewPCG(seed, cfg.ID))
 		cfg.SnapshotChunkBytes = 64
 		cfg.MaxSizePerMsg = 256
 		cfg.MaxInflightMsgs = 4
-	}, ids...)
+	}
+	c.nw = newNetworkWithConfig(t, mod, ids...)
+	c.snaps[1] = []Entry{} // the bootstrap snapshot: nothing applied
+	for i := n + 1; i <= n+joiners; i++ {
+		cfg := testConfig(t, uint64(i), NewMemoryStorage())
+		mod(&cfg)
+		c.nw.addNode(cfg)
+	}
 	return c
+}
+
+// churn proposes a membership change or a leadership transfer on the
+// current leader.
+func (c *chaos) churn() {
+	lead := c.nw.leaderID()
+	if lead == 0 || c.down[lead] {
+		return
+	}
+	r := c.nw.raft(lead)
+	n := c.nw.node(lead)
+	ids := c.nw.ids()
+	id := ids[c.rng.IntN(len(ids))]
+	switch c.rng.IntN(4) {
+	case 0: // transfer
+		n.TransferLeader(id)
+	case 1: // remove a voter or learner, keeping at least 3 voters
+		if _, ok := r.prs[id]; ok && (r.prs[id].IsLearner || len(r.cs.Voters) > 3) {
+			if n.ProposeConfChange(ConfChange{Type: ConfChangeRemoveNode, NodeID: id}) == nil {
+				c.removed[id] = true
+			}
+		}
+	default: // add a learner or promote one
+		if c.removed[id] {
+			return
+		}
+		pr, ok := r.prs[id]
+		switch {
+		case !ok:
+			_ = n.ProposeConfChange(ConfChange{Type: ConfChangeAddLearner, NodeID: id})
+		case pr.IsLearner:
+			_ = n.ProposeConfChange(ConfChange{Type: ConfChangeAddVoter, NodeID: id})
+		}
+	}
 }
 
 // pump processes every node's Ready and collects messages into the pool.
@@ -161,6 +213,8 @@ func (c *chaos) step(faults bool) {
 		}
 	case x < 95 && faults:
 		c.pool = nil // lose everything in flight
+	case x < 97 && c.membership:
+		c.churn()
 	}
 	c.pump()
 	c.checkLeaders()
@@ -233,7 +287,14 @@ func (c *chaos) converge(maxSteps int) {
 		}
 		c.step(false)
 		done := true
+		lead := c.nw.leaderID()
+		if lead == 0 {
+			continue
+		}
 		for _, id := range c.nw.ids() {
+			if _, member := c.nw.raft(lead).prs[id]; !member {
+				continue
+			}
 			if !slices.ContainsFunc(c.history[id], func(e Entry) bool { return string(e.Data) == want }) {
 				done = false
 				break
@@ -272,6 +333,14 @@ func TestChaos(t *testing.T) {
 				c.nw.checkLogsMatch()
 			})
 		}
+		t.Run(fmt.Sprintf("seed=%d/membership", seed), func(t *testing.T) {
+			c := newChaosWith(t, seed, 3, 2)
+			for range steps {
+				c.step(true)
+			}
+			c.converge(20000)
+			c.nw.checkLogsMatch()
+		})
 	}
 }
 
