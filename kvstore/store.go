@@ -46,9 +46,10 @@ const (
 	DefaultMaxValueBytes    = 1 << 20
 	DefaultSessionTTL       = time.Hour
 	DefaultInitialMmapBytes = 1 << 30
-	// MaxKeyBytesLimit is the largest MaxKeyBytes: an escaped key plus
-	// its revision must fit bbolt's 32 KiB key limit.
-	MaxKeyBytesLimit = 16 << 10
+	// MaxKeyBytesLimit is the largest MaxKeyBytes: an escaped key (each
+	// 0x00 doubles) plus terminator and revision must fit bbolt's 32 KiB
+	// key limit.
+	MaxKeyBytesLimit = (bolt.MaxKeySize - 10) / 2
 )
 
 // Config configures Open. The zero value gives the defaults.

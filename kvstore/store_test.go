@@ -446,3 +446,15 @@ func TestWaitApplied(t *testing.T) {
 		t.Fatalf("WaitApplied with a canceled context: %v", err)
 	}
 }
+
+func TestLargestKey(t *testing.T) {
+	// The largest allowed key, all zero bytes (each escaped to two), still
+	// fits bbolt's key limit in the history bucket.
+	k := newTestKV(t, Config{MaxKeyBytes: MaxKeyBytesLimit})
+	key := string(make([]byte, MaxKeyBytesLimit))
+	k.mustApply(put(key, "v"))
+	k.mustApply(put(key, "w"))
+	if kv, err := k.s.Get([]byte(key), 1); err != nil || string(kv.Value) != "v" {
+		t.Fatalf("history read of the largest key: %q %v", kv.Value, err)
+	}
+}
