@@ -108,6 +108,9 @@ func (n *Nemesis) Stop() error {
 	c.Heal()
 	c.SetNetwork(n.base)
 	for _, id := range c.IDs() {
+		if sn := c.nodes[id]; sn != nil {
+			sn.crashAt = 0
+		}
 		c.SetTickInterval(id, c.cfg.TickInterval)
 		if !c.IsUp(id) {
 			if err := c.Restart(id); err != nil {
@@ -165,7 +168,13 @@ func (n *Nemesis) crash() {
 	} else {
 		n.c.CrashAt(id, CrashPoint(1+n.c.rng.IntN(3)))
 		// If no Ready comes soon, crash anyway.
-		n.c.After(2*n.c.cfg.TickInterval, "", func() { n.c.Crash(id) })
+		n.c.After(2*n.c.cfg.TickInterval, "", func() {
+			if n.running {
+				n.c.Crash(id)
+			} else if sn := n.c.nodes[id]; sn != nil {
+				sn.crashAt = 0 // faults are over
+			}
+		})
 	}
 	// Most crashed nodes come back after a while.
 	if n.c.rng.IntN(4) != 0 {

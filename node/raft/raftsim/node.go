@@ -250,7 +250,10 @@ func (c *Cluster) persist(sn *simNode, rd raft.Ready) {
 // network: encoded with msgpack, so nodes share no memory and the wire
 // tags are exercised.
 func (c *Cluster) send(sn *simNode, m raft.Message) {
-	if m.From != sn.id || m.To == sn.id || m.To == raft.None || m.Type.IsLocal() {
+	// Followers relay proposals and read requests with the originator's
+	// From (as etcd does); everything else must come from the sender.
+	relay := m.Type == raft.MsgProp || m.Type == raft.MsgReadIndex
+	if (m.From != sn.id && !relay) || m.To == sn.id || m.To == raft.None || m.Type.IsLocal() {
 		c.fail(sn.id, "bad outgoing message %v %d->%d", m.Type, m.From, m.To)
 		return
 	}
@@ -275,14 +278,14 @@ func (c *Cluster) send(sn *simNode, m raft.Message) {
 	if m.Type == raft.MsgAppResp && m.Reject {
 		c.stats.AppRejects++
 	}
-	l := link{m.From, m.To}
+	l := link{sn.id, m.To}
 	if c.net.blocked[l] {
-		c.dropped(m, "link cut")
+		c.dropped(sn.id, m, "link cut")
 		return
 	}
-	lc := c.net.config(m.From, m.To)
+	lc := c.net.config(sn.id, m.To)
 	if lc.Drop > 0 && c.rng.Float64() < lc.Drop {
-		c.dropped(m, "lost")
+		c.dropped(sn.id, m, "lost")
 		return
 	}
 	copies := 1
@@ -302,11 +305,11 @@ func (c *Cluster) send(sn *simNode, m raft.Message) {
 			at = max(at, c.net.lastAt[l])
 			c.net.lastAt[l] = at
 		}
-		c.push(&event{at: at, kind: evDeliver, node: m.To, from: m.From, data: b})
+		c.push(&event{at: at, kind: evDeliver, node: m.To, from: sn.id, data: b})
 	}
 }
 
-func (c *Cluster) dropped(m raft.Message, why string) {
+func (c *Cluster) dropped(from uint64, m raft.Message, why string) {
 	c.stats.Dropped++
 	mc := m
 	c.record(histEntry{m: &mc, note: "dropped: " + why})
@@ -314,10 +317,10 @@ func (c *Cluster) dropped(m raft.Message, why string) {
 		return
 	}
 	// The real transport gives up after its retries and says so.
-	l := link{m.From, m.To}
+	l := link{from, m.To}
 	if !c.unreach[l] {
 		c.unreach[l] = true
-		c.push(&event{at: c.now + c.cfg.UnreachableAfter, kind: evUnreachable, from: m.From, node: m.To})
+		c.push(&event{at: c.now + c.cfg.UnreachableAfter, kind: evUnreachable, from: from, node: m.To})
 	}
 }
 
@@ -334,7 +337,7 @@ func (c *Cluster) deliver(ev *event) {
 		return
 	}
 	if c.net.blocked[link{ev.from, ev.node}] {
-		c.dropped(m, "link cut")
+		c.dropped(ev.from, m, "link cut")
 		return
 	}
 	c.stats.Delivered++
