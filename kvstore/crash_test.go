@@ -58,6 +58,20 @@ func crashChildMain(mode string) int {
 	return 0
 }
 
+// crashSeed picks the workload's seed (KVSTORE_CRASH_SEED replays one; the
+// kill moments are random either way).
+func crashSeed(t *testing.T) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv(crashSeedEnv); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("%s: %v", crashSeedEnv, err)
+		}
+	}
+	t.Logf("seed %d (replay the workload: %s=%d go test ./kvstore/ -run %s)", seed, crashSeedEnv, seed, t.Name())
+	return seed
+}
+
 func ack(n uint64) { os.Stdout.WriteString("ack " + strconv.FormatUint(n, 10) + "\n") }
 
 // logSteps regenerates the deterministic step sequence of a seed.
@@ -157,8 +171,7 @@ func TestCrashLog(t *testing.T) {
 		t.Skip("spawns processes; skipped in -short")
 	}
 	dir := t.TempDir()
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d (replay: edit seed in TestCrashLog)", seed)
+	seed := crashSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	from, iters, inFlight := 0, 0, 0
 	deadline := time.Now().Add(crashBudget)
@@ -305,8 +318,7 @@ func TestCrashKV(t *testing.T) {
 		t.Skip("spawns processes; skipped in -short")
 	}
 	dir := t.TempDir()
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := crashSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	stream := kvStream(seed, kvCrashEntries)
 	batches := kvBatches(seed, kvCrashEntries)
