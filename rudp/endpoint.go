@@ -74,7 +74,6 @@ type Endpoint struct {
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
 	running   atomic.Bool
-	kick      chan struct{} // wakes the timer loop early; capacity 1
 	inbox     chan delivery
 	bufPool   sync.Pool // of *[]byte with capacity MaxDatagramSize
 	writeMu   sync.Mutex
@@ -89,7 +88,8 @@ type Endpoint struct {
 	bcastSeen  map[[2]uint64]*bcastWindow // by (node, incarnation)
 	reasmBytes int                        // Invariant: sum of peer.reasmBytes <= MaxReassemblyBytes
 	out        []outDatagram              // built under mu, written by flush
-	nextWake   time.Time                  // when the timer loop will next run
+	nextWake   time.Time                  // when timer will next fire
+	timer      *time.Timer                // drives timerLoop; reset under mu
 
 	st counters
 }
@@ -132,12 +132,13 @@ func New(pc net.PacketConn, cfg Config) (*Endpoint, error) {
 		mac:       mac,
 		chunk:     cfg.chunkSize(),
 		done:      make(chan struct{}),
-		kick:      make(chan struct{}, 1),
 		inbox:     make(chan delivery, cfg.InboxLen),
 		rng:       rng,
 		peers:     make(map[netip.AddrPort]*peer),
 		calls:     make(map[uint64]*pendingCall),
 		bcastSeen: make(map[[2]uint64]*bcastWindow),
+		timer:     time.NewTimer(time.Hour),
+		nextWake:  time.Now().Add(time.Hour),
 	}
 	e.udp, _ = pc.(*net.UDPConn)
 	e.nodeID = cfg.NodeID
@@ -205,6 +206,7 @@ func (e *Endpoint) Close() error {
 		close(e.done)
 		e.mu.Lock()
 		e.closed = true
+		e.timer.Stop()
 		for _, p := range e.peers {
 			e.failPeerLocked(p, ErrClosed)
 		}
@@ -325,31 +327,27 @@ func (e *Endpoint) queueLocked(b *[]byte, to netip.AddrPort) {
 	e.out = append(e.out, outDatagram{buf: b, to: to})
 }
 
-// wakeLocked makes sure the timer loop runs by t.
+// wakeLocked makes sure the timer runs by t.
 func (e *Endpoint) wakeLocked(t time.Time) {
-	if e.nextWake.IsZero() || t.Before(e.nextWake) {
-		e.nextWake = t
-		select {
-		case e.kick <- struct{}{}:
-		default:
-		}
+	if !t.Before(e.nextWake) {
+		return
 	}
+	e.nextWake = t
+	e.timer.Reset(max(time.Until(t), timerGranularity))
 }
 
-// timerGranularity is the shortest sleep of the timer loop; deadlines that
-// are due within it are handled together.
+// timerGranularity is the shortest timer sleep; deadlines due within it are
+// handled together.
 const timerGranularity = time.Millisecond
 
+// timerLoop runs retransmissions, delayed acks and expiries when timer
+// fires; onTimer and wakeLocked re-arm it.
 func (e *Endpoint) timerLoop(ctx context.Context) {
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
 	for {
-		next := e.onTimer(time.Now())
-		e.flush()
-		t.Reset(max(time.Until(next), timerGranularity))
 		select {
-		case <-t.C:
-		case <-e.kick:
+		case <-e.timer.C:
+			e.onTimer(time.Now())
+			e.flush()
 		case <-ctx.Done():
 			return
 		}

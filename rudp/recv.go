@@ -345,6 +345,7 @@ func (e *Endpoint) onTimer(now time.Time) time.Time {
 		}
 	}
 	e.nextWake = next
+	e.timer.Reset(max(next.Sub(now), timerGranularity))
 	return next
 }
 
