@@ -87,6 +87,9 @@ func (e *Entrance) Join(req proto.JoinRequest, from netip.AddrPort) proto.JoinRe
 		if msg := e.conflictLocked(req.Name, addr, req.NodeID); msg != "" {
 			return refuse("%s", msg)
 		}
+		if e.liveCountLocked() >= e.cfg.MaxNodes {
+			return refuse("the registry is full (%d nodes)", e.cfg.MaxNodes)
+		}
 		r := &Record{ID: req.NodeID, Name: req.Name, Addr: addr, Role: RoleLearner, State: StateJoining,
 			LastSeenMS: now.UnixMilli(), JoinedMS: now.UnixMilli()}
 		if err := e.st.save(meta, r); err != nil {
@@ -109,6 +112,9 @@ func (e *Entrance) Join(req proto.JoinRequest, from netip.AddrPort) proto.JoinRe
 	}
 	if msg := e.conflictLocked(req.Name, addr, 0); msg != "" {
 		return refuse("%s", msg)
+	}
+	if e.liveCountLocked() >= e.cfg.MaxNodes {
+		return refuse("the registry is full (%d nodes)", e.cfg.MaxNodes)
 	}
 	r := &Record{ID: e.newIDLocked(), Name: req.Name, Addr: addr, Role: RoleLearner, State: StateJoining,
 		LastSeenMS: now.UnixMilli(), JoinedMS: now.UnixMilli()}
@@ -157,6 +163,17 @@ func (e *Entrance) conflictLocked(name, addr string, id uint64) string {
 		}
 	}
 	return ""
+}
+
+// liveCountLocked is the number of records that are not removed.
+func (e *Entrance) liveCountLocked() int {
+	n := 0
+	for _, r := range e.nodes {
+		if r.State != StateRemoved {
+			n++
+		}
+	}
+	return n
 }
 
 // newIDLocked draws a random non-zero ID that no record (removed ones

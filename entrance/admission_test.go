@@ -231,3 +231,14 @@ func TestConcurrentJoins(t *testing.T) {
 		t.Fatalf("%d records, want %d", got, n)
 	}
 }
+
+func TestRegistryFull(t *testing.T) {
+	e := newTest(t, t.TempDir(), newClock(), nil, func(c *Config) { c.Voters, c.MaxNodes = 1, 2 })
+	mustJoin(t, e, "n1", "127.0.0.1:7701", 0)
+	mustJoin(t, e, "n2", "127.0.0.1:7702", 0)
+	for _, id := range []uint64{0, 0x99} {
+		if r := join(e, "n3", "127.0.0.1:7703", id); r.Code != proto.CodeRefused || !strings.Contains(r.Message, "registry is full") {
+			t.Fatalf("join beyond MaxNodes (id %x) = %+v, want refused", id, r)
+		}
+	}
+}

@@ -45,6 +45,8 @@
 //
 // Node IDs are random, non-zero and never reused (removed records stay).
 // Joins are serialized under one lock and persisted before the answer.
+// Past MaxNodes records that are not removed (default 1000) joins are
+// refused ("the registry is full").
 //
 // # Membership driver
 //

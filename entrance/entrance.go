@@ -32,6 +32,9 @@ type Config struct {
 	DataDir string
 	// Voters is the most voters the entrance promotes learners to. Default 5.
 	Voters int
+	// MaxNodes bounds the records that are not removed; joins beyond it
+	// are refused. Default 1000.
+	MaxNodes int
 
 	// PacketConn is the UDP socket Run serves rudp on (joins, leader
 	// reports, who-leads, list-peers) and calls leaders from. Optional:
@@ -75,6 +78,9 @@ func (c *Config) setDefaults() {
 	if c.Voters == 0 {
 		c.Voters = 5
 	}
+	if c.MaxNodes == 0 {
+		c.MaxNodes = 1000
+	}
 	d := func(v *time.Duration, def time.Duration) {
 		if *v == 0 {
 			*v = def
@@ -105,6 +111,8 @@ func (c *Config) validate() error {
 		return errors.New("entrance: DataDir is required")
 	case c.Voters < 1:
 		return fmt.Errorf("entrance: Voters %d must be at least 1", c.Voters)
+	case c.MaxNodes < c.Voters:
+		return fmt.Errorf("entrance: MaxNodes %d below Voters %d", c.MaxNodes, c.Voters)
 	case c.SuspectAfter <= 0 || c.DownAfter < c.SuspectAfter:
 		return fmt.Errorf("entrance: need 0 < SuspectAfter %v <= DownAfter %v", c.SuspectAfter, c.DownAfter)
 	case c.AdminTimeout <= 0 || c.ConfirmTimeout <= 0 || c.RetryInterval <= 0:
