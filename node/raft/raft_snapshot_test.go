@@ -301,3 +301,29 @@ func TestSnapshotToJoiningLearner(t *testing.T) {
 		t.Fatalf("joiner's own view: %+v", r4.cs)
 	}
 }
+
+// TestSnapshotChunkFollowerRestartMidTransfer: a follower that lost its
+// partial snapshot (restart) and started it again reports a lower offset
+// than it once acknowledged; the leader resends from there instead of
+// waiting forever for an offset that will never come.
+func TestSnapshotChunkFollowerRestartMidTransfer(t *testing.T) {
+	nw, snap := laggingFollowerNetwork(t)
+	nw.hook = func(m *Message) bool { return m.Type != MsgSnap }
+	_ = nw.propose(1, "f")
+	r := nw.raft(1)
+	pr := r.prs[3]
+	if pr.State != ProgressSnapshot {
+		t.Fatalf("setup: %s", pr)
+	}
+	meta := SnapshotMeta{Index: snap.Meta.Index, Term: snap.Meta.Term}
+	resp := func(off uint64) Message {
+		return Message{From: 3, To: 1, Term: r.Term, Type: MsgSnapResp, Index: off, Snapshot: &SnapshotChunk{Meta: meta, Offset: off}}
+	}
+	mustStep(t, r, resp(3000))
+	readMessages(r)
+	mustStep(t, r, resp(1000))
+	msgs := msgsOfType(readMessages(r), MsgSnap)
+	if len(msgs) == 0 || msgs[0].Snapshot.Offset != 1000 {
+		t.Fatalf("after a lower ack: %d chunks, first at %v; want a resend from 1000", len(msgs), msgs)
+	}
+}

@@ -113,9 +113,17 @@ func (r *raft) handleSnapshotResponse(m Message, pr *Progress) {
 		r.logger.Info("snapshot transfer restarted by follower", "peer", m.From, "index", s.snap.Meta.Index)
 		s.acked = 0
 		s.rewind()
-	} else if m.Index > s.acked && m.Index <= uint64(len(s.snap.Data)) {
-		s.acked = m.Index
-		s.sent = max(s.sent, s.acked)
+	} else if m.Index <= uint64(len(s.snap.Data)) {
+		if m.Index < s.acked {
+			// The follower holds less than it once confirmed: it restarted
+			// and began this snapshot again (or the ack is a reordered old
+			// one, in which case resending a few chunks is harmless).
+			s.acked = m.Index
+			s.rewind()
+		} else {
+			s.acked = m.Index
+			s.sent = max(s.sent, s.acked)
+		}
 	}
 	r.sendSnapChunks(m.From, pr)
 }
