@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/raftkv/raftkv/node/raft"
 )
@@ -72,7 +71,7 @@ func (c *itCluster) start(id uint64) {
 	}
 	_, n.cs, _ = n.log.InitialState()
 	n.node, err = raft.NewNode(raft.Config{ID: id, Storage: n.log, Applied: n.kv.Applied(),
-		Rand: rand.New(rand.NewPCG(id, uint64(time.Now().UnixNano()))), SnapshotChunkBytes: 4096})
+		Rand: rand.New(rand.NewPCG(id, 7)), SnapshotChunkBytes: 4096})
 	if err != nil {
 		c.t.Fatal(err)
 	}
