@@ -305,14 +305,8 @@ func (c *Cluster) Members() []uint64 {
 func (c *Cluster) CheckLiveness(limit Time) error {
 	end := c.now + limit
 	for c.err == nil && c.now < end {
-		// A learner whose addition committed while its proposer crashed
-		// was never started: start it now, as an operator would.
-		for _, id := range c.Members() {
-			if _, ok := c.nodes[id]; !ok {
-				if err := c.AddNode(id); err != nil {
-					return err
-				}
-			}
+		if err := c.startMissingMembers(); err != nil {
+			return err
 		}
 		lead := c.WaitLeader(end - c.now)
 		if lead == 0 {
@@ -331,6 +325,9 @@ func (c *Cluster) CheckLiveness(limit Time) error {
 			continue
 		}
 		ok := c.RunUntil(func() bool {
+			if c.startMissingMembers() != nil {
+				return true
+			}
 			for _, id := range c.Members() {
 				if c.Applied(id) < idx {
 					return false
@@ -352,6 +349,21 @@ func (c *Cluster) CheckLiveness(limit Time) error {
 	}
 	return fmt.Errorf("raftsim: liveness: no leader applied a new proposal on all members %v within %dms: %v",
 		c.Members(), limit, b)
+}
+
+// startMissingMembers starts an empty node for every member of the
+// configuration that is not in the simulation: a learner whose addition
+// committed while its proposer crashed (so nobody started it), as an
+// operator would.
+func (c *Cluster) startMissingMembers() error {
+	for _, id := range c.Members() {
+		if _, ok := c.nodes[id]; !ok && !c.gone[id] {
+			if err := c.AddNode(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // compareStates checks that members at the same applied index have the

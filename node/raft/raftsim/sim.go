@@ -119,7 +119,8 @@ type Cluster struct {
 	ccProps  []*ccProposal
 	nextRead uint64
 	reads    map[string]*readReq
-	unreach  map[link]bool // an unreachable report is pending
+	unreach  map[link]bool   // an unreachable report is pending
+	gone     map[uint64]bool // removed from the simulation: IDs are never reused
 
 	sameTime  int      // events processed at the current virtual time
 	depth     int      // nesting of afterStep
@@ -146,6 +147,7 @@ func New(cfg Config) (*Cluster, error) {
 		props:   map[uint64]*proposal{},
 		reads:   map[string]*readReq{},
 		unreach: map[link]bool{},
+		gone:    map[uint64]bool{},
 		hist:    make([]histEntry, cfg.History),
 	}
 	c.chk = newChecker(c)
@@ -174,8 +176,8 @@ func New(cfg Config) (*Cluster, error) {
 // cluster: it does nothing until a leader adds it (as a learner) and
 // catches it up. IDs must never be reused.
 func (c *Cluster) AddNode(id uint64) error {
-	if _, ok := c.nodes[id]; ok || id == 0 {
-		return fmt.Errorf("raftsim: add node %d: id in use or zero", id)
+	if _, ok := c.nodes[id]; ok || id == 0 || c.gone[id] {
+		return fmt.Errorf("raftsim: add node %d: id in use, reused or zero", id)
 	}
 	return c.startNode(id, raft.NewMemoryStorage())
 }
@@ -203,6 +205,7 @@ func (c *Cluster) Remove(id uint64) {
 		c.flush()
 	}
 	delete(c.nodes, id)
+	c.gone[id] = true
 	c.ids = slices.DeleteFunc(c.ids, func(x uint64) bool { return x == id })
 	for l := range c.net.blocked {
 		if l.from == id || l.to == id {
