@@ -308,7 +308,10 @@ func (c *chaos) converge(maxSteps int) {
 }
 
 func TestChaos(t *testing.T) {
-	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8}
+	var seeds []uint64
+	for s := uint64(1); s <= 16; s++ {
+		seeds = append(seeds, s)
+	}
 	steps := 4000
 	if s := os.Getenv("RAFT_CHAOS_SEED"); s != "" {
 		n, _ := strconv.ParseUint(s, 10, 64)
