@@ -159,7 +159,10 @@ func TestAdmission(t *testing.T) {
 	}
 }
 
-func recordOf(t *testing.T, e *Entrance, id uint64) Record {
+func recordOf(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, e *Entrance, id uint64) Record {
 	t.Helper()
 	for _, r := range e.Records() {
 		if r.ID == id {

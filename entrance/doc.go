@@ -66,8 +66,9 @@
 //
 // # Leader tracking
 //
-// A LeaderReport of another cluster, or with a term lower than the
-// current one, is dropped (counted in Dropped). Otherwise (higher term, or equal term:
+// A LeaderReport of another cluster, with a term lower than the current
+// one, or from the current leader in its term with a lower commit index
+// than its previous report (reordered), is dropped (counted in Dropped). Otherwise (higher term, or equal term:
 // the reporter) the reporter becomes the leader, and its member list
 // becomes the membership: listed nodes become members with the listed
 // role, registered ones not listed any more become removed (and a removed

@@ -39,7 +39,9 @@ func (e *Entrance) Report(r proto.LeaderReport, from netip.AddrPort) {
 			"cluster_id", fmt.Sprintf("%016x", r.ClusterID), "own_cluster_id", fmt.Sprintf("%016x", e.meta.ClusterID))
 		return
 	}
-	if r.Term < e.meta.Term {
+	// Reports travel one-way and may be handled out of order: within a
+	// leader's term the commit index only grows, so a lower one is older.
+	if r.Term < e.meta.Term || (r.Term == e.meta.Term && r.ID == e.meta.LeaderID && r.Commit < e.commit) {
 		e.dropped++
 		e.log.Debug("stale leader report", "leader", fmt.Sprintf("%016x", r.ID), "term", r.Term, "current_term", e.meta.Term)
 		return

@@ -35,8 +35,9 @@ func TestLeaderTracking(t *testing.T) {
 		{"equal term: the reporter", rep(b, 3), b, 3, 1},
 		{"higher term", rep(c, 5), c, 5, 1},
 		{"old leader's late report", rep(a, 4), c, 5, 2},
-		{"no term", proto.LeaderReport{ID: a}, c, 5, 3},
-		{"no id", proto.LeaderReport{Term: 9}, c, 5, 4},
+		{"same leader, lower commit (reordered)", proto.LeaderReport{ID: c, Name: "c", Addr: "127.0.0.1:3", Term: 5, Commit: 9}, c, 5, 3},
+		{"no term", proto.LeaderReport{ID: a}, c, 5, 4},
+		{"no id", proto.LeaderReport{Term: 9}, c, 5, 5},
 	}
 	for _, s := range steps {
 		e.Report(s.report, src)
