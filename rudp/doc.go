@@ -73,10 +73,15 @@
 // costs at most the bounds. Partial messages without a new fragment for
 // ReassemblyTimeout are freed.
 //
-// Every datagram ends with HMAC-SHA256 truncated to 16 bytes under a key
-// derived with HKDF-SHA256 from Config.Secret and the cluster ID. The tag
-// is checked before anything is parsed; failures are counted and dropped.
-// The duplicate window doubles as replay protection.
+// Every datagram ends with a 16-byte AES-256-GCM tag over all its bytes
+// (GCM as a MAC: the datagram is associated data, nothing is encrypted).
+// The key is derived with HKDF-SHA256 from Config.Secret, the cluster ID and
+// the sender's node ID and incarnation, and the nonce is the sender's packet
+// number, so nonces never repeat under a key. Only those three header
+// fields, at fixed offsets, are read before the tag is checked; failures
+// are counted and dropped. The duplicate window doubles as replay
+// protection. (HMAC-SHA256 cost about 2µs per datagram here, without
+// SHA-NI; GCM with AES-NI costs a fraction of that.)
 //
 // # Caveats
 //

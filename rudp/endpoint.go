@@ -66,7 +66,7 @@ type Endpoint struct {
 	log    *slog.Logger
 	pc     net.PacketConn
 	udp    *net.UDPConn // pc when it is a UDP socket (allocation-free I/O)
-	mac    *macer
+	mac    *sealer
 	nodeID uint64
 	inc    uint64 // Invariant: inc != 0
 	chunk  int    // payload bytes per fragment
@@ -84,6 +84,7 @@ type Endpoint struct {
 	peers      map[netip.AddrPort]*peer
 	calls      map[uint64]*pendingCall // by request msg ID
 	nextMsgID  uint64
+	pn         uint64 // packet number of the last datagram sealed
 	bcastSeq   uint64
 	bcastSeen  map[[2]uint64]*bcastWindow // by (node, incarnation)
 	reasmBytes int                        // Invariant: sum of peer.reasmBytes <= MaxReassemblyBytes
@@ -122,14 +123,9 @@ func New(pc net.PacketConn, cfg Config) (*Endpoint, error) {
 		cryptorand.Read(seed[:])
 		rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:]), binary.LittleEndian.Uint64(seed[8:])))
 	}
-	mac, err := newMacer(cfg.Secret, cfg.ClusterID)
-	if err != nil {
-		return nil, err
-	}
 	e := &Endpoint{
 		cfg:       cfg,
 		pc:        pc,
-		mac:       mac,
 		chunk:     cfg.chunkSize(),
 		done:      make(chan struct{}),
 		inbox:     make(chan delivery, cfg.InboxLen),
@@ -147,6 +143,10 @@ func New(pc net.PacketConn, cfg Config) (*Endpoint, error) {
 	}
 	for e.inc == 0 {
 		e.inc = rng.Uint64()
+	}
+	var err error
+	if e.mac, err = newSealer(cfg.Secret, cfg.ClusterID, e.nodeID, e.inc); err != nil {
+		return nil, err
 	}
 	e.log = cfg.Logger.With("node_id", fmt.Sprintf("%016x", e.nodeID), "local", pc.LocalAddr().String())
 	e.bufPool.New = func() any { b := make([]byte, 0, cfg.MaxDatagramSize); return &b }
@@ -321,8 +321,10 @@ func (e *Endpoint) flush() {
 // newBuf returns an empty datagram buffer.
 func (e *Endpoint) newBuf() *[]byte { return e.bufPool.Get().(*[]byte) }
 
-// queueLocked seals b with its tag and queues it for flush.
+// queueLocked numbers b, seals it with its tag and queues it for flush.
 func (e *Endpoint) queueLocked(b *[]byte, to netip.AddrPort) {
+	e.pn++
+	binary.BigEndian.PutUint64((*b)[pnOffset:], e.pn)
 	*b = e.mac.appendTag(*b)
 	e.out = append(e.out, outDatagram{buf: b, to: to})
 }

@@ -3,6 +3,7 @@ package rudp
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -212,11 +213,23 @@ func TestRestartAndReplay(t *testing.T) {
 	})
 }
 
-// craft builds an authenticated datagram as peer (node, inc) would send it.
+// craft builds an authenticated datagram as peer (node 99, inc) would send it.
 func craft(e *Endpoint, inc, dstInc uint64, d *dataFrame) []byte {
-	b := appendHeader(nil, header{version: ProtocolVersion, typ: typeData, cluster: e.cfg.ClusterID, node: 99, inc: inc, dstInc: dstInc})
+	craftPN++
+	b := appendHeader(nil, header{version: ProtocolVersion, typ: typeData, cluster: e.cfg.ClusterID, node: 99, inc: inc, dstInc: dstInc, pn: craftPN})
 	b = appendData(b, d)
-	return e.mac.appendTag(b)
+	return sealAs(e, b)
+}
+
+var craftPN uint64
+
+// sealAs appends the tag e would accept from the sender named in b's header.
+func sealAs(e *Endpoint, b []byte) []byte {
+	aead, err := e.mac.derive(binary.BigEndian.Uint64(b[nodeOffset:]), binary.BigEndian.Uint64(b[incOffset:]))
+	if err != nil {
+		panic(err)
+	}
+	return sealWith(aead, b)
 }
 
 func TestFloodsLeaveMemoryBoundedAndEndpointServing(t *testing.T) {
@@ -274,7 +287,7 @@ func TestFloodsLeaveMemoryBoundedAndEndpointServing(t *testing.T) {
 		}
 		// And a malformed but authenticated datagram.
 		bad := appendHeader(nil, header{version: ProtocolVersion, typ: typeData, cluster: 7, node: 99, inc: 5, dstInc: a.Incarnation()})
-		junk.WriteTo(a.mac.appendTag(append(bad, 1, 2, 3)), net.UDPAddrFromAddrPort(a.AddrPort()))
+		junk.WriteTo(sealAs(a, append(bad, 1, 2, 3)), net.UDPAddrFromAddrPort(a.AddrPort()))
 		synctest.Wait()
 
 		s := a.Stats()

@@ -32,10 +32,12 @@ import (
 // receiver drops the old one's datagrams and the sender restarts its
 // unfinished messages towards the new one.
 //
-// Datagram layout (big-endian). Every datagram ends with a 16-byte tag,
-// HMAC-SHA256 over all preceding bytes, truncated; the key is derived with
-// HKDF-SHA256 from the cluster secret (an empty secret gives a public key:
-// corruption is still detected, forgery is not).
+// Datagram layout (big-endian). Every datagram ends with a 16-byte tag:
+// AES-256-GCM over all preceding bytes as associated data (empty
+// plaintext), under a key derived with HKDF-SHA256 from the cluster secret,
+// the cluster ID and the sender's node ID and incarnation, with the packet
+// number as nonce (see sealer). An empty secret gives public keys:
+// corruption is still detected, forgery is not.
 //
 //	off  size  field
 //	  0     1  version        ProtocolVersion
@@ -46,7 +48,8 @@ import (
 //	 12     8  sender node ID
 //	 20     8  sender incarnation
 //	 28     8  dst incarnation (0 = unknown; 0 in broadcasts)
-//	 36        [ack block]  if flagAck:
+//	 36     8  packet number  per sender incarnation, +1 per datagram (the AEAD nonce)
+//	 44        [ack block]  if flagAck:
 //	        8    cum          every seq < cum was received (or given up by its sender)
 //	        2    ack delay    microseconds between the newest arrival and this ack
 //	        1    n            number of ranges, at most maxAckRanges
@@ -94,7 +97,7 @@ const (
 
 // Sizes of the fixed parts of a datagram, in bytes.
 const (
-	headerLen     = 36
+	headerLen     = 44
 	ackFixedLen   = 11
 	ackRangeLen   = 4
 	dataFixedLen  = 41
@@ -106,6 +109,13 @@ const (
 
 	// dataOverhead is everything in a data datagram but the payload.
 	dataOverhead = headerLen + ackFixedLen + piggyAckRanges*ackRangeLen + dataFixedLen + tagLen
+)
+
+// Offsets of the header fields the tag check reads.
+const (
+	nodeOffset = 12
+	incOffset  = 20
+	pnOffset   = 36
 )
 
 // recvWindow is how many sequence numbers above the cumulative point a
@@ -124,6 +134,7 @@ type header struct {
 	node    uint64
 	inc     uint64
 	dstInc  uint64
+	pn      uint64
 }
 
 // ackRange is the half-open interval [lo, hi) of received sequence numbers.
@@ -171,7 +182,8 @@ func appendHeader(b []byte, h header) []byte {
 	b = binary.BigEndian.AppendUint64(b, h.cluster)
 	b = binary.BigEndian.AppendUint64(b, h.node)
 	b = binary.BigEndian.AppendUint64(b, h.inc)
-	return binary.BigEndian.AppendUint64(b, h.dstInc)
+	b = binary.BigEndian.AppendUint64(b, h.dstInc)
+	return binary.BigEndian.AppendUint64(b, h.pn)
 }
 
 // appendAck encodes a; its ranges must be sorted, disjoint, non-empty,
@@ -216,6 +228,7 @@ func decodeHeader(b []byte) (header, error) {
 		node:    binary.BigEndian.Uint64(b[12:]),
 		inc:     binary.BigEndian.Uint64(b[20:]),
 		dstInc:  binary.BigEndian.Uint64(b[28:]),
+		pn:      binary.BigEndian.Uint64(b[36:]),
 	}
 	switch {
 	case h.version != ProtocolVersion:

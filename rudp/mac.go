@@ -1,56 +1,122 @@
 package rudp
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"hash"
 	"sync"
 )
 
-// macInfo is the HKDF info string; changing it changes every key.
-const macInfo = "raftkv rudp v1 hmac-sha256"
+// keyInfo is the HKDF info prefix; changing it changes every key.
+const keyInfo = "raftkv rudp v1 aes-256-gcm"
 
-// macer computes and checks datagram tags.
-type macer struct {
-	pool sync.Pool // of hash.Hash (HMAC-SHA256 with the derived key)
+// maxCachedKeys bounds the per-sender keys kept after a verified datagram.
+const maxCachedKeys = 4096
+
+// sealer authenticates datagrams with AES-256-GCM used as a MAC: the whole
+// datagram is associated data, the plaintext is empty, and the 16-byte tag
+// is appended. Each sender incarnation has its own key,
+//
+//	HKDF-SHA256(secret, salt = "raftkv-rudp-cluster" || clusterID,
+//	            info = keyInfo || nodeID || incarnation),
+//
+// and the nonce is the sender's packet number (4 zero bytes || pn), unique
+// per datagram of an incarnation, so no nonce ever repeats under a key.
+type sealer struct {
+	secret []byte
+	salt   []byte
+	own    cipher.AEAD // key of this endpoint's incarnation
+
+	mu   sync.Mutex
+	keys map[[2]uint64]cipher.AEAD // verified senders (node, incarnation)
 }
 
-func newMacer(secret []byte, cluster uint64) (*macer, error) {
-	salt := binary.BigEndian.AppendUint64([]byte("raftkv-rudp-cluster"), cluster)
-	key, err := hkdf.Key(sha256.New, secret, salt, macInfo, 32)
-	if err != nil {
-		return nil, fmt.Errorf("rudp: derive MAC key: %w", err)
+func newSealer(secret []byte, cluster, node, inc uint64) (*sealer, error) {
+	s := &sealer{
+		secret: secret,
+		salt:   binary.BigEndian.AppendUint64([]byte("raftkv-rudp-cluster"), cluster),
+		keys:   make(map[[2]uint64]cipher.AEAD),
 	}
-	m := &macer{}
-	m.pool.New = func() any { return hmac.New(sha256.New, key) }
-	return m, nil
+	own, err := s.derive(node, inc)
+	if err != nil {
+		return nil, err
+	}
+	s.own = own
+	return s, nil
 }
 
-// appendTag appends the tag of b to b.
-func (m *macer) appendTag(b []byte) []byte {
-	h := m.pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write(b)
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
-	m.pool.Put(h)
-	return append(b, sum[:tagLen]...)
+// derive returns the AEAD of sender (node, inc).
+func (s *sealer) derive(node, inc uint64) (cipher.AEAD, error) {
+	info := binary.BigEndian.AppendUint64([]byte(keyInfo), node)
+	info = binary.BigEndian.AppendUint64(info, inc)
+	key, err := hkdf.Key(sha256.New, s.secret, s.salt, string(info), 32)
+	if err != nil {
+		return nil, fmt.Errorf("rudp: derive key: %w", err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("rudp: derive key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("rudp: derive key: %w", err)
+	}
+	return aead, nil
 }
 
-// verify reports whether b ends with the valid tag of the bytes before it.
-func (m *macer) verify(b []byte) bool {
-	if len(b) < tagLen {
+func nonce(pn uint64) []byte {
+	var n [12]byte
+	binary.BigEndian.PutUint64(n[4:], pn)
+	return n[:]
+}
+
+// appendTag appends the tag of datagram b (whose header holds the packet
+// number) under this endpoint's key.
+func (s *sealer) appendTag(b []byte) []byte {
+	return sealWith(s.own, b)
+}
+
+func sealWith(aead cipher.AEAD, b []byte) []byte {
+	var tag [tagLen]byte
+	aead.Seal(tag[:0], nonce(binary.BigEndian.Uint64(b[pnOffset:])), nil, b)
+	return append(b, tag[:]...)
+}
+
+// verify reports whether datagram b ends with a valid tag of its sender.
+// It reads only the sender's node ID, incarnation and packet number, at
+// fixed offsets, before the tag is checked.
+func (s *sealer) verify(b []byte) bool {
+	if len(b) < headerLen+tagLen {
 		return false
 	}
 	body, tag := b[:len(b)-tagLen], b[len(b)-tagLen:]
-	h := m.pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write(body)
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
-	m.pool.Put(h)
-	return hmac.Equal(sum[:tagLen], tag)
+	id := [2]uint64{binary.BigEndian.Uint64(b[nodeOffset:]), binary.BigEndian.Uint64(b[incOffset:])}
+	s.mu.Lock()
+	aead := s.keys[id]
+	s.mu.Unlock()
+	cached := aead != nil
+	if !cached {
+		var err error
+		if aead, err = s.derive(id[0], id[1]); err != nil {
+			return false
+		}
+	}
+	if _, err := aead.Open(nil, nonce(binary.BigEndian.Uint64(b[pnOffset:])), tag, body); err != nil {
+		return false
+	}
+	if !cached {
+		s.mu.Lock()
+		if len(s.keys) >= maxCachedKeys {
+			for k := range s.keys {
+				delete(s.keys, k)
+				break
+			}
+		}
+		s.keys[id] = aead
+		s.mu.Unlock()
+	}
+	return true
 }
