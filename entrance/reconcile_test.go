@@ -207,3 +207,38 @@ func TestDriverResendsUnconfirmed(t *testing.T) {
 		}
 	})
 }
+
+// TestDriverAfterRestart: a node admitted just before the entrance
+// stopped is added after the restart, through the leader the registry
+// remembers, before any new report arrives; no promotion happens until a
+// report does.
+func TestDriverAfterRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		f := newFakeLeader(1, "n1", "127.0.0.1:7701", 2)
+		e1, err := New(Config{DataDir: dir, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e1.Report(f.report(), src)
+		id2 := mustJoin(t, e1, "n2", "127.0.0.1:7702", 0).NodeID
+		if err := e1.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		e2 := newTest(t, dir, nil, f, nil)
+		runDriver(t, e2)
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		calls := f.callsSnapshot()
+		if len(calls) != 1 || calls[0].Op != proto.AdminAddLearner || calls[0].NodeID != id2 {
+			t.Fatalf("calls after restart %+v, want one add-learner of %016x", calls, id2)
+		}
+		e2.Report(f.report(), src)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if v, l := f.counts(); v != 2 || l != 0 {
+			t.Fatalf("after a report: %d voters, %d learners; want n2 promoted", v, l)
+		}
+	})
+}

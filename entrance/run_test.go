@@ -252,6 +252,14 @@ func TestRunAfterClose(t *testing.T) {
 	if err := e.Run(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Run after Close = %v, want ErrClosed", err)
 	}
+	rec := httptest.NewRecorder()
+	e.HTTPHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz after Close = %d, want 503", rec.Code)
+	}
+	if r := join(e, "n1", "127.0.0.1:7701", 0); r.Code != proto.CodeUnavailable {
+		t.Fatalf("join after Close = %+v, want unavailable", r)
+	}
 }
 
 // TestCloseStopsRun: Close ends a running Run with ErrClosed.
