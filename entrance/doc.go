@@ -73,7 +73,8 @@
 // becomes the membership: listed nodes become members with the listed
 // role, registered ones not listed any more become removed (and a removed
 // node listed again becomes a member again: the configuration is the
-// truth).
+// truth); a pending admission whose name or address the configuration
+// gives to another ID is void (removed).
 //
 // # Liveness
 //

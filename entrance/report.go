@@ -119,11 +119,23 @@ func (e *Entrance) Report(r proto.LeaderReport, from netip.AddrPort) {
 			dirty = append(dirty, rec)
 		}
 	}
+	names, addrs := make(map[string]uint64, len(listed)), make(map[string]uint64, len(listed))
+	for id := range listed {
+		names[e.nodes[id].Name], addrs[e.nodes[id].Addr] = id, id
+	}
 	for _, rec := range e.nodes {
-		if rec.InConfig() && !listed[rec.ID] {
+		switch {
+		case rec.InConfig() && !listed[rec.ID]:
 			rec.State = StateRemoved
 			dirty = append(dirty, rec)
 			e.log.Info("node left the configuration", "name", rec.Name, "node_id", fmt.Sprintf("%016x", rec.ID))
+		case rec.State == StateJoining && (names[rec.Name] != 0 || addrs[rec.Addr] != 0):
+			// The configuration holds its name or address under another
+			// ID: the configuration wins, this admission is void.
+			rec.State = StateRemoved
+			dirty = append(dirty, rec)
+			e.log.Warn("pending admission clashes with a member; dropped", "name", rec.Name, "addr", rec.Addr,
+				"node_id", fmt.Sprintf("%016x", rec.ID), "member", fmt.Sprintf("%016x", max(names[rec.Name], addrs[rec.Addr])))
 		}
 	}
 	e.confirmLocked()

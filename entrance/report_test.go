@@ -99,6 +99,16 @@ func TestMembershipFromReports(t *testing.T) {
 		t.Fatalf("after removal (-want +got):\n%s", d)
 	}
 	_ = n3
+	// A pending admission whose name the configuration gives to another
+	// ID is void.
+	n5 := mustJoin(t, e, "n5", "127.0.0.1:7705", 0).NodeID
+	report(12, m1, m4, proto.Member{ID: 0x55, Name: "n5", Addr: "127.0.0.1:7755", Match: 1})
+	if r := recordOf(t, e, n5); r.State != StateRemoved {
+		t.Fatalf("clashing admission %+v, want removed", r)
+	}
+	report(12, m1, m4)
+	delete(e.nodes, n5)
+	delete(e.nodes, 0x55)
 	peers := e.Peers()
 	wantPeers := []proto.Peer{
 		{Name: "n1", Role: "leader", Liveness: "alive", Term: 2, Match: 10},
