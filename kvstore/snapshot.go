@@ -96,7 +96,8 @@ func (s *Store) InstallSnapshot(snap raft.Snapshot) error {
 
 // Restore replaces the store with the snapshot read from r. When index is
 // not 0, the snapshot must be as of that log index (ErrBadSnapshot
-// otherwise). The replacement is atomic and survives a crash at any step:
+// otherwise), and it is ignored when the store has applied that index
+// already. The replacement is atomic and survives a crash at any step:
 // the snapshot goes to a temporary file, which is fsynced and checked,
 // then renamed over the store's file, and the directory is fsynced.
 func (s *Store) Restore(r io.Reader, index uint64) error {
@@ -120,6 +121,11 @@ func (s *Store) install(fill func(f *os.File) error, want *raft.SnapshotMeta, em
 	defer s.applyMu.Unlock()
 	if s.closed() {
 		return ErrClosed
+	}
+	if want.Index != 0 && want.Index <= s.st.applied {
+		// Apply got there first (checked again under applyMu).
+		s.cfg.Logger.Info("ignored stale snapshot", "index", want.Index, "applied", s.st.applied)
+		return nil
 	}
 	tmp := s.tmpPath()
 	defer func() {
