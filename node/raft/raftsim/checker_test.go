@@ -159,7 +159,7 @@ func TestDeterministicReplay(t *testing.T) {
 		var acks []ack
 		h.startClients(2, &stop, &acks)
 		n := c.StartNemesis(NemesisConfig{Partitions: true, Crashes: true, Unreliable: true, TickRates: true, Membership: true, Transfers: true})
-		c.RunFor(100 * c.ElectionTimeout())
+		c.RunFor(40 * c.ElectionTimeout())
 		if c.Err() != nil {
 			t.Fatalf("%s", c.Report())
 		}

@@ -342,6 +342,9 @@ func (c *Cluster) deliver(ev *event) {
 	}
 	c.stats.Delivered++
 	c.record(histEntry{m: &m})
+	if c.tapDeliver != nil {
+		c.tapDeliver(m)
+	}
 	if err := sn.rn.Step(m); err != nil {
 		c.record(histEntry{text: fmt.Sprintf("node %d: step %v: %v", sn.id, m.Type, err)})
 	}

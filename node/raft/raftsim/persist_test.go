@@ -183,8 +183,8 @@ func figure8(t *testing.T, iters int, unreliable bool) {
 	h.waitApplied(idx, h.ElectionTimeout(), h.IDs()...)
 }
 
-func TestFigure8(t *testing.T)           { figure8(t, 300, false) }
-func TestFigure8Unreliable(t *testing.T) { figure8(t, 300, true) }
+func TestFigure8(t *testing.T)           { figure8(t, 600, false) }
+func TestFigure8Unreliable(t *testing.T) { figure8(t, 600, true) }
 
 func TestUnreliableAgree(t *testing.T) {
 	h := newHarness(t, Config{Nodes: 5, Network: Unreliable()})

@@ -126,6 +126,9 @@ type Cluster struct {
 	depth     int      // nesting of afterStep
 	callbacks []func() // answers to proposers and readers, run by flush
 
+	// tapDeliver sees every message just before it is stepped into its
+	// receiver (tests use it to replay stale messages on cue).
+	tapDeliver func(m raft.Message)
 	// Test hooks that plant bugs, to prove the checker can fail.
 	tamperApply   func(id uint64, e *raft.Entry)
 	tamperPersist func(id uint64, rd *raft.Ready)

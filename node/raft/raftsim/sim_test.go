@@ -10,7 +10,7 @@ import (
 )
 
 // fixedSeeds run in every `go test`; RAFT_SIM_SEEDS=N adds N random ones.
-var fixedSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+var fixedSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 
 // simVirtualTime is how long the nemesis runs per seed.
 const simVirtualTime Time = 8_000

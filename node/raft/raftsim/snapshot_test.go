@@ -142,3 +142,59 @@ func TestSnapshotInit(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotStaleChunkAckAfterFollowerRestart is the regression test for
+// raft-bugs.md #1: a follower restarts mid-transfer (its chunk buffer is
+// gone), and a delayed acknowledgement from before the restart reaches the
+// leader after the follower asked to start over. The leader must not
+// believe the follower holds more than it does: the transfer has to
+// finish.
+func TestSnapshotStaleChunkAckAfterFollowerRestart(t *testing.T) {
+	cfg := snapCfg(3)
+	cfg.NewStateMachine = PaddedHashMachine(3000)
+	cfg.SnapshotChunkBytes = 100
+	h := newHarness(t, cfg)
+	lead := h.checkOneLeader()
+	f := ring(lead, 1, 3)
+	h.Isolate(f)
+	for i := range 30 {
+		h.one(cmd("far%d", i), 2, true)
+	}
+	lead = h.checkOneLeader()
+	// Watch the transfer: keep the highest chunk ack the leader got.
+	var stale *raft.Message
+	var sawReject, restarted, fresh bool
+	h.tapDeliver = func(m raft.Message) {
+		if m.Type != raft.MsgSnapResp || m.From != f || m.To != lead {
+			return
+		}
+		switch {
+		case m.Reject:
+			sawReject = true
+		case !restarted && (stale == nil || m.Index > stale.Index):
+			mc := m
+			stale = &mc
+		case restarted && sawReject:
+			fresh = true // the new attempt is under way
+		}
+	}
+	h.Reconnect(f)
+	if !h.RunUntil(func() bool { return stale != nil && stale.Index >= 800 }, 4*h.ElectionTimeout()) {
+		h.fatalf("snapshot transfer to %d never got past 800 bytes", f)
+	}
+	// The follower restarts: its partial snapshot is lost. The leader's
+	// next chunk gets a Reject (start again from 0)...
+	h.Crash(f)
+	h.restart(f)
+	restarted = true
+	if !h.RunUntil(func() bool { return fresh }, 4*h.ElectionTimeout()) {
+		h.fatalf("follower %d never restarted the transfer (reject seen: %v)", f, sawReject)
+	}
+	// ...and once the new attempt is acknowledged, the old
+	// acknowledgement arrives late.
+	old := *stale
+	h.tapDeliver = nil
+	_ = h.Do(lead, "deliver a stale MsgSnapResp", func(n *raft.Node) error { return n.Step(old) })
+	idx := h.one(cmd("after"), 2, true)
+	h.waitApplied(idx, 20*h.ElectionTimeout(), f)
+}
