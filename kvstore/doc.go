@@ -108,6 +108,10 @@
 //	res, err := kv.Range(kvstore.RangeRequest{Key: p, Prefix: true, Limit: 100, Rev: rev})
 //	err = kv.WaitApplied(ctx, readState.Index)     // then read
 //
+//	// State-machine safety in tests and simulations: replicas at the same
+//	// applied index have equal fingerprints.
+//	fp, err := kv.Fingerprint()
+//
 //	// Snapshots and compaction, now and then:
 //	data, info, err := kv.SnapshotBytes()
 //	snap, err := log.CreateSnapshot(info.Applied, &confState, data)

@@ -238,10 +238,22 @@ func TestClusterWithRaftCore(t *testing.T) {
 		t.Fatal("node 3 caught up without a snapshot although the log was compacted past it")
 	}
 	want := dumpStore(t, c.leader().kv)
+	wantFP, err := c.leader().kv.Fingerprint()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range c.nodes {
 		if got := dumpStore(t, n.kv); got != want {
 			t.Fatalf("node %d differs from the leader", n.id)
 		}
+		if fp, err := n.kv.Fingerprint(); err != nil || fp != wantFP {
+			t.Fatalf("node %d fingerprint %x@%d, leader %x@%d (%v)", n.id, fp.Sum, fp.Applied, wantFP.Sum, wantFP.Applied, err)
+		}
+	}
+	// The fingerprint sees a difference.
+	c.nodes[1].kv.Apply([]raft.Entry{{Index: c.nodes[1].kv.Applied() + 1, Term: 99}})
+	if fp, _ := c.nodes[1].kv.Fingerprint(); fp == wantFP {
+		t.Fatal("fingerprint unchanged after applying one more entry")
 	}
 	kv, err := c.leader().kv.Get([]byte("k00"), 0)
 	if err != nil || string(kv.Value) == "dup" {
