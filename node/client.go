@@ -219,34 +219,58 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 // propose proposes cmd under the client's session and waits for its
 // result.
 func (n *Node) propose(ctx context.Context, client, seq uint64, cmd kvstore.Command) (kvstore.Result, error) {
-	if client != 0 {
-		sess, err := n.session(ctx, client)
-		if err != nil {
-			return kvstore.Result{}, err
-		}
-		cmd.Session, cmd.Seq = sess, seq
-	} else {
+	if client == 0 {
 		// No session: no deduplication; Seq only tags the waiter.
-		cmd.Session, cmd.Seq = 0, randUint64()
+		cmd.Seq = randUint64()
+	} else {
+		cmd.Seq = seq
 	}
 	cmd.Time = time.Now().UnixNano()
-	data, err := kvstore.EncodeCommand(cmd)
-	if err != nil {
-		return kvstore.Result{}, err
-	}
 	ch := make(chan applyResult, 1)
-	key := waitKey{cmd.Session, cmd.Seq}
-	var perr error
-	if err := n.do(ctx, func() {
-		if raft.StateType(n.role.Load()) != raft.StateLeader {
-			perr = n.notLeader()
-			return
+	var (
+		key          waitKey
+		perr         error
+		needSession  bool
+		registerOnce bool
+	)
+	for {
+		// One trip to the loop: look the session up and propose.
+		if err := n.do(ctx, func() {
+			if raft.StateType(n.role.Load()) != raft.StateLeader {
+				perr = n.notLeader()
+				return
+			}
+			if client != 0 {
+				s, ok := n.repl.Clients[client]
+				if !ok {
+					needSession = true
+					return
+				}
+				cmd.Session = s
+			}
+			data, err := kvstore.EncodeCommand(cmd)
+			if err != nil {
+				perr = err
+				return
+			}
+			if perr = n.rn.Propose(data); perr == nil {
+				key = waitKey{cmd.Session, cmd.Seq}
+				n.waiters[key] = append(n.waiters[key], ch)
+			}
+		}); err != nil {
+			return kvstore.Result{}, err
 		}
-		if perr = n.rn.Propose(data); perr == nil {
-			n.waiters[key] = append(n.waiters[key], ch)
+		if !needSession || registerOnce {
+			break
 		}
-	}); err != nil {
-		return kvstore.Result{}, err
+		// The client's first write (or its session expired): register.
+		if _, err := n.session(ctx, client); err != nil {
+			return kvstore.Result{}, err
+		}
+		needSession, registerOnce = false, true
+	}
+	if needSession {
+		return kvstore.Result{}, fmt.Errorf("node: register session of client %016x: %w", client, ErrNotLeader)
 	}
 	if perr != nil {
 		if errors.Is(perr, raft.ErrProposalDropped) {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -32,22 +33,30 @@ func newClientEndpoint(t testing.TB) *clientEndpoint {
 			t.Errorf("client endpoint: %v", err)
 		}
 	})
-	return &clientEndpoint{call: func(t testing.TB, to netip.AddrPort, req proto.ClientRequest) proto.ClientResponse {
-		t.Helper()
+	ce := &clientEndpoint{try: func(to netip.AddrPort, req proto.ClientRequest) (proto.ClientResponse, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		b, err := ep.Call(ctx, to, proto.MustEncode(proto.KindClient, req))
 		if err != nil {
-			t.Fatalf("call %s: %v", to, err)
+			return proto.ClientResponse{}, fmt.Errorf("call %s: %w", to, err)
 		}
 		kind, body, err := proto.Split(b)
 		if err != nil || kind != proto.KindClient {
-			t.Fatalf("reply kind %d: %v", kind, err)
+			return proto.ClientResponse{}, fmt.Errorf("reply kind %d: %v", kind, err)
 		}
 		var resp proto.ClientResponse
 		if err := proto.Decode(body, &resp); err != nil {
+			return proto.ClientResponse{}, err
+		}
+		return resp, nil
+	}}
+	ce.call = func(t testing.TB, to netip.AddrPort, req proto.ClientRequest) proto.ClientResponse {
+		t.Helper()
+		resp, err := ce.try(to, req)
+		if err != nil {
 			t.Fatal(err)
 		}
 		return resp
-	}}
+	}
+	return ce
 }

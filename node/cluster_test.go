@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -35,7 +34,7 @@ type tnode struct {
 }
 
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	nodes []*tnode
 	// wrap, when set, wraps every socket (faultnet).
 	wrap func(net.PacketConn) net.PacketConn
@@ -53,7 +52,7 @@ func testLogger(t testing.TB, name string) *slog.Logger {
 // newCluster starts size runtimes on loopback: node 1 bootstraps, the
 // others are added as learners and promoted through Admin on the leader
 // (what the entrance does).
-func newCluster(t *testing.T, size int, opts ...func(*cluster)) *cluster {
+func newCluster(t testing.TB, size int, opts ...func(*cluster)) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
 	for _, o := range opts {
@@ -522,7 +521,8 @@ func (n *Node) snapIndexForTest() uint64 {
 
 // clientEndpoint is a bare rudp client for network-level tests.
 type clientEndpoint struct {
+	// call fails the test on a transport error; try returns it (for
+	// goroutines other than the test's).
 	call func(t testing.TB, to netip.AddrPort, req proto.ClientRequest) proto.ClientResponse
+	try  func(to netip.AddrPort, req proto.ClientRequest) (proto.ClientResponse, error)
 }
-
-var errNoReply = errors.New("no reply")

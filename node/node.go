@@ -419,6 +419,9 @@ func (n *Node) installSnapshot(snap raft.Snapshot) error {
 	return nil
 }
 
+// maxBatch bounds the events taken before a Ready is processed.
+const maxBatch = 512
+
 // loop is the one goroutine that touches the core.
 func (n *Node) loop(ctx context.Context) error {
 	ticker := time.NewTicker(n.cfg.TickInterval)
@@ -433,19 +436,24 @@ func (n *Node) loop(ctx context.Context) error {
 			n.rn.Tick()
 		case m := <-n.recvc:
 			n.step(m)
-			// Drain what else arrived, so one Ready covers a burst.
-			for more := true; more; {
-				select {
-				case m := <-n.recvc:
-					n.step(m)
-				default:
-					more = false
-				}
-			}
 		case f := <-n.opc:
 			f()
 		case id := <-n.unreachc:
 			n.rn.ReportUnreachable(id)
+		}
+		// Take what else is already waiting, so that one Ready (one fsync)
+		// covers a burst of messages and proposals.
+		for i := 0; i < maxBatch; i++ {
+			select {
+			case m := <-n.recvc:
+				n.step(m)
+				continue
+			case f := <-n.opc:
+				f()
+				continue
+			default:
+			}
+			break
 		}
 		for n.rn.HasReady() {
 			if err := n.processReady(); err != nil {
