@@ -50,19 +50,23 @@
 //
 // # Membership driver
 //
-// One goroutine (started by Run) makes one change at a time through the
-// leader, with AdminRequest calls: first AdminAddLearner for the oldest
-// node still joining (name and address in the request, for the
-// ConfChange context), else AdminPromote for the oldest learner that is
-// alive, has Match > 0 and Match + PromoteLag >= the leader's commit,
-// while the voters are fewer than Voters (default 5; the rest stay
-// learners). After the leader accepts a change the driver waits until a
-// report shows it (or ConfirmTimeout passes, then sends it again: the
-// leader must treat an add of a member or a promote of a voter as done).
-// CodeRefused (another change pending), timeouts and unreachable leaders
-// are retried with backoff from RetryInterval doubling up to 16 times
-// that; CodeNotLeader with an address sends the next try there. With no
-// leader known, joins stay queued until the first report.
+// One goroutine (started by Run) makes membership changes through the
+// leader with AdminRequest calls, one call at a time: first
+// AdminAddLearner for the oldest node still joining (name and address in
+// the request, for the ConfChange context), else AdminPromote for the
+// oldest learner that is alive, has Match > 0 and Match + PromoteLag >=
+// the leader's commit, while the voters (counting promotions the leader
+// applied that no report shows yet) are fewer than Voters (default 5; the
+// rest stay learners). The leader answers OK once the change is applied,
+// so the next call follows at once; the registry itself changes only from
+// reports. A change applied but not seen in a report within
+// ConfirmTimeout is asked again (the leader treats an add of a member or a
+// promote of a voter as done). CodeRefused (another change pending),
+// timeouts and unreachable leaders are retried with backoff from
+// RetryInterval doubling up to 16 times that; CodeNotLeader with an
+// address sends the next try there. With no leader known, joins stay
+// queued until the first report; promotions wait for a report since the
+// entrance started.
 //
 // # Leader tracking
 //

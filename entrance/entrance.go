@@ -55,8 +55,8 @@ type Config struct {
 	SuspectAfter, DownAfter time.Duration
 	// AdminTimeout bounds one admin call to the leader. Default 2s.
 	AdminTimeout time.Duration
-	// ConfirmTimeout is how long a change the leader accepted may take to
-	// show in its reports before the entrance sends it again. Default 5s.
+	// ConfirmTimeout is how long a change the leader applied may take to
+	// show in its reports before the entrance asks again. Default 5s.
 	ConfirmTimeout time.Duration
 	// RetryInterval is the first wait after a failed or refused admin call;
 	// it doubles per consecutive failure up to 16 times itself. Default
@@ -139,11 +139,11 @@ type Entrance struct {
 	lastReport time.Time
 	commit     uint64
 	// Membership driver state; see reconcile.go.
-	inflight  *change
-	hintAddr  string    // a NotLeader answer's leader address, until the next report
-	notBefore time.Time // backoff after a failed admin call
-	failures  int       // consecutive failed admin calls
-	dropped   uint64    // stale or malformed reports and requests
+	applied   map[uint64]*change // by node ID
+	hintAddr  string             // a NotLeader answer's leader address, until the next report
+	notBefore time.Time          // backoff after a failed admin call
+	failures  int                // consecutive failed admin calls
+	dropped   uint64             // stale or malformed reports and requests
 	running   bool
 	closed    bool
 	runCancel context.CancelFunc
@@ -166,7 +166,8 @@ func New(cfg Config) (*Entrance, error) {
 		st.close()
 		return nil, err
 	}
-	e := &Entrance{cfg: cfg, log: cfg.Logger, st: st, meta: meta, nodes: nodes, wake: make(chan struct{}, 1)}
+	e := &Entrance{cfg: cfg, log: cfg.Logger, st: st, meta: meta, nodes: nodes, wake: make(chan struct{}, 1),
+		applied: make(map[uint64]*change)}
 	e.log.Info("registry loaded", "dir", cfg.DataDir, "nodes", len(nodes),
 		"cluster_id", fmt.Sprintf("%016x", meta.ClusterID), "leader", fmt.Sprintf("%016x", meta.LeaderID), "term", meta.Term)
 	return e, nil

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -81,9 +82,9 @@ func mustJoin(t *testing.T, e *Entrance, name, addr string, id uint64) proto.Joi
 }
 
 // fakeLeader plays the Raft leader for the membership driver: it keeps a
-// configuration, applies AddLearner/Promote like the runtime must
-// (idempotently), and refuses a change while the previous one has not yet
-// been reported (as a core with a pending change would).
+// configuration and applies AddLearner/Promote like the runtime does
+// (idempotently, answering OK once applied). It records the most voters
+// the configuration ever had and whether two calls ever overlapped.
 type fakeLeader struct {
 	mu         sync.Mutex
 	id         uint64
@@ -92,11 +93,12 @@ type fakeLeader struct {
 	commit     uint64
 	members    map[uint64]*proto.Member
 	dead       map[uint64]bool // members whose Match never moves
-	unreported bool            // a change was made since the last report
 	refuseNext int             // refuse this many calls (change pending)
 	calls      []proto.AdminRequest
 	tos        []netip.AddrPort
-	overlap    int // changes requested while one was unreported
+	inCall     int
+	overlap    int // calls that arrived while another was in progress
+	maxVoters  int
 	callErr    error
 	redirect   map[netip.AddrPort]string // answer NotLeader with this address
 }
@@ -118,6 +120,19 @@ func (f *fakeLeader) Call(ctx context.Context, to netip.AddrPort, payload []byte
 		return nil, err
 	}
 	f.mu.Lock()
+	f.inCall++
+	if f.inCall > 1 {
+		f.overlap++
+	}
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.inCall--
+		f.mu.Unlock()
+	}()
+	// Let a concurrent caller, if any, run into this call.
+	runtime.Gosched()
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, req)
 	f.tos = append(f.tos, to)
@@ -135,31 +150,28 @@ func (f *fakeLeader) Call(ctx context.Context, to netip.AddrPort, payload []byte
 	m := f.members[req.NodeID]
 	switch req.Op {
 	case proto.AdminAddLearner:
-		if m != nil {
-			return answer(proto.AdminResponse{Code: proto.CodeOK})
+		if m == nil {
+			f.members[req.NodeID] = &proto.Member{ID: req.NodeID, Name: req.Name, Addr: req.Addr, Learner: true}
+			f.commit++
 		}
-		if f.unreported {
-			f.overlap++
-			return answer(proto.AdminResponse{Code: proto.CodeRefused, Message: "a configuration change is pending"})
-		}
-		f.members[req.NodeID] = &proto.Member{ID: req.NodeID, Name: req.Name, Addr: req.Addr, Learner: true}
 	case proto.AdminPromote:
 		if m == nil {
-			return answer(proto.AdminResponse{Code: proto.CodeInvalid, Message: "not a member"})
+			return answer(proto.AdminResponse{Code: proto.CodeInvalid, Message: "not a learner"})
 		}
-		if !m.Learner {
-			return answer(proto.AdminResponse{Code: proto.CodeOK})
+		if m.Learner {
+			m.Learner = false
+			f.commit++
 		}
-		if f.unreported {
-			f.overlap++
-			return answer(proto.AdminResponse{Code: proto.CodeRefused, Message: "a configuration change is pending"})
-		}
-		m.Learner = false
 	default:
 		return answer(proto.AdminResponse{Code: proto.CodeInvalid})
 	}
-	f.unreported = true
-	f.commit++
+	v := 0
+	for _, m := range f.members {
+		if !m.Learner {
+			v++
+		}
+	}
+	f.maxVoters = max(f.maxVoters, v)
 	return answer(proto.AdminResponse{Code: proto.CodeOK})
 }
 
@@ -169,7 +181,6 @@ func (f *fakeLeader) report() proto.LeaderReport {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.commit++
-	f.unreported = false
 	r := proto.LeaderReport{ID: f.id, Name: f.name, Addr: f.addr, Term: f.term, Commit: f.commit}
 	for _, m := range f.members {
 		if !f.dead[m.ID] {

@@ -11,20 +11,20 @@ import (
 	"github.com/raftkv/raftkv/internal/proto"
 )
 
-// change is a membership change the leader accepted and the entrance waits
-// to see in a report. At most one is in flight: the core allows one
-// pending change, and a second request would only be refused.
+// change is a membership change the leader applied (it answers OK only
+// once the change is applied) that no report shows yet. The driver makes
+// one call at a time, so the leader sees one change at a time; the
+// registry still changes only from reports (the configuration is the
+// truth), and these entries keep the driver from asking again meanwhile.
 type change struct {
 	op     proto.AdminOp
-	id     uint64
 	sentAt time.Time
 }
 
 // drive is the membership driver: one goroutine that, whenever a join or
 // a report arrives or a retry is due, asks the leader for the next single
 // change (add the oldest joining node as a learner, else promote the
-// oldest caught-up learner while voters < Voters) and waits for a report
-// to show it before the next.
+// oldest caught-up learner while voters < Voters), one call at a time.
 func (e *Entrance) drive(ctx context.Context, c Caller) {
 	t := time.NewTimer(e.cfg.RetryInterval)
 	defer t.Stop()
@@ -42,7 +42,8 @@ func (e *Entrance) drive(ctx context.Context, c Caller) {
 }
 
 // step makes at most one admin call. It reports whether another decision
-// may follow at once (the call was redirected to the leader's address).
+// may follow at once (the change was applied, or the call was redirected
+// to the leader's address).
 func (e *Entrance) step(ctx context.Context, c Caller) bool {
 	req, to, ok := e.next()
 	if !ok {
@@ -72,13 +73,12 @@ func (e *Entrance) next() (proto.AdminRequest, string, bool) {
 		return proto.AdminRequest{}, "", false
 	}
 	e.confirmLocked()
-	if e.inflight != nil {
-		if now.Sub(e.inflight.sentAt) < e.cfg.ConfirmTimeout {
-			return proto.AdminRequest{}, "", false
+	for id, c := range e.applied {
+		if now.Sub(c.sentAt) >= e.cfg.ConfirmTimeout {
+			e.log.Warn("applied membership change not seen in reports; asking again", "op", opName(c.op),
+				"node_id", fmt.Sprintf("%016x", id))
+			delete(e.applied, id)
 		}
-		e.log.Warn("membership change not confirmed in time, sending again", "op", e.inflight.op,
-			"node_id", fmt.Sprintf("%016x", e.inflight.id))
-		e.inflight = nil
 	}
 	if now.Before(e.notBefore) {
 		return proto.AdminRequest{}, "", false
@@ -87,13 +87,13 @@ func (e *Entrance) next() (proto.AdminRequest, string, bool) {
 	slices.SortStableFunc(recs, func(a, b *Record) int { return cmp.Compare(a.JoinedMS, b.JoinedMS) })
 	for _, r := range recs {
 		// The bootstrap node founds the cluster itself; nobody adds it.
-		if r.State == StateJoining && !r.Bootstrap {
+		if r.State == StateJoining && !r.Bootstrap && e.applied[r.ID] == nil {
 			return proto.AdminRequest{Op: proto.AdminAddLearner, NodeID: r.ID, Name: r.Name, Addr: r.Addr}, to, true
 		}
 	}
 	voters := 0
 	for _, r := range recs {
-		if r.InConfig() && r.Role == RoleVoter {
+		if (r.InConfig() && r.Role == RoleVoter) || (e.applied[r.ID] != nil && e.applied[r.ID].op == proto.AdminPromote) {
 			voters++
 		}
 	}
@@ -102,7 +102,7 @@ func (e *Entrance) next() (proto.AdminRequest, string, bool) {
 		return proto.AdminRequest{}, "", false
 	}
 	for _, r := range recs {
-		if e.promotableLocked(r, now) {
+		if e.applied[r.ID] == nil && e.promotableLocked(r, now) {
 			return proto.AdminRequest{Op: proto.AdminPromote, NodeID: r.ID, Name: r.Name, Addr: r.Addr}, to, true
 		}
 	}
@@ -129,10 +129,10 @@ func (e *Entrance) result(req proto.AdminRequest, to string, resp proto.AdminRes
 	id := fmt.Sprintf("%016x", req.NodeID)
 	if err == nil && resp.Code == proto.CodeOK {
 		e.failures, e.notBefore = 0, time.Time{}
-		e.inflight = &change{op: req.Op, id: req.NodeID, sentAt: now}
-		e.log.Info("membership change accepted", "op", opName(req.Op), "node_id", id, "name", req.Name, "leader_addr", to)
+		e.applied[req.NodeID] = &change{op: req.Op, sentAt: now}
+		e.log.Info("membership change applied", "op", opName(req.Op), "node_id", id, "name", req.Name, "leader_addr", to)
 		e.confirmLocked()
-		return e.inflight == nil
+		return true
 	}
 	e.failures++
 	backoff := e.cfg.RetryInterval << min(e.failures-1, 4)
@@ -158,22 +158,20 @@ func (e *Entrance) result(req proto.AdminRequest, to string, resp proto.AdminRes
 	return false
 }
 
-// confirmLocked clears the in-flight change once the registry (fed by
-// reports) shows it done, or moot (the node left).
+// confirmLocked forgets applied changes that the registry (fed by
+// reports) shows, or that became moot (the node left).
 func (e *Entrance) confirmLocked() {
-	c := e.inflight
-	if c == nil {
-		return
+	for id, c := range e.applied {
+		r := e.nodes[id]
+		switch {
+		case r == nil || r.State == StateRemoved:
+		case c.op == proto.AdminAddLearner && r.InConfig():
+		case c.op == proto.AdminPromote && r.InConfig() && r.Role == RoleVoter:
+		default:
+			continue
+		}
+		delete(e.applied, id)
 	}
-	r := e.nodes[c.id]
-	switch {
-	case r == nil || r.State == StateRemoved:
-	case c.op == proto.AdminAddLearner && r.InConfig():
-	case c.op == proto.AdminPromote && r.InConfig() && r.Role == RoleVoter:
-	default:
-		return
-	}
-	e.inflight = nil
 }
 
 func opName(op proto.AdminOp) string {

@@ -61,9 +61,9 @@ func (e *Entrance) Report(r proto.LeaderReport, from netip.AddrPort) {
 		}
 		m.LeaderID, m.LeaderAddr, m.Term = r.ID, addr, r.Term
 		meta = &m
-		// A change sent to the previous leader may be lost with it: decide
-		// again (changes are idempotent at the leader).
-		e.inflight, e.failures, e.notBefore = nil, 0, time.Time{}
+		// Decide again with the new leader (changes are idempotent there).
+		clear(e.applied)
+		e.failures, e.notBefore = 0, time.Time{}
 		e.log.Info("leader changed", "leader", fmt.Sprintf("%016x", r.ID), "name", r.Name, "addr", addr, "term", r.Term)
 	}
 	e.lastReport, e.commit, e.hintAddr = now, r.Commit, ""
