@@ -60,6 +60,9 @@ func (e *Entrance) step(ctx context.Context, c Caller) bool {
 			err = decodeReply(reply, &resp)
 		}
 	}
+	if ctx.Err() != nil {
+		return false // shutting down; the call's outcome does not matter
+	}
 	return e.result(req, to, resp, err)
 }
 
