@@ -161,6 +161,9 @@ func (l *LogStore) load() error {
 			}
 			k, _ := c.Last()
 			st.last = decodeIndex(k)
+			if n := lb.Stats().KeyN; uint64(n) != st.last-st.offset {
+				return fmt.Errorf("log [%d,%d] holds %d entries: holes", st.offset+1, st.last, n)
+			}
 		}
 		return nil
 	})
