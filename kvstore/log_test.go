@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/raftkv/raftkv/node/raft"
+	bolt "go.etcd.io/bbolt"
 )
 
 // writableStorage is what both raft.MemoryStorage and LogStore offer.
@@ -452,4 +453,28 @@ func entriesEqual(a, b []raft.Entry) bool {
 		}
 	}
 	return true
+}
+
+func TestLogOpenRefusesHoles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "raft.db")
+	l, err := OpenLog(path, LogOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(ents(1, 10, 1)); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRaftLog).Delete(encodeIndex(5)) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if l, err := OpenLog(path, LogOptions{}); err == nil {
+		l.Close()
+		t.Fatal("opened a log with a hole at index 5")
+	}
 }
