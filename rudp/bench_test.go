@@ -69,22 +69,25 @@ func BenchmarkRoundTrip(b *testing.B) {
 		reportP50(b, lat)
 	})
 	b.Run("rudp", func(b *testing.B) {
-		srv := start(b, benchSocket(b), testConfig(b, 1, echo))
-		cli := start(b, benchSocket(b), testConfig(b, 2, nil))
-		ctx := context.Background()
-		if _, err := cli.Call(ctx, srv.AddrPort(), msg); err != nil { // hello round trip
+		benchCall(b, start(b, benchSocket(b), testConfig(b, 1, echo)), msg)
+	})
+}
+
+func benchCall(b *testing.B, srv *Endpoint, msg []byte) {
+	cli := start(b, benchSocket(b), testConfig(b, 2, nil))
+	ctx := context.Background()
+	if _, err := cli.Call(ctx, srv.AddrPort(), msg); err != nil { // hello round trip
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := cli.Call(ctx, srv.AddrPort(), msg); err != nil {
 			b.Fatal(err)
 		}
-		lat := make([]time.Duration, 0, b.N)
-		for b.Loop() {
-			t0 := time.Now()
-			if _, err := cli.Call(ctx, srv.AddrPort(), msg); err != nil {
-				b.Fatal(err)
-			}
-			lat = append(lat, time.Since(t0))
-		}
-		reportP50(b, lat)
-	})
+		lat = append(lat, time.Since(t0))
+	}
+	reportP50(b, lat)
 }
 
 func BenchmarkOneWay256(b *testing.B) {
@@ -147,6 +150,9 @@ func BenchmarkOneWay256(b *testing.B) {
 			}
 		})
 		b.ReportMetric(float64(got.Load())/time.Since(t0).Seconds(), "msgs/s")
+		cs, ss := cli.Stats(), srv.Stats()
+		b.ReportMetric(float64(cs.DatagramsSent)/float64(max(1, cs.MessagesSent)), "data-dgrams/msg")
+		b.ReportMetric(float64(ss.DatagramsSent)/float64(max(1, cs.MessagesSent)), "ack-dgrams/msg")
 	})
 }
 

@@ -89,6 +89,7 @@ type Endpoint struct {
 	bcastSeen  map[[2]uint64]*bcastWindow // by (node, incarnation)
 	reasmBytes int                        // Invariant: sum of peer.reasmBytes <= MaxReassemblyBytes
 	out        []outDatagram              // built under mu, written by flush
+	openPeers  []*peer                    // peers that may have an open datagram
 	nextWake   time.Time                  // when timer will next fire
 	timer      *time.Timer                // drives timerLoop; reset under mu
 
@@ -292,29 +293,47 @@ func (e *Endpoint) readLoop() error {
 }
 
 // flush writes the datagrams built under the lock, in the order they were
-// built (writeMu keeps concurrent flushers from reordering them, which
-// would look like loss to the peer's acks).
+// built. Only one goroutine writes at a time (writeMu; concurrent writers
+// would reorder datagrams, which looks like loss to the peer's acks). A
+// goroutine that finds another one writing leaves its datagrams to it: the
+// writer re-checks for work after each batch. So nobody waits for a write
+// and, under load, frames queued during a write share datagrams.
 func (e *Endpoint) flush() {
-	e.writeMu.Lock()
-	defer e.writeMu.Unlock()
-	e.mu.Lock()
-	out := e.out
-	e.out = nil
-	e.mu.Unlock()
-	for _, d := range out {
-		var err error
-		if e.udp != nil {
-			_, err = e.udp.WriteToUDPAddrPort(*d.buf, d.to)
-		} else {
-			_, err = e.pc.WriteTo(*d.buf, net.UDPAddrFromAddrPort(d.to))
+	for e.writeMu.TryLock() {
+		e.mu.Lock()
+		for _, p := range e.openPeers {
+			if p.open != nil {
+				e.queueLocked(p.open, p.addr)
+				p.open = nil
+			}
 		}
-		e.st.datagramsSent.Add(1)
-		if err != nil {
-			e.st.writeErrors.Add(1)
-			e.log.Debug("rudp: write failed", "peer", d.to, "err", err)
+		clear(e.openPeers)
+		e.openPeers = e.openPeers[:0]
+		out := e.out
+		e.out = nil
+		e.mu.Unlock()
+		for _, d := range out {
+			var err error
+			if e.udp != nil {
+				_, err = e.udp.WriteToUDPAddrPort(*d.buf, d.to)
+			} else {
+				_, err = e.pc.WriteTo(*d.buf, net.UDPAddrFromAddrPort(d.to))
+			}
+			e.st.datagramsSent.Add(1)
+			if err != nil {
+				e.st.writeErrors.Add(1)
+				e.log.Debug("rudp: write failed", "peer", d.to, "err", err)
+			}
+			*d.buf = (*d.buf)[:0]
+			e.bufPool.Put(d.buf)
 		}
-		*d.buf = (*d.buf)[:0]
-		e.bufPool.Put(d.buf)
+		e.writeMu.Unlock()
+		e.mu.Lock()
+		more := len(e.out) > 0 || len(e.openPeers) > 0
+		e.mu.Unlock()
+		if !more {
+			return
+		}
 	}
 }
 

@@ -55,7 +55,7 @@ import (
 //	        1    n            number of ranges, at most maxAckRanges
 //	      4*n    ranges       gap uint16, len uint16: [prev+gap, prev+gap+len), prev starts at cum;
 //	                          gap >= 1, len >= 1
-//	           [data frame]  if typeData:
+//	           [data frames] if typeData: one or more, up to the tag, each:
 //	        8    seq          fragment sequence number, >= 1
 //	        8    una          lowest seq the sender may still retransmit, <= seq
 //	        8    msg ID       >= 1, unique per sender incarnation
@@ -64,7 +64,8 @@ import (
 //	        2    frag index   < frag count
 //	        2    frag count   >= 1, <= max(total, 1)
 //	        4    total        message length; fragment i holds bytes [i*total/count, (i+1)*total/count)
-//	        -    payload      the rest, up to the tag
+//	        2    length       payload bytes, exactly (i+1)*total/count - i*total/count
+//	        -    payload
 //	           [broadcast frame]  if typeBroadcast:
 //	        8    seq          per sender incarnation, for replay protection
 //	        -    payload      the rest, up to the tag
@@ -76,7 +77,7 @@ const ProtocolVersion = 1
 // Datagram types.
 // ONLY APPEND: values are on the wire.
 const (
-	typeData      = 1 // header, optional ack block, data frame
+	typeData      = 1 // header, optional ack block, one or more data frames
 	typeAck       = 2 // header, optional ack block (none: a "hello" that only names the sender)
 	typeBroadcast = 3 // header, broadcast frame; unreliable, not acknowledged
 )
@@ -100,11 +101,12 @@ const (
 	headerLen     = 44
 	ackFixedLen   = 11
 	ackRangeLen   = 4
-	dataFixedLen  = 41
+	dataFixedLen  = 43
 	bcastFixedLen = 8
 	tagLen        = 16
 
 	maxAckRanges   = 64 // most ranges an ack block may carry
+	maxFrames      = 32 // most data frames in one datagram (1372/43 < 32)
 	piggyAckRanges = 16 // most ranges piggybacked on a data fragment
 
 	// dataOverhead is everything in a data datagram but the payload.
@@ -162,11 +164,12 @@ type bcastFrame struct {
 
 // datagram is a decoded datagram without its tag.
 type datagram struct {
-	h      header
-	hasAck bool
-	ack    ackBlock
-	data   dataFrame  // valid if h.typ == typeData
-	bcast  bcastFrame // valid if h.typ == typeBroadcast
+	h       header
+	hasAck  bool
+	ack     ackBlock
+	frames  [maxFrames]dataFrame // frames[:nFrames] valid if h.typ == typeData
+	nFrames int
+	bcast   bcastFrame // valid if h.typ == typeBroadcast
 }
 
 // fragBounds returns the byte range [lo, hi) of fragment i of a message of
@@ -210,6 +213,7 @@ func appendData(b []byte, d *dataFrame) []byte {
 	b = binary.BigEndian.AppendUint16(b, d.fragIdx)
 	b = binary.BigEndian.AppendUint16(b, d.fragCnt)
 	b = binary.BigEndian.AppendUint32(b, d.total)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(d.payload)))
 	return append(b, d.payload...)
 }
 
@@ -281,10 +285,15 @@ func decodeAck(b []byte, a *ackBlock) ([]byte, error) {
 	return b[n*ackRangeLen:], nil
 }
 
-// decodeData parses and checks a data frame that fills b.
-func decodeData(b []byte, d *dataFrame) error {
+// decodeData parses and checks the data frame at the start of b and
+// returns the bytes after it.
+func decodeData(b []byte, d *dataFrame) ([]byte, error) {
 	if len(b) < dataFixedLen {
-		return malformed("data frame of %d bytes", len(b))
+		return nil, malformed("data frame of %d bytes", len(b))
+	}
+	plen := int(binary.BigEndian.Uint16(b[41:]))
+	if plen > len(b)-dataFixedLen {
+		return nil, malformed("data frame payload of %d bytes, %d remain", plen, len(b)-dataFixedLen)
 	}
 	*d = dataFrame{
 		seq:     binary.BigEndian.Uint64(b),
@@ -295,27 +304,27 @@ func decodeData(b []byte, d *dataFrame) error {
 		fragIdx: binary.BigEndian.Uint16(b[33:]),
 		fragCnt: binary.BigEndian.Uint16(b[35:]),
 		total:   binary.BigEndian.Uint32(b[37:]),
-		payload: b[dataFixedLen:],
+		payload: b[dataFixedLen : dataFixedLen+plen],
 	}
 	switch {
 	case d.seq == 0 || d.una == 0 || d.una > d.seq:
-		return malformed("seq %d una %d", d.seq, d.una)
+		return nil, malformed("seq %d una %d", d.seq, d.una)
 	case d.msgID == 0:
-		return malformed("zero msg ID")
+		return nil, malformed("zero msg ID")
 	case d.kind > kindResponse:
-		return malformed("kind %d", d.kind)
+		return nil, malformed("kind %d", d.kind)
 	case (d.kind == kindResponse) != (d.ref != 0):
-		return malformed("kind %d with ref %d", d.kind, d.ref)
+		return nil, malformed("kind %d with ref %d", d.kind, d.ref)
 	case d.fragCnt == 0 || d.fragIdx >= d.fragCnt:
-		return malformed("fragment %d of %d", d.fragIdx, d.fragCnt)
+		return nil, malformed("fragment %d of %d", d.fragIdx, d.fragCnt)
 	case uint32(d.fragCnt) > max(d.total, 1):
-		return malformed("%d fragments for %d bytes", d.fragCnt, d.total)
+		return nil, malformed("%d fragments for %d bytes", d.fragCnt, d.total)
 	}
 	lo, hi := fragBounds(d.fragIdx, d.fragCnt, d.total)
 	if uint32(len(d.payload)) != hi-lo {
-		return malformed("fragment %d of %d carries %d bytes, want %d", d.fragIdx, d.fragCnt, len(d.payload), hi-lo)
+		return nil, malformed("fragment %d of %d carries %d bytes, want %d", d.fragIdx, d.fragCnt, len(d.payload), hi-lo)
 	}
-	return nil
+	return b[dataFixedLen+plen:], nil
 }
 
 // decodeDatagram parses a datagram whose tag was verified and removed.
@@ -334,7 +343,16 @@ func decodeDatagram(b []byte, g *datagram) error {
 	}
 	switch h.typ {
 	case typeData:
-		return decodeData(rest, &g.data)
+		g.nFrames = 0
+		for len(rest) > 0 || g.nFrames == 0 {
+			if g.nFrames == maxFrames {
+				return malformed("more than %d data frames", maxFrames)
+			}
+			if rest, err = decodeData(rest, &g.frames[g.nFrames]); err != nil {
+				return err
+			}
+			g.nFrames++
+		}
 	case typeAck:
 		if len(rest) != 0 {
 			return malformed("%d trailing bytes after ack", len(rest))

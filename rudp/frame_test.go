@@ -43,7 +43,8 @@ func goldenDatagrams() map[string][]byte {
 	hr := h
 	hr.typ = typeData
 	r := appendData(appendHeader(nil, hr), resp)
-	return map[string][]byte{"data": d, "ack": a, "hello": hello, "broadcast": b, "response": r}
+	two := appendData(appendData(appendHeader(nil, hr), resp), data)
+	return map[string][]byte{"data": d, "ack": a, "hello": hello, "broadcast": b, "response": r, "two-frames": two}
 }
 
 func TestGoldenFrames(t *testing.T) {
@@ -82,7 +83,9 @@ func reencode(g *datagram) []byte {
 	}
 	switch g.h.typ {
 	case typeData:
-		b = appendData(b, &g.data)
+		for i := range g.nFrames {
+			b = appendData(b, &g.frames[i])
+		}
 	case typeBroadcast:
 		b = append(b, byte(g.bcast.seq>>56), byte(g.bcast.seq>>48), byte(g.bcast.seq>>40), byte(g.bcast.seq>>32),
 			byte(g.bcast.seq>>24), byte(g.bcast.seq>>16), byte(g.bcast.seq>>8), byte(g.bcast.seq))

@@ -28,6 +28,8 @@ type peer struct {
 	reasmBytes int // reserved by partials and undelivered messages from this peer
 
 	// Send side.
+	open          *[]byte    // data datagram being filled, sealed by flush; nil if none
+	openFrames    int        // frames in open
 	nextSeq       uint64     // next sequence number to assign. Invariant: nextSeq >= 1
 	queue         []*outFrag // fragments not yet sent, in message order
 	inflight      []*outFrag // sent fragments by increasing seq; acked ones are removed from the front
@@ -57,7 +59,7 @@ func newPeer(addr netip.AddrPort, cfg *Config) *peer {
 
 // idle reports whether the peer holds nothing that forgetting it would lose.
 func (p *peer) idle() bool {
-	return len(p.msgs) == 0 && len(p.partials) == 0 && p.reasmBytes == 0 && p.ackDue.IsZero()
+	return len(p.msgs) == 0 && len(p.partials) == 0 && p.reasmBytes == 0 && p.ackDue.IsZero() && p.open == nil
 }
 
 func (p *peer) isRetired(inc uint64) bool {
@@ -84,6 +86,13 @@ func (p *peer) currentRTO(cfg *Config) time.Duration {
 		rto *= 2
 	}
 	return min(rto, cfg.MaxRTO)
+}
+
+// lossDelay is how long after a later fragment was acknowledged an
+// earlier one is presumed lost: 9/8 of the smoothed RTT, at least 1ms
+// (RFC 9002 kTimeThreshold and granularity).
+func (p *peer) lossDelay() time.Duration {
+	return max(p.srtt*9/8, time.Millisecond)
 }
 
 // sampleRTT updates the RTO from one unambiguous RTT sample (RFC 6298 2.2,

@@ -84,7 +84,23 @@ func (e *Endpoint) handleDatagram(b []byte, from netip.AddrPort) {
 	}
 	if g.h.typ == typeData {
 		if forUs {
-			ds = e.processDataLocked(p, &g.data, now)
+			urgent, accepted := false, false
+			for i := range g.nFrames {
+				d, u, a := e.processDataLocked(p, &g.frames[i], now)
+				ds = append(ds, d...)
+				urgent, accepted = urgent || u, accepted || a
+			}
+			if accepted {
+				p.lastDataAt = now
+				p.ackPending++
+			}
+			// Ack every second datagram, and at once on a gap or duplicate.
+			if urgent || p.ackPending >= 2 {
+				e.sendAckLocked(p, now)
+			} else if accepted && p.ackDue.IsZero() {
+				p.ackDue = now.Add(e.cfg.AckDelay)
+				e.wakeLocked(p.ackDue)
+			}
 		} else {
 			e.sendAckLocked(p, now) // "hello": tells the sender our incarnation
 		}
@@ -117,8 +133,9 @@ func (e *Endpoint) newIncarnationLocked(p *peer, inc uint64, now time.Time) {
 }
 
 // processDataLocked applies one data fragment addressed to this incarnation
-// and returns the messages it completes.
-func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) []delivery {
+// and returns the messages it completes, whether an ack should go out at
+// once (a duplicate or a gap), and whether the fragment was accepted.
+func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) (ds []delivery, urgent, accepted bool) {
 	if !p.recvInit {
 		p.win = newDupWindow(d.una)
 		p.recvInit = true
@@ -128,13 +145,11 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) []del
 	switch p.win.status(d.seq) {
 	case seqDup:
 		e.st.duplicates.Add(1)
-		e.sendAckLocked(p, now) // our ack was probably lost
-		return nil
+		return nil, true, false // our ack was probably lost
 	case seqAhead:
 		e.st.droppedStale.Add(1)
-		return nil
+		return nil, false, false
 	}
-	var ds []delivery
 	if d.fragCnt == 1 {
 		ds = append(ds, e.deliveryLocked(p, d.kind, d.msgID, d.ref, bytes.Clone(d.payload), 0))
 	} else {
@@ -144,7 +159,7 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) []del
 			if int(d.total) > e.cfg.MaxMessageSize ||
 				p.reasmBytes+cost > e.cfg.MaxReassemblyBytesPerPeer || e.reasmBytes+cost > e.cfg.MaxReassemblyBytes {
 				e.st.droppedNoBuffer.Add(1)
-				return nil // not marked: the sender will retry
+				return nil, false, false // not marked: the sender will retry
 			}
 			pa = &partial{
 				msgID: d.msgID, kind: d.kind, ref: d.ref, fragCnt: d.fragCnt, total: d.total,
@@ -157,7 +172,7 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) []del
 		}
 		if pa.fragCnt != d.fragCnt || pa.total != d.total || pa.kind != d.kind || pa.ref != d.ref {
 			e.st.droppedMalformed.Add(1)
-			return nil
+			return nil, false, false
 		}
 		pa.last = now
 		if pa.have[d.fragIdx/64]&(1<<(d.fragIdx%64)) == 0 {
@@ -173,15 +188,7 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) []del
 		}
 	}
 	p.win.mark(d.seq)
-	p.lastDataAt = now
-	p.ackPending++
-	if p.ackPending >= 2 || d.seq != cumBefore {
-		e.sendAckLocked(p, now) // every second fragment, and at once on a gap
-	} else if p.ackDue.IsZero() {
-		p.ackDue = now.Add(e.cfg.AckDelay)
-		e.wakeLocked(p.ackDue)
-	}
-	return ds
+	return ds, d.seq != cumBefore, true
 }
 
 // deliveryLocked prepares a completed message for delivery.
@@ -324,6 +331,9 @@ func (e *Endpoint) onTimer(now time.Time) time.Time {
 			} else {
 				f.deadline = now.Add(p.currentRTO(&e.cfg))
 			}
+		}
+		if at := e.detectLossLocked(p, now); !at.IsZero() {
+			next = minTime(next, at)
 		}
 		for _, f := range p.inflight {
 			if !f.acked {

@@ -251,19 +251,39 @@ func (e *Endpoint) transmitLocked(p *peer, f *outFrag, now time.Time) {
 		fragIdx: f.idx, fragCnt: uint16(len(m.frags)), total: uint32(len(m.payload)),
 		payload: m.payload[lo:hi],
 	}
-	buf := e.newBuf()
-	h := header{version: ProtocolVersion, typ: typeData, cluster: e.cfg.ClusterID, node: e.nodeID, inc: e.inc, dstInc: p.remoteInc}
-	var ack ackBlock
-	if p.recvInit {
-		h.flags |= flagAck
-		e.ackBlockLocked(p, &ack, piggyAckRanges, now)
+	// Frames ride in the peer's open datagram while they fit; flush seals
+	// it. Under load, frames produced while a flush is writing share
+	// datagrams, without delaying anything when idle.
+	if p.open != nil && (len(*p.open)+dataFixedLen+len(d.payload)+tagLen > e.cfg.MaxDatagramSize || p.openFrames == maxFrames) {
+		e.queueLocked(p.open, p.addr)
+		p.open = nil
 	}
-	*buf = appendHeader(*buf, h)
-	if p.recvInit {
-		*buf = appendAck(*buf, &ack)
+	if p.open == nil {
+		buf := e.newBuf()
+		h := header{version: ProtocolVersion, typ: typeData, cluster: e.cfg.ClusterID, node: e.nodeID, inc: e.inc, dstInc: p.remoteInc}
+		var ack ackBlock
+		if p.recvInit {
+			h.flags |= flagAck
+			e.ackBlockLocked(p, &ack, piggyAckRanges, now)
+		}
+		*buf = appendHeader(*buf, h)
+		if p.recvInit {
+			*buf = appendAck(*buf, &ack)
+		}
+		p.open, p.openFrames = buf, 0
+		e.openPeers = append(e.openPeers, p)
 	}
-	*buf = appendData(*buf, &d)
-	e.queueLocked(buf, p.addr)
+	*p.open = appendData(*p.open, &d)
+	p.openFrames++
+}
+
+// discardOpenLocked drops p's unsealed datagram (its frames are stale).
+func (e *Endpoint) discardOpenLocked(p *peer) {
+	if p.open != nil {
+		*p.open = (*p.open)[:0]
+		e.bufPool.Put(p.open)
+		p.open = nil
+	}
 }
 
 // abandon gives up on m after its sender's ctx ended.
@@ -339,6 +359,7 @@ func (e *Endpoint) failPeerLocked(p *peer, err error) {
 	p.queue = nil
 	p.inflight = nil
 	p.inflightBytes = 0
+	e.discardOpenLocked(p)
 	for _, m := range ms {
 		e.finishLocked(p, m, fmt.Errorf("rudp: send to %v: %w", p.addr, err))
 	}
@@ -418,14 +439,31 @@ func (e *Endpoint) processAckLocked(p *peer, a *ackBlock, now time.Time) {
 		p.sampleRTT(r, &e.cfg)
 	}
 	e.compactLocked(p)
-	// Fast retransmit: a fragment sent 3 transmissions before one that was
-	// acknowledged is presumed lost.
+	e.detectLossLocked(p, now)
+	e.pumpLocked(p, now)
+}
+
+// detectLossLocked resends fragments presumed lost because a fragment sent
+// after them was acknowledged (RFC 9002 6.1): either three transmissions
+// later, or at least lossDelay ago. It returns when the next fragment
+// would pass the time threshold (zero if none).
+func (e *Endpoint) detectLossLocked(p *peer, now time.Time) time.Time {
+	var next time.Time
+	delay := p.lossDelay()
 	for _, f := range p.inflight {
-		if !f.acked && f.sentIdx+3 <= p.ackedIdx {
+		if f.acked || f.sentIdx >= p.ackedIdx {
+			continue
+		}
+		if f.sentIdx+3 <= p.ackedIdx || now.Sub(f.sentAt) >= delay {
 			e.transmitLocked(p, f, now)
+		} else if at := f.sentAt.Add(delay); next.IsZero() || at.Before(next) {
+			next = at
 		}
 	}
-	e.pumpLocked(p, now)
+	if !next.IsZero() {
+		e.wakeLocked(next)
+	}
+	return next
 }
 
 // resetStreamLocked restarts every unfinished message to p after p got a
@@ -440,6 +478,7 @@ func (e *Endpoint) resetStreamLocked(p *peer, now time.Time) {
 	p.inflight = nil
 	p.inflightBytes = 0
 	p.ackedIdx = p.sentIdx
+	e.discardOpenLocked(p)
 	for _, m := range ms {
 		m.unacked = len(m.frags)
 		for i := range m.frags {
