@@ -27,65 +27,134 @@ type ccWaiter struct {
 	ch   chan error // capacity 1
 }
 
-// apply applies committed entries. Runs of ordinary commands go to
-// kvstore in one transaction each; configuration changes and session
-// registrations, which also change the runtime's tables, are applied one
-// at a time, tables first: a crash in between re-applies the entry after
+// applyJob is work for the applier: a run of committed entries without
+// configuration changes or session registrations, or (done != nil) a
+// barrier that is closed once everything before it is applied.
+type applyJob struct {
+	ents []raft.Entry
+	done chan struct{}
+}
+
+// maxApplyBatch bounds the entries the applier coalesces into one kvstore
+// transaction.
+const maxApplyBatch = 4096
+
+// dispatch hands committed entries to the applier, so that the state
+// machine's fsync overlaps the log's in the loop. Configuration changes
+// and session registrations, which change the core or the runtime's
+// tables, are applied by the loop itself after a barrier (the applier is
+// idle then), tables first: a crash in between re-applies the entry after
 // the restart, and both table updates are idempotent.
-func (n *Node) apply(ents []raft.Entry) error {
-	if len(ents) == 0 {
-		return nil
-	}
-	var (
-		batch []raft.Entry
-		cmds  []*kvstore.Command // parallel to batch; nil for no-ops and undecodable data
-	)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+func (n *Node) dispatch(ents []raft.Entry) error {
+	start := 0
+	flush := func(end int) {
+		if end > start {
+			n.applyc <- applyJob{ents: slices.Clone(ents[start:end])}
 		}
-		res, err := n.kv.Apply(batch)
+	}
+	for i, e := range ents {
+		var client uint64
+		special := e.Type == raft.EntryConfChange
+		if !special && len(e.Data) > 0 {
+			if c, err := kvstore.DecodeCommand(e.Data); err == nil && c.Op == kvstore.OpRegisterSession && len(c.Key) == 8 {
+				special, client = true, binary.BigEndian.Uint64(c.Key)
+			}
+		}
+		if !special {
+			continue
+		}
+		flush(i)
+		start = i + 1
+		n.barrier()
+		if p := n.applyErr.Load(); p != nil {
+			return *p
+		}
+		var err error
+		if e.Type == raft.EntryConfChange {
+			err = n.applyConfChange(e)
+		} else {
+			err = n.applyRegister(e, client)
+		}
 		if err != nil {
 			return err
 		}
-		n.deliver(batch, cmds, res)
-		batch, cmds = batch[:0], cmds[:0]
-		return nil
 	}
-	for _, e := range ents {
-		if e.Type == raft.EntryConfChange {
-			if err := flush(); err != nil {
-				return err
-			}
-			if err := n.applyConfChange(e); err != nil {
-				return err
-			}
-			continue
+	flush(len(ents))
+	return nil
+}
+
+// barrier waits until the applier applied everything dispatched so far.
+func (n *Node) barrier() {
+	done := make(chan struct{})
+	n.applyc <- applyJob{done: done}
+	<-done
+}
+
+// applier applies runs of commands in order, coalescing what is queued
+// into one kvstore transaction (one fsync), and answers waiting writers.
+// It never waits for the loop. After an error it only releases barriers;
+// the loop sees applyErr and stops.
+func (n *Node) applier() {
+	defer close(n.applierDone)
+	open := true
+	for open {
+		j, ok := <-n.applyc
+		if !ok {
+			return
 		}
-		var cmd *kvstore.Command
+		ents, done := j.ents, j.done
+	coalesce:
+		for done == nil && len(ents) < maxApplyBatch {
+			select {
+			case j2, ok := <-n.applyc:
+				if !ok {
+					open = false
+					break coalesce
+				}
+				ents, done = append(ents, j2.ents...), j2.done
+			default:
+				break coalesce
+			}
+		}
+		if len(ents) > 0 && n.applyErr.Load() == nil {
+			if err := n.applyRun(ents); err != nil {
+				n.applyErr.Store(&err)
+				// Wake the loop so it notices.
+				select {
+				case n.opc <- func() {}:
+				default:
+				}
+			}
+		}
+		if done != nil {
+			close(done)
+		}
+	}
+}
+
+// applyRun applies ordinary entries in one kvstore transaction.
+func (n *Node) applyRun(batch []raft.Entry) error {
+	cmds := make([]*kvstore.Command, len(batch))
+	for i, e := range batch {
 		if len(e.Data) > 0 {
 			if c, err := kvstore.DecodeCommand(e.Data); err == nil {
-				cmd = &c
+				cmds[i] = &c
 			}
 		}
-		if cmd != nil && cmd.Op == kvstore.OpRegisterSession && len(cmd.Key) == 8 {
-			if err := flush(); err != nil {
-				return err
-			}
-			if err := n.applyRegister(e, binary.BigEndian.Uint64(cmd.Key)); err != nil {
-				return err
-			}
-			continue
-		}
-		batch = append(batch, e)
-		cmds = append(cmds, cmd)
 	}
-	return flush()
+	res, err := n.kv.Apply(batch)
+	if err != nil {
+		return err
+	}
+	n.deliver(batch, cmds, res)
+	return nil
 }
 
 // deliver hands results to waiting writers and forgets expired sessions.
 func (n *Node) deliver(batch []raft.Entry, cmds []*kvstore.Command, res []kvstore.Result) {
 	var expired []uint64
+	n.stMu.Lock()
+	defer n.stMu.Unlock()
 	// kvstore skips entries it already applied; results start at the first
 	// one it did apply.
 	off := len(batch) - len(res)
@@ -121,17 +190,24 @@ func (n *Node) deliver(batch []raft.Entry, cmds []*kvstore.Command, res []kvstor
 // applyRegister records ClientID -> session (the entry's index) unless the
 // client already has a session (concurrent first requests: first wins).
 func (n *Node) applyRegister(e raft.Entry, client uint64) error {
-	if _, ok := n.repl.Clients[client]; !ok {
+	n.stMu.Lock()
+	_, known := n.repl.Clients[client]
+	n.stMu.Unlock()
+	if !known {
 		if err := n.meta.putClients(map[uint64]uint64{client: e.Index}, nil); err != nil {
 			return err
 		}
+		n.stMu.Lock()
 		n.repl.Clients[client] = e.Index
 		n.sessionOf[e.Index] = client
+		n.stMu.Unlock()
 	}
 	if _, err := n.kv.Apply([]raft.Entry{e}); err != nil {
 		return err
 	}
+	n.stMu.Lock()
 	sess := n.repl.Clients[client]
+	n.stMu.Unlock()
 	for _, ch := range n.regWaiters[client] {
 		ch <- sess
 	}
@@ -217,12 +293,14 @@ func (n *Node) applyConfChange(e raft.Entry) error {
 // lost leadership, so their entries may never commit (a client retry with
 // the same session and sequence number is applied at most once).
 func (n *Node) failWaiters() {
+	n.stMu.Lock()
 	for k, ws := range n.waiters {
 		for _, ch := range ws {
 			ch <- applyResult{err: ErrNotLeader}
 		}
 		delete(n.waiters, k)
 	}
+	n.stMu.Unlock()
 	for c, ws := range n.regWaiters {
 		for _, ch := range ws {
 			close(ch)

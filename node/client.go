@@ -241,7 +241,9 @@ func (n *Node) propose(ctx context.Context, client, seq uint64, cmd kvstore.Comm
 				return
 			}
 			if client != 0 {
+				n.stMu.Lock()
 				s, ok := n.repl.Clients[client]
+				n.stMu.Unlock()
 				if !ok {
 					needSession = true
 					return
@@ -255,7 +257,9 @@ func (n *Node) propose(ctx context.Context, client, seq uint64, cmd kvstore.Comm
 			}
 			if perr = n.rn.Propose(data); perr == nil {
 				key = waitKey{cmd.Session, cmd.Seq}
+				n.stMu.Lock()
 				n.waiters[key] = append(n.waiters[key], ch)
+				n.stMu.Unlock()
 			}
 		}); err != nil {
 			return kvstore.Result{}, err
@@ -294,6 +298,8 @@ func (n *Node) propose(ctx context.Context, client, seq uint64, cmd kvstore.Comm
 
 func (n *Node) dropWaiter(key waitKey, ch chan applyResult) {
 	_ = n.do(context.Background(), func() {
+		n.stMu.Lock()
+		defer n.stMu.Unlock()
 		ws := n.waiters[key]
 		for i, w := range ws {
 			if w == ch {
@@ -318,7 +324,10 @@ func (n *Node) session(ctx context.Context, client uint64) (uint64, error) {
 		perr error
 	)
 	if err := n.do(ctx, func() {
-		if s, ok := n.repl.Clients[client]; ok {
+		n.stMu.Lock()
+		s, ok := n.repl.Clients[client]
+		n.stMu.Unlock()
+		if ok {
 			sess = s
 			return
 		}

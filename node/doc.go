@@ -18,9 +18,13 @@
 //  2. only then queue Messages to the per-peer senders (bounded queues,
 //     never blocking the loop; a full queue drops, Raft retransmits; a send
 //     that rudp gives up on reports the peer unreachable to the core);
-//  3. apply CommittedEntries: runs of commands in one kvstore transaction;
-//     configuration changes through raft.Node.ApplyConfChange, the log's
-//     ConfState and the members table; answer waiting writers;
+//  3. apply CommittedEntries: runs of commands go to the applier goroutine,
+//     which coalesces what is queued into one kvstore transaction (its fsync
+//     overlaps the loop's next log fsync) and answers waiting writers;
+//     configuration changes (raft.Node.ApplyConfChange, the log's
+//     ConfState, the members table), session registrations, snapshot
+//     installs and snapshot creation wait for the applier to drain (a
+//     barrier) and run on the loop;
 //  4. answer ReadStates (the read waits until applied >= index);
 //  5. Advance; every Config.SnapshotEntries applied entries, snapshot the
 //     state machine and compact the log (SnapshotCatchUpEntries kept).

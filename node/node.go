@@ -82,11 +82,19 @@ type Node struct {
 	unreachc chan uint64
 	stopc    chan struct{} // capacity 1: the node asks itself to stop
 
+	// Shared by the loop and the applier, guarded by stMu.
+	stMu      sync.Mutex
+	repl      replState         // Members: written by the loop only (after a barrier)
+	sessionOf map[uint64]uint64 // kvstore session -> ClientID
+	waiters   map[waitKey][]chan applyResult
+
+	// The applier goroutine applies runs of commands (see apply.go).
+	applyc      chan applyJob
+	applierDone chan struct{}
+	applyErr    atomic.Pointer[error]
+
 	// Owned by the loop goroutine.
 	rn          *raft.Node
-	repl        replState
-	sessionOf   map[uint64]uint64 // kvstore session -> ClientID
-	waiters     map[waitKey][]chan applyResult
 	regWaiters  map[uint64][]chan uint64 // ClientID -> session
 	ccWaiters   []*ccWaiter
 	readWaiters map[string]chan uint64
@@ -127,6 +135,8 @@ func New(cfg Config) (*Node, error) {
 		waiters:     map[waitKey][]chan applyResult{},
 		regWaiters:  map[uint64][]chan uint64{},
 		readWaiters: map[string]chan uint64{},
+		applyc:      make(chan applyJob, 256),
+		applierDone: make(chan struct{}),
 		peers:       map[uint64]*peer{},
 		sessionOf:   map[uint64]uint64{},
 		addrs:       map[uint64]netip.AddrPort{},
@@ -261,7 +271,10 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.logger().Info("serving", "addr", n.cfg.AdvertiseAddr.String(), "applied", n.kv.Applied(),
 		"cluster_id", fmt.Sprintf("%016x", ident.ClusterID))
 	close(n.ready)
+	go n.applier()
 	err = n.loop(ctx)
+	close(n.applyc)
+	<-n.applierDone
 	stopLoop()
 	n.failAll()
 	switch {
@@ -406,11 +419,13 @@ func (n *Node) installSnapshot(snap raft.Snapshot) error {
 	if err := n.kv.InstallSnapshot(raft.Snapshot{Meta: snap.Meta, Data: kvData}); err != nil {
 		return fmt.Errorf("node: install snapshot %d: %w", snap.Meta.Index, err)
 	}
+	n.stMu.Lock()
 	n.repl = repl
 	clear(n.sessionOf)
 	for c, s := range repl.Clients {
 		n.sessionOf[s] = c
 	}
+	n.stMu.Unlock()
 	for id, m := range repl.Members {
 		n.learnMember(id, m)
 	}
@@ -460,6 +475,9 @@ func (n *Node) loop(ctx context.Context) error {
 				return err
 			}
 		}
+		if p := n.applyErr.Load(); p != nil {
+			return *p
+		}
 		// A node that is leaving on AdminStop stops when stop() has
 		// answered (requestStop); any other removed node stops now.
 		if n.removed.Load() && !n.stopping.Load() {
@@ -489,12 +507,13 @@ func (n *Node) processReady() error {
 		return err
 	}
 	if !rd.Snapshot.IsEmpty() {
+		n.barrier()
 		if err := n.installSnapshot(rd.Snapshot); err != nil {
 			return err
 		}
 	}
 	n.send(rd.Messages)
-	if err := n.apply(rd.CommittedEntries); err != nil {
+	if err := n.dispatch(rd.CommittedEntries); err != nil {
 		return err
 	}
 	for _, rs := range rd.ReadStates {
@@ -531,16 +550,20 @@ func (n *Node) onSoftState(ss raft.SoftState) {
 // maybeSnapshot snapshots the state machine every SnapshotEntries applied
 // entries and compacts the log, keeping SnapshotCatchUpEntries behind.
 func (n *Node) maybeSnapshot() error {
-	applied := n.kv.Applied()
-	if applied < n.snapIndex+n.cfg.SnapshotEntries {
+	if n.kv.Applied() < n.snapIndex+n.cfg.SnapshotEntries {
 		return nil
 	}
+	// The snapshot must see the store and the tables at the same index.
+	n.barrier()
 	data, info, err := n.kv.SnapshotBytes()
 	if err != nil {
 		return err
 	}
 	cs := n.rn.Status().Config
-	snap, err := n.rlog.CreateSnapshot(info.Applied, &cs, wrapSnapshot(n.repl, data))
+	n.stMu.Lock()
+	env := wrapSnapshot(n.repl, data)
+	n.stMu.Unlock()
+	snap, err := n.rlog.CreateSnapshot(info.Applied, &cs, env)
 	if err != nil {
 		if errors.Is(err, raft.ErrSnapOutOfDate) {
 			n.snapIndex = max(n.snapIndex, info.Applied)
