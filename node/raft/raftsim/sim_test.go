@@ -12,8 +12,20 @@ import (
 // fixedSeeds run in every `go test`; RAFT_SIM_SEEDS=N adds N random ones.
 var fixedSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 
-// simVirtualTime is how long the nemesis runs per seed.
+// simVirtualTime is how long the nemesis runs per seed (virtual ms);
+// RAFT_SIM_TIME overrides it for soak runs.
 const simVirtualTime Time = 8_000
+
+func simTime(t *testing.T) Time {
+	if v := os.Getenv("RAFT_SIM_TIME"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			t.Fatalf("RAFT_SIM_TIME=%q: want virtual milliseconds", v)
+		}
+		return Time(n)
+	}
+	return simVirtualTime
+}
 
 func simSeeds(t *testing.T) []uint64 {
 	if s, ok := replaySeed(t); ok {
@@ -65,6 +77,13 @@ func simConfig(seed uint64) Config {
 		cfg.MaxSizePerMsg = uint64(32 + r.IntN(256))
 		cfg.MaxInflightMsgs = 1 + r.IntN(8)
 	}
+	if r.IntN(4) == 0 {
+		cfg.ElectionTicks = []int{4, 10, 20}[r.IntN(3)]
+		cfg.HeartbeatTicks = 1 + r.IntN(cfg.ElectionTicks/2)
+	}
+	// Safety must hold without PreVote and CheckQuorum too.
+	cfg.DisablePreVote = r.IntN(6) == 0
+	cfg.DisableCheckQuorum = r.IntN(6) == 0
 	return cfg
 }
 
@@ -90,11 +109,14 @@ func runSimulation(t *testing.T, seed uint64) {
 		h.After(Time(5+h.Rand().Int64N(40)), "", reader)
 	}
 	h.After(1, "", reader)
+	// Faults every 0.2 to 1.5 election timeouts on average.
+	r := rand.New(rand.NewPCG(seed, 0xfa17))
 	nem := h.StartNemesis(NemesisConfig{
+		Interval:   Time(float64(h.ElectionTimeout()) * (0.2 + 1.3*r.Float64())),
 		Partitions: true, Crashes: true, Unreliable: true, TickRates: true,
 		Membership: true, Transfers: true,
 	})
-	h.RunFor(simVirtualTime)
+	h.RunFor(simTime(t))
 	h.ok()
 	stop = true
 	if err := nem.Stop(); err != nil {
@@ -112,6 +134,6 @@ func runSimulation(t *testing.T, seed uint64) {
 	if nem.Faults == 0 || len(acks) == 0 {
 		h.fatalf("vacuous run: %d faults, %d acknowledged writes", nem.Faults, len(acks))
 	}
-	t.Logf("nodes=%d faults=%d writes=%d reads=%d committed=%d msgs=%d virtual=%dms",
-		cfg.Nodes, nem.Faults, len(acks), reads, h.Committed(), h.Stats().Msgs, h.Now())
+	t.Logf("nodes=%d prevote=%v checkquorum=%v faults=%d writes=%d reads=%d committed=%d msgs=%d virtual=%dms",
+		cfg.Nodes, !cfg.DisablePreVote, !cfg.DisableCheckQuorum, nem.Faults, len(acks), reads, h.Committed(), h.Stats().Msgs, h.Now())
 }
