@@ -57,14 +57,19 @@
 // 64-bit sequence number per (sender incarnation, receiver) stream, kept
 // across retransmissions; the receiver answers with a cumulative ack plus up
 // to 64 selective ranges, piggybacked on its own data or sent after
-// AckDelay, at once on every second fragment, a gap or a duplicate.
+// AckDelay, at once on every second datagram, a gap or a duplicate.
 // Retransmission follows RFC 6298 per peer: smoothed RTT and variance,
 // Karn's rule (no samples from resent fragments), exponential backoff with
 // ±20% jitter, MinRTO 5ms and MaxRTO at most 1s. A timeout resends only the
-// two oldest expired fragments; a fragment sent three transmissions before
-// an unambiguously acknowledged one is resent at once (fast retransmit). At
-// most MaxInflightBytes are unacknowledged per peer and MaxQueuedBytes
-// queued; senders past that wait, respecting their context.
+// two oldest expired fragments; a fragment is presumed lost and resent at
+// once when one sent three transmissions after it, or sent after it and
+// 9/8 RTT ago, has been acknowledged unambiguously (RFC 9002 style fast
+// retransmit). At most MaxInflightBytes are unacknowledged per peer and
+// MaxQueuedBytes queued; senders past that wait, respecting their context.
+//
+// Small fragments to one peer share a datagram when they are produced
+// while another goroutine is writing to the socket (one writer at a time,
+// nobody waits for it), so batching costs no latency when idle.
 //
 // Reassembly reserves a whole message's bytes when its first fragment
 // arrives, within MaxReassemblyBytesPerPeer and MaxReassemblyBytes; a
