@@ -25,8 +25,13 @@ type Config struct {
 	// Storage is the stable log; required.
 	Storage Storage
 	// Applied is the last index the application applied before a restart
-	// (0 = the snapshot index). The ConfState that Storage.InitialState
-	// returns must be the membership as of that index.
+	// (0 = FirstIndex()-1, normally the snapshot index). It must be within
+	// [FirstIndex()-1, HardState.Commit]: an application whose state is
+	// older than the stored snapshot restores the snapshot first. The
+	// ConfState that Storage.InitialState returns should be the membership
+	// as of Applied; if it is newer (persisted after applying later
+	// changes), re-applying those changes converges to the same membership
+	// and the node does not campaign until they are all applied again.
 	Applied uint64
 	// ElectionTicks is the number of ticks without hearing from a leader
 	// before a follower campaigns; the actual timeout is randomized in
@@ -180,8 +185,10 @@ func (n *Node) ProposeConfChange(cc ConfChange) error {
 func (n *Node) ApplyConfChange(cc ConfChange) ConfState { return n.r.applyConfChange(cc) }
 
 // ReadIndex asks for a linearizable read point. The answer comes in a later
-// Ready as a ReadState with the same RequestCtx (which must be unique), or
-// never if leadership is lost first: the caller times out and retries.
+// Ready as a ReadState with the same RequestCtx, or never if leadership is
+// lost first: the caller times out and retries. rctx must be unique across
+// the cluster (requests from followers meet on the leader), for example the
+// node ID and a counter.
 func (n *Node) ReadIndex(rctx []byte) {
 	_ = n.r.Step(Message{Type: MsgReadIndex, From: n.r.id, Entries: []Entry{{Data: rctx}}})
 }

@@ -327,3 +327,39 @@ func TestSnapshotChunkFollowerRestartMidTransfer(t *testing.T) {
 		t.Fatalf("after a lower ack: %d chunks, first at %v; want a resend from 1000", len(msgs), msgs)
 	}
 }
+
+// busySnapshotStorage answers Snapshot with "temporarily unavailable"
+// while busy is set.
+type busySnapshotStorage struct {
+	*MemoryStorage
+	busy bool
+}
+
+func (s *busySnapshotStorage) Snapshot() (Snapshot, error) {
+	if s.busy {
+		return Snapshot{}, ErrSnapshotTemporarilyUnavailable
+	}
+	return s.MemoryStorage.Snapshot()
+}
+
+// TestSnapshotTemporarilyUnavailable: the leader retries later instead of
+// failing when the application is still making the snapshot.
+func TestSnapshotTemporarilyUnavailable(t *testing.T) {
+	nw, _ := laggingFollowerNetwork(t)
+	tn := nw.nodes[1]
+	busy := &busySnapshotStorage{MemoryStorage: tn.storage, busy: true}
+	tn.n.r.raftLog.storage = busy
+	_ = nw.propose(1, "f")
+	nw.tickAll(2)
+	if nw.nodes[3].snapshots != 0 || nw.raft(1).prs[3].State == ProgressSnapshot {
+		t.Fatal("snapshot sent while unavailable")
+	}
+	busy.busy = false
+	nw.tickAll(3)
+	if nw.nodes[3].snapshots != 1 {
+		t.Fatal("snapshot not sent once available")
+	}
+	if got := nw.appliedData(3); !slices.Equal(got, []string{"f"}) {
+		t.Fatalf("node 3 applied %v", got)
+	}
+}
