@@ -314,10 +314,11 @@ func TestLeaseIgnoresVoteRequests(t *testing.T) {
 	}
 }
 
-// TestPreVoteWithCheckQuorumNoDeadlock: a node whose term rose during a
-// partition gets back in (etcd #8243/#8501): the leader learns its term
-// from the answer to a stale MsgApp and a new election succeeds.
-func TestPreVoteWithCheckQuorumNoDeadlock(t *testing.T) {
+// TestCheckQuorumInflatedTermRejoins: a node whose term rose during a
+// partition (PreVote off) gets back in (etcd #8501): the leader learns its
+// term from the answer to a stale MsgApp and a new election succeeds,
+// although CheckQuorum's lease makes the others ignore its vote requests.
+func TestCheckQuorumInflatedTermRejoins(t *testing.T) {
 	nw := newNetworkWithConfig(t, func(c *Config) { c.DisablePreVote = true }, 1, 2, 3)
 	nw.elect(1)
 	nw.isolate(3)
@@ -419,6 +420,44 @@ func TestLeaderCycle(t *testing.T) {
 		nw.stabilize()
 		if nw.leaderID() != id {
 			t.Fatalf("transfer to %d: leader is %d\n%s", id, nw.leaderID(), nw)
+		}
+	}
+}
+
+// TestPreVoteWithCheckQuorumLeaderIsolated: with both on, an isolated
+// leader steps down, the majority elects a new leader, and the old leader
+// rejoins as a follower without disrupting it (etcd #8243, PR #8334).
+func TestPreVoteWithCheckQuorumLeaderIsolated(t *testing.T) {
+	nw := newNetwork(t, 1, 2, 3)
+	nw.elect(1)
+	nw.isolate(1)
+	nw.tickAll(50)
+	if nw.raft(1).state == StateLeader {
+		t.Fatal("isolated leader still leads")
+	}
+	lead := nw.leaderID()
+	if lead != 2 && lead != 3 {
+		t.Fatalf("majority side has no leader:\n%s", nw)
+	}
+	term := nw.raft(lead).Term
+	if r1 := nw.raft(1); r1.Term >= term {
+		t.Fatalf("isolated node's term rose to %d (new leader's term %d) despite PreVote", r1.Term, term)
+	}
+	nw.recover()
+	nw.tickAll(30)
+	if nw.leaderID() != lead || nw.raft(lead).Term != term {
+		t.Fatalf("rejoining old leader disrupted: leader %d term %d, was %d term %d", nw.leaderID(), nw.raft(nw.leaderID()).Term, lead, term)
+	}
+	if nw.raft(1).lead != lead {
+		t.Fatalf("old leader follows %d, want %d", nw.raft(1).lead, lead)
+	}
+	if err := nw.propose(1, "x"); err != nil {
+		t.Fatal(err)
+	}
+	nw.tickAll(2)
+	for _, id := range nw.ids() {
+		if !slices.Equal(nw.appliedData(id), []string{"x"}) {
+			t.Fatalf("node %d applied %v", id, nw.appliedData(id))
 		}
 	}
 }
