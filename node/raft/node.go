@@ -146,6 +146,9 @@ func (n *Node) Step(m Message) error {
 	if m.From == None {
 		return fmt.Errorf("raft: %s without sender", m.Type)
 	}
+	if m.To != n.r.id {
+		return fmt.Errorf("raft: %s from %d addressed to %d, not to this node %d", m.Type, m.From, m.To, n.r.id)
+	}
 	if m.Type == MsgProp && len(m.Entries) == 0 {
 		return fmt.Errorf("raft: empty MsgProp from %d", m.From)
 	}
