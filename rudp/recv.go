@@ -48,11 +48,10 @@ func (e *Endpoint) handleDatagram(b []byte, from netip.AddrPort) {
 		e.st.droppedStale.Add(1)
 		return
 	}
-	if g.h.node == e.nodeID && g.h.inc == e.inc {
-		return // our own broadcast, looped back
-	}
 	if g.h.typ == typeBroadcast {
-		e.handleBroadcast(&g, from)
+		if g.h.node != e.nodeID || g.h.inc != e.inc { // not our own, looped back
+			e.handleBroadcast(&g, from)
+		}
 		return
 	}
 	var ds []delivery

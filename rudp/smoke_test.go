@@ -31,3 +31,18 @@ func TestSmoke(t *testing.T) {
 	}
 	t.Logf("a %+v\nb %+v", a.Stats(), b.Stats())
 }
+
+func TestSendToSelf(t *testing.T) {
+	n := newNet(t, 11)
+	got := make(chan Message, 1)
+	a := start(t, listenMem(t, n, "127.0.0.1:1"), testConfig(t, 1, func(_ context.Context, m Message) []byte { got <- m; return []byte("me") }))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := a.Call(ctx, a.AddrPort(), []byte("self"))
+	if err != nil || string(r) != "me" {
+		t.Fatalf("Call to self = %q, %v", r, err)
+	}
+	if m := <-got; m.From != a.AddrPort() || m.NodeID != a.NodeID() {
+		t.Fatalf("from %v node %x", m.From, m.NodeID)
+	}
+}
