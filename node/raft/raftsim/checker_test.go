@@ -174,3 +174,16 @@ func TestDeterministicReplay(t *testing.T) {
 		t.Fatalf("same seed, different runs:\n%s\n----\n%s", strings.Join(a, "\n"), strings.Join(b, "\n"))
 	}
 }
+
+func TestCheckerCatchesMissingMustSync(t *testing.T) {
+	v := plantedRun(t, func(c *Cluster) {
+		c.tamperPersist = func(id uint64, rd *raft.Ready) {
+			if len(rd.Entries) > 0 {
+				rd.MustSync = false
+			}
+		}
+	})
+	if !strings.Contains(v.What, "MustSync") {
+		t.Fatalf("wrong violation: %v", v)
+	}
+}

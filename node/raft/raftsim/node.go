@@ -213,6 +213,16 @@ func (c *Cluster) processReady(sn *simNode) {
 // what the write must never do.
 func (c *Cluster) persist(sn *simNode, rd raft.Ready) {
 	old, _, _ := sn.disk.InitialState()
+	// A Ready that does not ask for fsync may only move the commit index:
+	// the application would skip the fsync and a crash would lose it.
+	if !rd.MustSync {
+		hs := rd.HardState
+		if len(rd.Entries) > 0 || !rd.Snapshot.IsEmpty() || (!hs.IsEmpty() && (hs.Term != old.Term || hs.Vote != old.Vote)) {
+			c.fail(sn.id, "ready with MustSync=false carries %d entries, snapshot %d, hard state %+v (disk %+v)",
+				len(rd.Entries), rd.Snapshot.Meta.Index, hs, old)
+			return
+		}
+	}
 	if !rd.Snapshot.IsEmpty() {
 		if err := sn.disk.ApplySnapshot(rd.Snapshot); err != nil {
 			c.fail(sn.id, "persist ready snapshot %d (disk snapshot %d): %v", rd.Snapshot.Meta.Index, sn.lastSnap, err)
