@@ -750,7 +750,11 @@ func (r *raft) handlePropose(m Message) error {
 		if err := cc.Unmarshal(ents[i].Data); err != nil {
 			reason = err.Error()
 		} else if r.pendingConfIndex > r.raftLog.applied {
-			reason = fmt.Sprintf("conf change pending at %d (applied %d)", r.pendingConfIndex, r.raftLog.applied)
+			if r.raftLog.zeroTermOnOutOfRange(r.raftLog.applied) < r.Term {
+				reason = fmt.Sprintf("leader has not applied an entry of term %d yet (applied %d)", r.Term, r.raftLog.applied)
+			} else {
+				reason = fmt.Sprintf("conf change pending at %d (applied %d)", r.pendingConfIndex, r.raftLog.applied)
+			}
 		} else if err := r.checkConfChange(cc); err != nil {
 			reason = err.Error()
 		}
