@@ -255,8 +255,14 @@ func churn(t *testing.T, unreliable bool) {
 			h.Isolate(h.IDs()[rng.IntN(5)])
 		}
 		if rng.IntN(1000) < 500 {
-			if id := h.IDs()[rng.IntN(5)]; !h.IsUp(id) {
-				h.restart(id)
+			var down []uint64
+			for _, id := range h.IDs() {
+				if !h.IsUp(id) {
+					down = append(down, id)
+				}
+			}
+			if len(down) > 0 {
+				h.restart(down[rng.IntN(len(down))])
 			}
 			h.Reconnect(h.IDs()[rng.IntN(5)])
 		}
