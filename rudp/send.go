@@ -20,7 +20,8 @@ type outMsg struct {
 	frags    []outFrag
 	unacked  int // Invariant: number of frags not acked
 	finished bool
-	done     chan error // capacity 1; receives the outcome once; nil for replies
+	err      error      // the outcome, once finished
+	done     chan error // capacity 1; receives the outcome once; nil for calls and replies
 }
 
 // outFrag is one fragment of an outMsg.
@@ -106,31 +107,23 @@ func (e *Endpoint) Call(ctx context.Context, to netip.AddrPort, req []byte) ([]b
 		delete(e.calls, m.id)
 		e.mu.Unlock()
 	}()
-	done := m.done
-	for {
+	// The request's failure arrives on c.errc (finishLocked); its success
+	// needs no wake-up: the reply is what we wait for.
+	select {
+	case r := <-c.resp:
+		return r, nil
+	case err := <-c.errc:
+		return nil, err
+	case <-ctx.Done():
+		if err := e.abandon(m, to, ctx.Err()); err != nil {
+			return nil, err
+		}
 		select {
 		case r := <-c.resp:
 			return r, nil
-		case err := <-done:
-			if err != nil {
-				return nil, err
-			}
-			done = nil // delivered; wait for the reply
-		case err := <-c.errc:
-			return nil, err
-		case <-ctx.Done():
-			if done != nil {
-				if err := e.abandon(m, to, ctx.Err()); err != nil {
-					return nil, err
-				}
-			}
-			select {
-			case r := <-c.resp:
-				return r, nil
-			default:
-			}
-			return nil, fmt.Errorf("rudp: call %v: no reply: %w", to, ctx.Err())
+		default:
 		}
+		return nil, fmt.Errorf("rudp: call %v: no reply: %w", to, ctx.Err())
 	}
 }
 
@@ -175,7 +168,11 @@ func (e *Endpoint) submit(ctx context.Context, to netip.AddrPort, kind uint8, re
 			return nil, fmt.Errorf("rudp: send to %v: %w", to, err)
 		}
 		if p.queuedBytes == 0 || p.queuedBytes+len(payload) <= e.cfg.MaxQueuedBytes {
-			m := e.enqueueLocked(p, kind, ref, payload, make(chan error, 1), now)
+			var done chan error
+			if c == nil {
+				done = make(chan error, 1)
+			}
+			m := e.enqueueLocked(p, kind, ref, payload, done, now)
 			if c != nil {
 				c.msg = m
 				e.calls[m.id] = c
@@ -291,7 +288,7 @@ func (e *Endpoint) abandon(m *outMsg, to netip.AddrPort, ctxErr error) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if m.finished { // completed meanwhile
-		return <-m.done
+		return m.err
 	}
 	p := e.peers[to]
 	var err error
@@ -304,7 +301,7 @@ func (e *Endpoint) abandon(m *outMsg, to netip.AddrPort, ctxErr error) error {
 		e.dropMsgLocked(p, m)
 	}
 	e.finishLocked(p, m, err)
-	return <-m.done
+	return err
 }
 
 // dropMsgLocked removes m's fragments from p's queue and window.
@@ -326,6 +323,7 @@ func (e *Endpoint) finishLocked(p *peer, m *outMsg, err error) {
 		return
 	}
 	m.finished = true
+	m.err = err
 	if p != nil {
 		delete(p.msgs, m.id)
 		p.queuedBytes -= len(m.payload)
