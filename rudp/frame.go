@@ -32,44 +32,8 @@ import (
 // receiver drops the old one's datagrams and the sender restarts its
 // unfinished messages towards the new one.
 //
-// Datagram layout (big-endian). Every datagram ends with a 16-byte tag:
-// AES-256-GCM over all preceding bytes as associated data (empty
-// plaintext), under a key derived with HKDF-SHA256 from the cluster secret,
-// the cluster ID and the sender's node ID and incarnation, with the packet
-// number as nonce (see sealer). An empty secret gives public keys:
-// corruption is still detected, forgery is not.
-//
-//	off  size  field
-//	  0     1  version        ProtocolVersion
-//	  1     1  type           typeData | typeAck | typeBroadcast
-//	  2     1  flags          flagAck: an ack block follows the header
-//	  3     1  key ID         0 (reserved for key rotation)
-//	  4     8  cluster ID
-//	 12     8  sender node ID
-//	 20     8  sender incarnation
-//	 28     8  dst incarnation (0 = unknown; 0 in broadcasts)
-//	 36     8  packet number  per sender incarnation, +1 per datagram (the AEAD nonce)
-//	 44        [ack block]  if flagAck:
-//	        8    cum          every seq < cum was received (or given up by its sender)
-//	        2    ack delay    microseconds between the newest arrival and this ack
-//	        1    n            number of ranges, at most maxAckRanges
-//	      4*n    ranges       gap uint16, len uint16: [prev+gap, prev+gap+len), prev starts at cum;
-//	                          gap >= 1, len >= 1
-//	           [data frames] if typeData: one or more, up to the tag, each:
-//	        8    seq          fragment sequence number, >= 1
-//	        8    una          lowest seq the sender may still retransmit, <= seq
-//	        8    msg ID       >= 1, unique per sender incarnation
-//	        8    ref          the request's msg ID in a response, else 0
-//	        1    kind         kindOneWay | kindRequest | kindResponse
-//	        2    frag index   < frag count
-//	        2    frag count   >= 1, <= max(total, 1)
-//	        4    total        message length; fragment i holds bytes [i*total/count, (i+1)*total/count)
-//	        2    length       payload bytes, exactly (i+1)*total/count - i*total/count
-//	        -    payload
-//	           [broadcast frame]  if typeBroadcast:
-//	        8    seq          per sender incarnation, for replay protection
-//	        -    payload      the rest, up to the tag
-//	  end-16  16  tag
+// The byte layout of every datagram is the table under "Wire format" in
+// the package documentation (doc.go); change both together.
 
 // ProtocolVersion is the version byte of every datagram.
 const ProtocolVersion = 1
