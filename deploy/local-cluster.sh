@@ -83,24 +83,27 @@ for i in 1 2 3; do
 		--entrance "$HOST:$BASE"
 done
 
-echo "waiting for a leader ..."
+echo "waiting for a leader and two followers ..."
 ready=0
 for _ in $(seq 1 60); do
-	if "$BIN/raftctl" --entrance "$HOST:$BASE" --timeout 1s -o json list-peers 2>/dev/null | grep -q '"role": "leader"'; then
-		ready=1
-		break
-	fi
 	for i in "${!pids[@]}"; do
 		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
 			echo "${names[$i]} exited during start-up; its log, $DATA/logs/${names[$i]}.log, ends with:" >&2
 			tail -n 20 "$DATA/logs/${names[$i]}.log" >&2 || true
+			echo "(is another cluster using ports $BASE-$((BASE + 3))? set RAFTKV_BASE_PORT)" >&2
 			exit 1
 		fi
 	done
+	if "$BIN/raftctl" --entrance "$HOST:$BASE" --timeout 1s list-peers 2>/dev/null |
+		awk '$5 == "alive" && $4 == "leader" { l++ } $5 == "alive" && $4 == "follower" { f++ }
+			END { exit !(l == 1 && f == 2) }'; then
+		ready=1
+		break
+	fi
 	sleep 0.5
 done
 if ((ready == 0)); then
-	echo "no leader after 30s; see the logs in $DATA/logs" >&2
+	echo "the cluster did not form in 30s; see the logs in $DATA/logs" >&2
 	exit 1
 fi
 "$BIN/raftctl" --entrance "$HOST:$BASE" list-peers || true

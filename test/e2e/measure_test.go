@@ -64,6 +64,7 @@ func TestMeasureThroughput(t *testing.T) {
 			clients[i] = c.client(client.Config{Timeout: 10 * time.Second})
 			defer clients[i].Close()
 		}
+		written := make([]int, n) // keys bench/i/0..written[i]-1 exist after the puts
 		for _, op := range []string{"put", "get"} {
 			var ops, errs atomic.Int64
 			var lat sync.Mutex
@@ -74,13 +75,15 @@ func TestMeasureThroughput(t *testing.T) {
 				wg.Go(func() {
 					var mine []time.Duration
 					for j := 0; time.Now().Before(stop); j++ {
-						k := fmt.Sprintf("bench/%d/%d", i, j%100)
 						s := time.Now()
 						var err error
 						if op == "put" {
-							_, err = cl.Put(t.Context(), k, []byte("0123456789abcdef0123456789abcdef"))
+							_, err = cl.Put(t.Context(), fmt.Sprintf("bench/%d/%d", i, j%100), []byte("0123456789abcdef0123456789abcdef"))
+							if err == nil {
+								written[i] = max(written[i], min(j+1, 100))
+							}
 						} else {
-							_, err = cl.Get(t.Context(), fmt.Sprintf("bench/%d/%d", i, j%min(j+1, 100)), client.GetOptions{})
+							_, err = cl.Get(t.Context(), fmt.Sprintf("bench/%d/%d", i, j%max(written[i], 1)), client.GetOptions{})
 						}
 						if err != nil {
 							errs.Add(1)
