@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,8 +17,12 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 2s ./rudp
 //
-// BenchmarkRoundTrip/raw vs /rudp: p50-ns is the median round trip.
-// BenchmarkOneWay256/raw vs /rudp: msgs/s of 256-byte messages.
+// BenchmarkRoundTrip/raw vs /rudp: p50-ns is the median round trip;
+// BenchmarkRoundTripInterleaved alternates the two and reports the ratio.
+// BenchmarkOneWay256/raw vs /rudp: msgs/s of 256-byte messages;
+// BenchmarkOneWayInterleaved alternates bursts of both and reports the ratio
+// (a raw datagram lost on loopback makes its burst wait 200ms: rare with
+// the 4 MiB receive buffer, and it only makes raw look slower).
 // BenchmarkGoodput/loss0 vs /loss10: MB/s of 64 KiB messages.
 
 func benchSocket(b *testing.B) *net.UDPConn {
@@ -71,6 +76,57 @@ func BenchmarkRoundTrip(b *testing.B) {
 	b.Run("rudp", func(b *testing.B) {
 		benchCall(b, start(b, benchSocket(b), testConfig(b, 1, echo)), msg)
 	})
+}
+
+// BenchmarkRoundTripInterleaved alternates one raw UDP ping-pong and one
+// rudp Call per iteration, so both see the same machine load, and reports
+// both medians and their ratio.
+func BenchmarkRoundTripInterleaved(b *testing.B) {
+	msg := make([]byte, 256)
+	rawSrv, rawCli := benchSocket(b), benchSocket(b)
+	defer rawCli.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := rawSrv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			rawSrv.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	defer rawSrv.Close()
+	rawTo := addrPortOf(rawSrv.LocalAddr())
+	srv := start(b, benchSocket(b), testConfig(b, 1, echo))
+	cli := start(b, benchSocket(b), testConfig(b, 2, nil))
+	ctx := context.Background()
+	if _, err := cli.Call(ctx, srv.AddrPort(), msg); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	var raw, rel []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := rawCli.WriteToUDPAddrPort(msg, rawTo); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := rawCli.ReadFromUDPAddrPort(buf); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := cli.Call(ctx, srv.AddrPort(), msg); err != nil {
+			b.Fatal(err)
+		}
+		raw, rel = append(raw, t1.Sub(t0)), append(rel, time.Since(t1))
+	}
+	slices.Sort(raw)
+	slices.Sort(rel)
+	if len(raw) > 0 {
+		r, q := raw[len(raw)/2], rel[len(rel)/2]
+		b.ReportMetric(float64(r.Nanoseconds()), "raw-p50-ns")
+		b.ReportMetric(float64(q.Nanoseconds()), "rudp-p50-ns")
+		b.ReportMetric(float64(q)/float64(r), "ratio")
+	}
 }
 
 func benchCall(b *testing.B, srv *Endpoint, msg []byte) {
@@ -191,4 +247,78 @@ func BenchmarkGoodput(b *testing.B) {
 			b.ReportMetric(float64(s.Retransmits)/float64(max(1, s.DatagramsSent)), "retx/dgram")
 		})
 	}
+}
+
+// BenchmarkOneWayInterleaved alternates bursts of 2000 raw 256-byte
+// datagrams and 2000 rudp Sends (64 concurrent senders) per iteration, so
+// both see the same machine load, and reports both rates and their ratio.
+func BenchmarkOneWayInterleaved(b *testing.B) {
+	const burst, senders = 2000, 64
+	msg := make([]byte, 256)
+	rawSrv, rawCli := benchSocket(b), benchSocket(b)
+	defer rawCli.Close()
+	var rawGot atomic.Int64
+	arrived := make(chan struct{}, 1)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := rawSrv.ReadFromUDPAddrPort(buf); err != nil {
+				return
+			}
+			if rawGot.Add(1)%burst == 0 {
+				arrived <- struct{}{}
+			}
+		}
+	}()
+	defer rawSrv.Close()
+	rawTo := addrPortOf(rawSrv.LocalAddr())
+	srv := start(b, benchSocket(b), testConfig(b, 1, nil))
+	cli := start(b, benchSocket(b), testConfig(b, 2, nil))
+	ctx := context.Background()
+	if err := cli.Send(ctx, srv.AddrPort(), msg); err != nil {
+		b.Fatal(err)
+	}
+	var rawTime, relTime time.Duration
+	var rawMsgs int64
+	for b.Loop() {
+		before := rawGot.Load()
+		t0 := time.Now()
+		for range burst {
+			if _, err := rawCli.WriteToUDPAddrPort(msg, rawTo); err != nil {
+				b.Fatal(err)
+			}
+		}
+		select { // all arrived, or count what did after a pause (losses)
+		case <-arrived:
+		case <-time.After(200 * time.Millisecond):
+		}
+		rawTime += time.Since(t0)
+		rawMsgs += rawGot.Load() - before
+		rawGot.Store(((rawGot.Load() + burst - 1) / burst) * burst) // realign the burst counter
+		select {
+		case <-arrived:
+		default:
+		}
+
+		t1 := time.Now()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range senders {
+			wg.Go(func() {
+				for next.Add(1) <= burst {
+					if err := cli.Send(ctx, srv.AddrPort(), msg); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		relTime += time.Since(t1)
+	}
+	rawRate := float64(rawMsgs) / rawTime.Seconds()
+	relRate := float64(b.N*burst) / relTime.Seconds()
+	b.ReportMetric(rawRate, "raw-msgs/s")
+	b.ReportMetric(relRate, "rudp-msgs/s")
+	b.ReportMetric(relRate/rawRate, "ratio")
 }
