@@ -313,6 +313,9 @@ func TestChaos(t *testing.T) {
 		seeds = append(seeds, s)
 	}
 	steps := 4000
+	if s := os.Getenv("RAFT_CHAOS_STEPS"); s != "" {
+		steps, _ = strconv.Atoi(s)
+	}
 	if s := os.Getenv("RAFT_CHAOS_SEED"); s != "" {
 		n, _ := strconv.ParseUint(s, 10, 64)
 		seeds = []uint64{n}

@@ -76,8 +76,8 @@
 // steps or a small synchronous in-package network (network_test.go). TestChaos
 // runs a randomized cluster (reordering, duplication, loss, partitions,
 // crashes, compaction, membership churn) for a fixed set of seeds;
-// RAFT_CHAOS_SEEDS=N runs N random seeds instead and RAFT_CHAOS_SEED=S replays
-// one. FuzzStep feeds random well-formed messages to a node. The full
+// RAFT_CHAOS_SEEDS=N runs N random seeds instead, RAFT_CHAOS_SEED=S replays
+// one, and RAFT_CHAOS_STEPS sets the number of faulty steps (default 4000). FuzzStep feeds random well-formed messages to a node. The full
 // deterministic simulator lives in package raftsim.
 // BenchmarkProposeCommit3Nodes measures committed proposals per second and
 // allocations per proposal. Set RAFT_TEST_LOG=1 to see Debug logs.
