@@ -23,7 +23,8 @@ import (
 // BenchmarkOneWayInterleaved alternates bursts of both and reports the ratio
 // (a raw datagram lost on loopback makes its burst wait 200ms: rare with
 // the 4 MiB receive buffer, and it only makes raw look slower).
-// BenchmarkGoodput/loss0 vs /loss10: MB/s of 64 KiB messages.
+// BenchmarkGoodput/loss0 vs /loss10: MB/s of 64 KiB messages;
+// BenchmarkGoodputInterleaved alternates the two and reports the ratio.
 
 func benchSocket(b *testing.B) *net.UDPConn {
 	b.Helper()
@@ -321,4 +322,59 @@ func BenchmarkOneWayInterleaved(b *testing.B) {
 	b.ReportMetric(rawRate, "raw-msgs/s")
 	b.ReportMetric(relRate, "rudp-msgs/s")
 	b.ReportMetric(relRate/rawRate, "ratio")
+}
+
+// BenchmarkGoodputInterleaved alternates bursts of 32 messages of 64 KiB (4
+// concurrent senders) over a loss-free pair and over a pair whose links
+// drop 10% of datagrams in both directions, and reports both goodputs and
+// their ratio.
+func BenchmarkGoodputInterleaved(b *testing.B) {
+	const burst, senders = 32, 4
+	msg := make([]byte, 64<<10)
+	type pair struct {
+		cli, srv *Endpoint
+		bytes    int64
+		took     time.Duration
+	}
+	mk := func(loss float64, seed uint64) *pair {
+		n := faultnet.New(seed)
+		b.Cleanup(func() { n.Close() })
+		n.SetDefault(faultnet.Link{Drop: loss})
+		p := &pair{
+			srv: start(b, n.Wrap(benchSocket(b)), testConfig(b, seed, nil)),
+			cli: start(b, n.Wrap(benchSocket(b)), testConfig(b, seed+1, nil)),
+		}
+		if err := p.cli.Send(context.Background(), p.srv.AddrPort(), msg); err != nil {
+			b.Fatal(err)
+		}
+		return p
+	}
+	clean, lossy := mk(0, 1), mk(0.1, 3)
+	run := func(p *pair) {
+		t0 := time.Now()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range senders {
+			wg.Go(func() {
+				for next.Add(1) <= burst {
+					if err := p.cli.Send(context.Background(), p.srv.AddrPort(), msg); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		p.took += time.Since(t0)
+		p.bytes += burst * int64(len(msg))
+	}
+	for b.Loop() {
+		run(clean)
+		run(lossy)
+	}
+	g0 := float64(clean.bytes) / clean.took.Seconds() / 1e6
+	g10 := float64(lossy.bytes) / lossy.took.Seconds() / 1e6
+	b.ReportMetric(g0, "loss0-MB/s")
+	b.ReportMetric(g10, "loss10-MB/s")
+	b.ReportMetric(g10/g0, "ratio")
 }
