@@ -64,7 +64,10 @@
 //	if err := c.CheckLiveness(5000); err != nil { t.Fatal(err, c.Report()) }
 //
 // A state machine plugs in through Config.NewStateMachine (one instance per
-// node and incarnation). Clients are code scheduled with After: Propose
+// node and incarnation); the simulator prefixes each proposed command with
+// an 8-byte proposal ID and strips it before Apply. Duplicated network
+// messages can make a forwarded proposal commit twice: exactly-once
+// semantics are the state machine's job (client sessions). Clients are code scheduled with After: Propose
 // answers with the index, term and Apply result on the proposing node;
 // ReadIndex answers once the node has applied up to the confirmed read
 // index, handing over the node's state machine; both answer
@@ -80,5 +83,26 @@
 //	RAFT_SIM_SEED=0x1f3a go test ./node/raft/raftsim -run TestSimulation -v # replay one seed
 //	go test ./node/raft/raftsim -run TestSimulation -seed=0x1f3a          # same, as a flag
 //
-// RAFT_SIM_SEED (or -seed) also replays a scenario test under another seed.
+// RAFT_SIM_SEED (or -seed) also replays a scenario test under another seed;
+// RAFT_SIM_TIME=40000 lengthens each randomized run to 40 s of virtual time
+// (soak). Without them TestSimulation runs 24 fixed seeds.
+//
+// The scenario tests follow the MIT 6.824 and TinyKV suites: elections
+// (TestInitialElection, TestReElection, TestManyElections,
+// TestNoQuorumNoLeader, TestPreVoteRejoinDoesNotDisrupt,
+// TestCheckQuorumIsolatedLeaderStepsDown), agreement (TestBasicAgree,
+// TestFollowerFailure, TestLeaderFailure, TestFailAgree, TestFailNoAgree,
+// TestConcurrentProposals, TestRejoin, TestBackup, TestCount, TestBytes),
+// persistence (TestPersist1/2/3, TestFigure8, TestFigure8Unreliable,
+// TestUnreliableAgree, TestReliableChurn, TestUnreliableChurn), snapshots
+// (TestSnapshotBasic, TestSnapshotInstall, TestSnapshotInstallUnreliable,
+// TestSnapshotInstallCrash, TestSnapshotInstallUnreliableCrash,
+// TestSnapshotAllCrash, TestSnapshotInit,
+// TestSnapshotStaleChunkAckAfterFollowerRestart), membership and
+// leadership (TestLeaderTransfer, TestLeaderTransferToLaggingFollower,
+// TestLeaderTransferToDeadNode, TestLearnerAddCatchUpPromoteRemove,
+// TestRemoveLeader, TestConfChangeRacingPartition) and reads
+// (TestReadIndexPartitionedOldLeaderNeverStale). TestChecker* plant bugs
+// to prove the checker fails; TestDeterministicReplay runs one seed twice
+// and compares the runs event for event.
 package raftsim

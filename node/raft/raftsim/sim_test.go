@@ -10,7 +10,10 @@ import (
 )
 
 // fixedSeeds run in every `go test`; RAFT_SIM_SEEDS=N adds N random ones.
-var fixedSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+var fixedSeeds = []uint64{
+	1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+	17, 18, 19, 20, 21, 22, 23, 24,
+}
 
 // simVirtualTime is how long the nemesis runs per seed (virtual ms);
 // RAFT_SIM_TIME overrides it for soak runs.
