@@ -26,7 +26,7 @@
 //  4. Corrupt flips one random bit of the copy;
 //  5. Delay + a random part of Jitter, plus ReorderDelay with probability
 //     Reorder, delay the copy; datagrams that overtake each other are
-//     reordered.
+//     reordered. A fixed Delay alone keeps each link in order.
 //
 // In-memory addresses whose IPv4 form ends in .255 (for example
 // 127.255.255.255:P) are broadcast addresses: a datagram sent there reaches

@@ -61,7 +61,8 @@ type Network struct {
 	isolated map[netip.AddrPort]bool
 	group    map[netip.AddrPort]int
 	conns    map[netip.AddrPort]*memConn
-	timers   map[*time.Timer]struct{}
+	queues   map[linkKey]*linkQueue // delayed copies per link
+	seq      uint64
 	nextPort uint16
 	closed   bool
 	stats    Stats
@@ -77,7 +78,7 @@ func New(seed uint64) *Network {
 		isolated: make(map[netip.AddrPort]bool),
 		group:    make(map[netip.AddrPort]int),
 		conns:    make(map[netip.AddrPort]*memConn),
-		timers:   make(map[*time.Timer]struct{}),
+		queues:   make(map[linkKey]*linkQueue),
 		nextPort: 40000,
 	}
 }
@@ -145,10 +146,12 @@ func (n *Network) Stats() Stats {
 func (n *Network) Close() error {
 	n.mu.Lock()
 	n.closed = true
-	for t := range n.timers {
-		t.Stop()
+	for _, q := range n.queues {
+		if q.timer != nil {
+			q.timer.Stop()
+		}
 	}
-	clear(n.timers)
+	clear(n.queues)
 	conns := make([]*memConn, 0, len(n.conns))
 	for _, c := range n.conns {
 		conns = append(conns, c)
@@ -225,19 +228,98 @@ func (n *Network) planLocked(from, to netip.AddrPort, b []byte) []copyPlan {
 	return plans
 }
 
-// afterLocked runs f after d unless the network is closed first.
-func (n *Network) afterLocked(d time.Duration, f func()) {
-	var t *time.Timer
-	t = time.AfterFunc(d, func() {
-		n.mu.Lock()
-		_, live := n.timers[t]
-		delete(n.timers, t)
-		n.mu.Unlock()
-		if live {
-			f()
+// delayed is a copy waiting for its delivery time.
+type delayed struct {
+	at      time.Time
+	seq     uint64 // tie-break: equal times deliver in write order
+	deliver func() // called with n.mu held
+}
+
+// linkQueue holds a link's delayed copies in (at, seq) order.
+type linkQueue struct {
+	items []delayed // min-heap
+	timer *time.Timer
+}
+
+func (q *linkQueue) less(i, j int) bool {
+	a, b := q.items[i], q.items[j]
+	return a.at.Before(b.at) || (a.at.Equal(b.at) && a.seq < b.seq)
+}
+
+func (q *linkQueue) push(d delayed) {
+	q.items = append(q.items, d)
+	for i := len(q.items) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !q.less(i, p) {
+			break
 		}
-	})
-	n.timers[t] = struct{}{}
+		q.items[i], q.items[p] = q.items[p], q.items[i]
+		i = p
+	}
+}
+
+func (q *linkQueue) pop() delayed {
+	top := q.items[0]
+	last := len(q.items) - 1
+	q.items[0] = q.items[last]
+	q.items[last] = delayed{}
+	q.items = q.items[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(q.items) && q.less(l, m) {
+			m = l
+		}
+		if r < len(q.items) && q.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q.items[i], q.items[m] = q.items[m], q.items[i]
+		i = m
+	}
+	return top
+}
+
+// scheduleLocked delivers a copy on link k after d. Copies of one link
+// with equal delivery times keep their write order, so a fixed Delay alone
+// never reorders.
+func (n *Network) scheduleLocked(k linkKey, d time.Duration, deliver func()) {
+	q := n.queues[k]
+	if q == nil {
+		q = &linkQueue{}
+		n.queues[k] = q
+	}
+	n.seq++
+	q.push(delayed{at: time.Now().Add(d), seq: n.seq, deliver: deliver})
+	n.armLocked(k, q)
+}
+
+func (n *Network) armLocked(k linkKey, q *linkQueue) {
+	if len(q.items) == 0 {
+		return
+	}
+	d := time.Until(q.items[0].at)
+	if q.timer == nil {
+		q.timer = time.AfterFunc(d, func() { n.fire(k) })
+	} else {
+		q.timer.Reset(d)
+	}
+}
+
+// fire delivers every due copy of link k, in order, under the lock.
+func (n *Network) fire(k linkKey) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	q := n.queues[k]
+	if n.closed || q == nil {
+		return
+	}
+	now := time.Now()
+	for len(q.items) > 0 && !q.items[0].at.After(now) {
+		q.pop().deliver()
+	}
+	n.armLocked(k, q)
 }
 
 // Listen returns an in-memory connection bound to addr. Port 0 picks a free
@@ -388,11 +470,7 @@ func (c *memConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 				continue
 			}
 			t, b := t, pl.b
-			n.afterLocked(pl.delay, func() {
-				n.mu.Lock()
-				defer n.mu.Unlock()
-				n.deliverLocked(t, b, c.udpAddr)
-			})
+			n.scheduleLocked(linkKey{c.addr, t.addr}, pl.delay, func() { n.deliverLocked(t, b, c.udpAddr) })
 		}
 	}
 	n.mu.Unlock()
@@ -464,7 +542,7 @@ func (c *wrapConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 			continue
 		}
 		b := pl.b
-		n.afterLocked(pl.delay, func() { _, _ = c.PacketConn.WriteTo(b, addr) })
+		n.scheduleLocked(linkKey{c.self, to}, pl.delay, func() { _, _ = c.PacketConn.WriteTo(b, addr) })
 	}
 	n.stats.Delivered += uint64(len(plans)) // handed to the kernel
 	n.mu.Unlock()

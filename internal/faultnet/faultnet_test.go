@@ -280,3 +280,26 @@ func TestWrapRealSockets(t *testing.T) {
 		t.Fatalf("stats %+v, want 1 blocked and 2 corrupted", s)
 	}
 }
+
+func TestFixedDelayKeepsOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(4)
+		defer n.Close()
+		n.SetLink(addrA, addrB, Link{Delay: 5 * time.Millisecond})
+		a, b := listen(t, n, addrA), listen(t, n, addrB)
+		for i := range 200 {
+			a.WriteTo([]byte{byte(i)}, udp(addrB))
+		}
+		time.Sleep(5 * time.Millisecond)
+		synctest.Wait()
+		got := drain(b)
+		if len(got) != 200 {
+			t.Fatalf("got %d datagrams, want 200", len(got))
+		}
+		for i, p := range got {
+			if p[0] != byte(i) {
+				t.Fatalf("datagram %d is %d: a fixed delay reordered", i, p[0])
+			}
+		}
+	})
+}
