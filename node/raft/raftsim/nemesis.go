@@ -130,6 +130,21 @@ func (n *Nemesis) pick(ids []uint64) uint64 {
 
 func (n *Nemesis) partition() {
 	ids := n.c.IDs()
+	if n.c.rng.IntN(3) == 0 && len(ids) >= 3 {
+		// A bridge: two sides that cannot talk, one node that hears both.
+		n.c.rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+		bridge, rest := ids[0], ids[1:]
+		half := len(rest) / 2
+		n.c.Heal()
+		for _, a := range rest[:half] {
+			for _, b := range rest[half:] {
+				n.c.Block(a, b)
+				n.c.Block(b, a)
+			}
+		}
+		n.c.logf("bridge through %d", bridge)
+		return
+	}
 	groups := make([][]uint64, 2+n.c.rng.IntN(2))
 	for _, id := range ids {
 		g := n.c.rng.IntN(len(groups))
