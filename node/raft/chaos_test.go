@@ -37,15 +37,20 @@ type chaos struct {
 	// removal was proposed is never added again (IDs are not reused).
 	membership bool
 	removed    map[uint64]bool
+	// reads maps a ReadIndex context to the highest commit index any node
+	// knew when it was issued: the answer must not be below it.
+	reads map[string]uint64
+	// readsAnswered counts ReadStates checked.
+	readsAnswered int
 }
 
 func newChaos(t *testing.T, seed uint64, n int) *chaos {
-	return newChaosWith(t, seed, n, 0)
+	return newChaosWith(t, seed, n, 0, false)
 }
 
 // newChaosWith starts n founding voters and `joiners` nodes with empty
 // storage that membership churn may add.
-func newChaosWith(t *testing.T, seed uint64, n, joiners int) *chaos {
+func newChaosWith(t *testing.T, seed uint64, n, joiners int, noCheckQuorum bool) *chaos {
 	var ids []uint64
 	for i := 1; i <= n; i++ {
 		ids = append(ids, uint64(i))
@@ -54,13 +59,14 @@ func newChaosWith(t *testing.T, seed uint64, n, joiners int) *chaos {
 		t: t, rng: rand.New(rand.NewPCG(seed, 7)),
 		leaders: map[uint64]uint64{}, applied: map[uint64]string{}, snaps: map[uint64][]Entry{},
 		history: map[uint64][]Entry{}, down: map[uint64]bool{}, part: map[uint64]int{},
-		membership: joiners > 0, removed: map[uint64]bool{},
+		membership: joiners > 0, removed: map[uint64]bool{}, reads: map[string]uint64{},
 	}
 	mod := func(cfg *Config) {
 		cfg.Rand = rand.New(rand.NewPCG(seed, cfg.ID))
 		cfg.SnapshotChunkBytes = 64
 		cfg.MaxSizePerMsg = 256
 		cfg.MaxInflightMsgs = 4
+		cfg.DisableCheckQuorum = noCheckQuorum
 	}
 	c.nw = newNetworkWithConfig(t, mod, ids...)
 	c.snaps[1] = []Entry{} // the bootstrap snapshot: nothing applied
@@ -122,6 +128,16 @@ func (c *chaos) pump() {
 				}
 				c.history[id] = slices.Clone(h)
 				c.checkHistory(id)
+			}
+			for _, rs := range rd.ReadStates {
+				want, ok := c.reads[string(rs.RequestCtx)]
+				if !ok {
+					c.t.Fatalf("node %d: read state for unknown context %q", id, rs.RequestCtx)
+				}
+				if rs.Index < want {
+					c.t.Fatalf("linearizability: node %d read %q answered at index %d, but %d was committed before it was issued", id, rs.RequestCtx, rs.Index, want)
+				}
+				c.readsAnswered++
 			}
 			before := len(tn.applied)
 			c.nw.t = c.t
@@ -187,16 +203,35 @@ func (c *chaos) step(faults bool) {
 			c.nextVal++
 			_ = c.nw.nodes[id].n.Propose([]byte(strconv.Itoa(c.nextVal)))
 		}
-	case x < 83:
+	case x < 85:
 		if !c.down[id] {
-			c.nw.nodes[id].n.ReadIndex([]byte(strconv.Itoa(c.rng.Int())))
+			// Half of the reads go to a node that believes it leads
+			// (possibly a deposed one).
+			if c.rng.IntN(2) == 0 {
+				for _, l := range ids {
+					if c.nw.raft(l).state == StateLeader && !c.down[l] && c.rng.IntN(2) == 0 {
+						id = l
+					}
+				}
+			}
+			ctx := fmt.Sprintf("%d-%d", id, c.rng.Uint64())
+			var maxCommit uint64
+			for _, other := range ids {
+				maxCommit = max(maxCommit, c.nw.raft(other).raftLog.committed)
+			}
+			c.reads[ctx] = maxCommit
+			c.nw.nodes[id].n.ReadIndex([]byte(ctx))
 		}
-	case x < 86:
+	case x < 87:
 		if !c.down[id] {
 			c.compact(id)
 		}
 	case x < 90 && faults:
-		// Crash or restart.
+		// Crash or restart (rarely: a node stays up or down for a few
+		// election timeouts).
+		if c.rng.IntN(6) != 0 {
+			break
+		}
 		if c.down[id] {
 			c.down[id] = false
 			tn := c.nw.restart(id)
@@ -206,7 +241,11 @@ func (c *chaos) step(faults bool) {
 			c.down[id] = true
 		}
 	case x < 93 && faults:
-		// New random partition (or heal).
+		// New random partition (or heal), lasting a few hundred steps on
+		// average: long enough for elections on either side.
+		if c.rng.IntN(8) != 0 {
+			break
+		}
 		k := 1 + c.rng.IntN(2)
 		for _, n := range ids {
 			c.part[n] = c.rng.IntN(k)
@@ -339,8 +378,18 @@ func TestChaos(t *testing.T) {
 				c.nw.checkLogsMatch()
 			})
 		}
+		// Without CheckQuorum a deposed leader keeps believing it leads:
+		// only the ReadIndex quorum round keeps its reads linearizable.
+		t.Run(fmt.Sprintf("seed=%d/n=5/no-check-quorum", seed), func(t *testing.T) {
+			c := newChaosWith(t, seed, 5, 0, true)
+			for range steps {
+				c.step(true)
+			}
+			c.converge(20000)
+			c.nw.checkLogsMatch()
+		})
 		t.Run(fmt.Sprintf("seed=%d/membership", seed), func(t *testing.T) {
-			c := newChaosWith(t, seed, 3, 2)
+			c := newChaosWith(t, seed, 3, 2, false)
 			for range steps {
 				c.step(true)
 			}
