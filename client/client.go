@@ -430,6 +430,8 @@ loop:
 			if !req.Serializable {
 				c.setLeader(addr)
 			}
+			c.log.Debug("answered", "op", what, "addr", addr, "client_id", fmt.Sprintf("%016x", req.ClientID),
+				"seq", req.Seq, "revision", resp.Revision, "succeeded", resp.Succeeded)
 			return &resp, nil
 		case proto.CodeNotLeader:
 			c.forgetLeader(addr)

@@ -178,7 +178,10 @@ func startCluster(t *testing.T, n int) *cluster {
 		wg.Wait()
 		if t.Failed() {
 			for _, p := range append([]*proc{c.entrance}, c.nodes...) {
-				t.Logf("--- %s log (last 30 lines of %s):\n%s", p.name, p.logPath, p.logTail(30))
+				keep := filepath.Join(os.TempDir(), fmt.Sprintf("raftkv-e2e-%s-%d-%s.log", t.Name(), os.Getpid(), p.name))
+				if b, err := os.ReadFile(p.logPath); err == nil && os.WriteFile(keep, b, 0o644) == nil {
+					t.Logf("--- %s log kept in %s; last 30 lines:\n%s", p.name, keep, p.logTail(30))
+				}
 			}
 		}
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -200,8 +201,15 @@ func TestLinearizableUnderCrashes(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	total, unknown := 0, 0
+	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("raftkv-e2e-clients-%d.log", seed))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	clientLog := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	for id := range 5 {
-		cl := c.client(client.Config{AttemptTimeout: 300 * time.Millisecond})
+		cl := c.client(client.Config{AttemptTimeout: 300 * time.Millisecond, Logger: clientLog.With("client", id)})
 		defer cl.Close()
 		wg.Go(func() {
 			d, u := runKVClient(cl, id, seed, keys, h, stop)
@@ -236,8 +244,11 @@ func TestLinearizableUnderCrashes(t *testing.T) {
 		if err := porcupine.VisualizePath(kvModel, info, path); err != nil {
 			t.Errorf("write visualization: %v", err)
 		}
-		t.Fatalf("history of %d operations is not linearizable (result %v); visualization: %s", len(h.ops), res, path)
+		t.Fatalf("history of %d operations is not linearizable (result %v); visualization: %s; client debug log: %s",
+			len(h.ops), res, path, logPath)
 	}
+	logFile.Close()
+	os.Remove(logPath)
 }
 
 // TestKVModel checks the model itself on small histories, without processes.
