@@ -348,7 +348,7 @@ func (c *chaos) converge(maxSteps int) {
 
 func TestChaos(t *testing.T) {
 	var seeds []uint64
-	for s := uint64(1); s <= 16; s++ {
+	for s := uint64(1); s <= 10; s++ {
 		seeds = append(seeds, s)
 	}
 	steps := 4000
