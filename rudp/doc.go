@@ -112,6 +112,8 @@
 //	 36     8  packet number  per sender incarnation, +1 per datagram (the AEAD nonce)
 //	 44        [ack block]  if flags & 0x01:
 //	        8    cum          every seq < cum was received (or given up by its sender)
+//	        8    max PN       highest packet number of a data datagram received (0: none);
+//	                          unambiguous even for resent fragments (RFC 9002 style)
 //	        2    ack delay    microseconds between the newest arrival and this ack
 //	        1    n            number of ranges, at most 64
 //	      4*n    ranges       gap uint16, len uint16: [prev+gap, prev+gap+len), prev starts at cum;

@@ -303,8 +303,7 @@ func (e *Endpoint) flush() {
 		e.mu.Lock()
 		for _, p := range e.openPeers {
 			if p.open != nil {
-				e.queueLocked(p.open, p.addr)
-				p.open = nil
+				e.sealOpenLocked(p)
 			}
 		}
 		clear(e.openPeers)
@@ -340,12 +339,14 @@ func (e *Endpoint) flush() {
 // newBuf returns an empty datagram buffer.
 func (e *Endpoint) newBuf() *[]byte { return e.bufPool.Get().(*[]byte) }
 
-// queueLocked numbers b, seals it with its tag and queues it for flush.
-func (e *Endpoint) queueLocked(b *[]byte, to netip.AddrPort) {
+// queueLocked numbers b, seals it with its tag, queues it for flush and
+// returns its packet number.
+func (e *Endpoint) queueLocked(b *[]byte, to netip.AddrPort) uint64 {
 	e.pn++
 	binary.BigEndian.PutUint64((*b)[pnOffset:], e.pn)
 	*b = e.mac.appendTag(*b)
 	e.out = append(e.out, outDatagram{buf: b, to: to})
+	return e.pn
 }
 
 // wakeLocked makes sure the timer runs by t.

@@ -63,7 +63,7 @@ const (
 // Sizes of the fixed parts of a datagram, in bytes.
 const (
 	headerLen     = 44
-	ackFixedLen   = 11
+	ackFixedLen   = 19
 	ackRangeLen   = 4
 	dataFixedLen  = 43
 	bcastFixedLen = 8
@@ -108,6 +108,7 @@ type ackRange struct{ lo, hi uint64 }
 
 type ackBlock struct {
 	cum    uint64
+	maxPN  uint64 // highest packet number of a data datagram received; 0 if none
 	delay  uint16 // microseconds
 	n      int    // Invariant: n <= maxAckRanges
 	ranges [maxAckRanges]ackRange
@@ -157,6 +158,7 @@ func appendHeader(b []byte, h header) []byte {
 // above cum and separated by gaps, as dupWindow.ranges produces them.
 func appendAck(b []byte, a *ackBlock) []byte {
 	b = binary.BigEndian.AppendUint64(b, a.cum)
+	b = binary.BigEndian.AppendUint64(b, a.maxPN)
 	b = binary.BigEndian.AppendUint16(b, a.delay)
 	b = append(b, uint8(a.n))
 	prev := a.cum
@@ -221,8 +223,9 @@ func decodeAck(b []byte, a *ackBlock) ([]byte, error) {
 		return nil, malformed("ack block of %d bytes", len(b))
 	}
 	a.cum = binary.BigEndian.Uint64(b)
-	a.delay = binary.BigEndian.Uint16(b[8:])
-	n := int(b[10])
+	a.maxPN = binary.BigEndian.Uint64(b[8:])
+	a.delay = binary.BigEndian.Uint16(b[16:])
+	n := int(b[18])
 	b = b[ackFixedLen:]
 	if n > maxAckRanges {
 		return nil, malformed("%d ack ranges", n)

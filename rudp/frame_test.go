@@ -19,7 +19,7 @@ var update = flag.Bool("update", false, "rewrite testdata/golden files")
 // bytes are pinned in testdata/golden so a wire change cannot go unnoticed.
 func goldenDatagrams() map[string][]byte {
 	h := header{version: ProtocolVersion, cluster: 7, node: 0x0102030405060708, inc: 0x1112131415161718, dstInc: 0x2122232425262728, pn: 0x3132333435363738}
-	ack := &ackBlock{cum: 100, delay: 250, n: 2, ranges: [maxAckRanges]ackRange{{102, 105}, {110, 111}}}
+	ack := &ackBlock{cum: 100, maxPN: 0x4142434445464748, delay: 250, n: 2, ranges: [maxAckRanges]ackRange{{102, 105}, {110, 111}}}
 	data := &dataFrame{seq: 120, una: 100, msgID: 9, ref: 0, kind: kindRequest, fragIdx: 1, fragCnt: 3, total: 10, payload: []byte("def")}
 
 	hd := h
@@ -109,8 +109,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"type 9", mut(1, 9)},
 		{"unknown flag", mut(2, 0x80)},
 		{"key id", mut(3, 1)},
-		{"ack ranges beyond bytes", mut(headerLen+10, 60)},
-		{"too many ack ranges", mut(headerLen+10, maxAckRanges+1)},
+		{"ack ranges beyond bytes", mut(headerLen+ackFixedLen-1, 60)},
+		{"too many ack ranges", mut(headerLen+ackFixedLen-1, maxAckRanges+1)},
 		{"zero gap", mut(headerLen+ackFixedLen+1, 0)},
 		{"zero len", mut(headerLen+ackFixedLen+3, 0)},
 		{"kind 3", mut(dataOff+32, 3)},

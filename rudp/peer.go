@@ -2,6 +2,7 @@ package rudp
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -20,6 +21,7 @@ type peer struct {
 
 	// Receive side, for remoteInc.
 	recvInit   bool      // win is valid
+	maxPN      uint64    // highest packet number of a data datagram from remoteInc
 	win        dupWindow // fragments received from remoteInc
 	ackPending int       // fragments received since the last ack sent
 	ackDue     time.Time // when a delayed ack must go out; zero if none
@@ -30,6 +32,8 @@ type peer struct {
 	// Send side.
 	open          *[]byte    // data datagram being filled, sealed by flush; nil if none
 	openFrames    int        // frames in open
+	openMaxIdx    uint64     // sentIdx of the newest frame in open
+	sentPNs       []pnIdx    // recent data datagrams, by increasing pn
 	nextSeq       uint64     // next sequence number to assign. Invariant: nextSeq >= 1
 	queue         []*outFrag // fragments not yet sent, in message order
 	inflight      []*outFrag // sent fragments by increasing seq; acked ones are removed from the front
@@ -111,6 +115,30 @@ func (p *peer) sampleRTT(r time.Duration, cfg *Config) {
 	}
 	p.rto = min(max(p.srtt+max(time.Millisecond, 4*p.rttvar), cfg.MinRTO), cfg.MaxRTO)
 	p.backoff = 0 // Karn: keep the backed-off RTO until a valid sample
+}
+
+// pnIdx maps a data datagram's packet number to the newest transmission
+// (sentIdx) it carried.
+type pnIdx struct{ pn, idx uint64 }
+
+// maxSentPNs bounds the datagrams remembered per peer.
+const maxSentPNs = 1024
+
+func (p *peer) recordPN(pn, idx uint64) {
+	if len(p.sentPNs) == maxSentPNs {
+		n := copy(p.sentPNs, p.sentPNs[maxSentPNs/2:])
+		p.sentPNs = p.sentPNs[:n]
+	}
+	p.sentPNs = append(p.sentPNs, pnIdx{pn, idx})
+}
+
+// lookupPN returns the newest transmission carried by datagram pn.
+func (p *peer) lookupPN(pn uint64) (uint64, bool) {
+	i, ok := slices.BinarySearchFunc(p.sentPNs, pn, func(e pnIdx, t uint64) int { return cmpU64(e.pn, t) })
+	if !ok {
+		return 0, false
+	}
+	return p.sentPNs[i].idx, true
 }
 
 // signalSpace wakes senders waiting for queue space.

@@ -83,6 +83,7 @@ func (e *Endpoint) handleDatagram(b []byte, from netip.AddrPort) {
 	}
 	if g.h.typ == typeData {
 		if forUs {
+			p.maxPN = max(p.maxPN, g.h.pn)
 			urgent, accepted := false, false
 			for i := range g.nFrames {
 				d, u, a := e.processDataLocked(p, &g.frames[i], now)
@@ -121,6 +122,7 @@ func (e *Endpoint) newIncarnationLocked(p *peer, inc uint64, now time.Time) {
 	}
 	p.remoteInc = inc
 	p.recvInit = false
+	p.maxPN = 0
 	p.ackPending = 0
 	p.ackDue = time.Time{}
 	for id, pa := range p.partials {
@@ -236,6 +238,7 @@ func (e *Endpoint) deliver(ds []delivery) {
 // ackBlockLocked fills a with p's receive state.
 func (e *Endpoint) ackBlockLocked(p *peer, a *ackBlock, maxRanges int, now time.Time) {
 	p.win.ranges(a, maxRanges)
+	a.maxPN = p.maxPN
 	delay := now.Sub(p.lastDataAt) / time.Microsecond
 	a.delay = uint16(min(max(delay, 0), 0xffff))
 	p.ackPending = 0

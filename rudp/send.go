@@ -252,8 +252,7 @@ func (e *Endpoint) transmitLocked(p *peer, f *outFrag, now time.Time) {
 	// it. Under load, frames produced while a flush is writing share
 	// datagrams, without delaying anything when idle.
 	if p.open != nil && (len(*p.open)+dataFixedLen+len(d.payload)+tagLen > e.cfg.MaxDatagramSize || p.openFrames == maxFrames) {
-		e.queueLocked(p.open, p.addr)
-		p.open = nil
+		e.sealOpenLocked(p)
 	}
 	if p.open == nil {
 		buf := e.newBuf()
@@ -272,6 +271,15 @@ func (e *Endpoint) transmitLocked(p *peer, f *outFrag, now time.Time) {
 	}
 	*p.open = appendData(*p.open, &d)
 	p.openFrames++
+	p.openMaxIdx = f.sentIdx
+}
+
+// sealOpenLocked queues p's open data datagram and remembers which
+// transmissions it carried, for acks that name its packet number.
+func (e *Endpoint) sealOpenLocked(p *peer) {
+	pn := e.queueLocked(p.open, p.addr)
+	p.open = nil
+	p.recordPN(pn, p.openMaxIdx)
 }
 
 // discardOpenLocked drops p's unsealed datagram (its frames are stale).
@@ -425,6 +433,15 @@ func (e *Endpoint) processAckLocked(p *peer, a *ackBlock, now time.Time) {
 			e.finishLocked(p, m, nil)
 		}
 	}
+	// The datagram a.maxPN arrived: everything it carried was sent after
+	// whatever it does not acknowledge, even if it carried resent
+	// fragments (whose own acks are ambiguous).
+	if idx, ok := p.lookupPN(a.maxPN); ok && idx > p.ackedIdx {
+		p.ackedIdx = idx
+		if !progress {
+			e.detectLossLocked(p, now)
+		}
+	}
 	if !progress {
 		return
 	}
@@ -476,6 +493,7 @@ func (e *Endpoint) resetStreamLocked(p *peer, now time.Time) {
 	p.inflight = nil
 	p.inflightBytes = 0
 	p.ackedIdx = p.sentIdx
+	p.sentPNs = p.sentPNs[:0]
 	e.discardOpenLocked(p)
 	for _, m := range ms {
 		m.unacked = len(m.frags)
