@@ -110,6 +110,10 @@ func (ms *MemoryStorage) CreateSnapshot(i uint64, cs *ConfState, data []byte) (S
 	if i > ms.lastIndex() {
 		return Snapshot{}, fmt.Errorf("raft: create snapshot at %d beyond last index %d: %w", i, ms.lastIndex(), ErrUnavailable)
 	}
+	if i < offset {
+		// The log was compacted past i: its term is gone.
+		return Snapshot{}, fmt.Errorf("raft: create snapshot at %d below compacted index %d: %w", i, offset, ErrCompacted)
+	}
 	ms.snapshot.Meta.Index = i
 	ms.snapshot.Meta.Term = ms.ents[i-offset].Term
 	if cs != nil {

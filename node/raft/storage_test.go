@@ -241,3 +241,18 @@ func TestMemoryStorageEntriesDoNotAlias(t *testing.T) {
 		t.Fatalf("appending to returned entries changed storage: Term(3) = %d", term)
 	}
 }
+
+// A snapshot below an index the log was already compacted to has no term
+// to record: CreateSnapshot must refuse it rather than index out of range.
+func TestMemoryStorageCreateSnapshotBelowCompacted(t *testing.T) {
+	ms := msWithEntries(t, 3, 3, 4, 5, 6)
+	if err := ms.Compact(5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms.CreateSnapshot(4, nil, nil); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("CreateSnapshot(4) after Compact(5) = %v, want ErrCompacted", err)
+	}
+	if snap, err := ms.CreateSnapshot(5, nil, nil); err != nil || snap.Meta.Term != 5 {
+		t.Fatalf("CreateSnapshot(5) = %+v, %v; want term 5", snap.Meta, err)
+	}
+}
