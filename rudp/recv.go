@@ -142,7 +142,7 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) (ds [
 		p.recvInit = true
 	}
 	p.win.advance(d.una)
-	cumBefore := p.win.cum
+	topBefore := p.win.top // one past the highest seq received
 	switch p.win.status(d.seq) {
 	case seqDup:
 		e.st.duplicates.Add(1)
@@ -189,7 +189,9 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) (ds [
 		}
 	}
 	p.win.mark(d.seq)
-	return ds, d.seq != cumBefore, true
+	// Out of order (it fills a hole, or jumps over missing ones) means an
+	// ack at once; in-order fragments behind an old hole do not.
+	return ds, d.seq != topBefore, true
 }
 
 // deliveryLocked prepares a completed message for delivery.
