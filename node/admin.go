@@ -278,6 +278,16 @@ func (n *Node) askRemoval(ctx context.Context, id uint64) error {
 	}
 }
 
+// Membership returns the voters and learners of the configuration as this
+// node has applied it.
+func (n *Node) Membership(ctx context.Context) (voters, learners []uint64, err error) {
+	err = n.do(ctx, func() {
+		cs := n.rn.Status().Config
+		voters, learners = cs.Voters, cs.Learners
+	})
+	return voters, learners, err
+}
+
 // Status returns the node's view of itself.
 func (n *Node) Status(ctx context.Context) (proto.NodeStatus, error) {
 	var st proto.NodeStatus

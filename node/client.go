@@ -57,6 +57,11 @@ func (n *Node) handle(ctx context.Context, m rudp.Message) []byte {
 		if err := proto.Decode(body, &p); err != nil {
 			return nil
 		}
+		// A peer that restarted on another address announces itself with
+		// a ping from its endpoint, whose node ID is its Raft ID.
+		if _, known := n.addrOf(m.NodeID); known && m.NodeID != n.id.Load() {
+			n.setAddr(m.NodeID, m.From)
+		}
 		return proto.MustEncode(proto.KindPing, proto.Pong{
 			Nonce: p.Nonce, ID: n.id.Load(), Role: n.roleWord(), Term: n.term.Load(), Leader: n.lead.Load(),
 		})

@@ -526,3 +526,29 @@ type clientEndpoint struct {
 	call func(t testing.TB, to netip.AddrPort, req proto.ClientRequest) proto.ClientResponse
 	try  func(to netip.AddrPort, req proto.ClientRequest) (proto.ClientResponse, error)
 }
+
+// TestLearnerRestartsOnNewAddress: a learner never campaigns, so the
+// leader learns its new address only from its announcement.
+func TestLearnerRestartsOnNewAddress(t *testing.T) {
+	c := newCluster(t, 2)
+	tn := &tnode{id: 3, name: "n3", dir: t.TempDir()}
+	c.nodes = append(c.nodes, tn)
+	c.start(tn, netip.AddrPort{})
+	c.admin(proto.AdminRequest{Op: proto.AdminAddLearner, NodeID: 3, Name: "n3", Addr: tn.addr.String()})
+	mustOK(t, c.do(put(101, 1, "a", "1")))
+	waitFor(t, "learner catches up", func() bool { v, code := localValue(tn, "a"); return code == proto.CodeOK && v == "1" })
+	old := tn.addr
+	c.stop(tn)
+	mustOK(t, c.do(put(101, 2, "b", "2")))
+	c.start(tn, netip.AddrPort{}) // a new port
+	if tn.addr == old {
+		t.Fatalf("restarted on the same address %s", old)
+	}
+	waitFor(t, "learner on a new address catches up", func() bool {
+		v, code := localValue(tn, "b")
+		return code == proto.CodeOK && v == "2"
+	})
+	if st, err := tn.n.Status(context.Background()); err != nil || st.Role != "learner" {
+		t.Fatalf("status %+v %v, want role learner", st, err)
+	}
+}

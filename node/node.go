@@ -268,6 +268,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if n.cfg.Entrance.IsValid() {
 		wg.Go(func() { n.reportLoop(ctx) })
 	}
+	wg.Go(func() { n.announce(ctx) })
 	n.logger().Info("serving", "addr", n.cfg.AdvertiseAddr.String(), "applied", n.kv.Applied(),
 		"cluster_id", fmt.Sprintf("%016x", ident.ClusterID))
 	close(n.ready)

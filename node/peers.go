@@ -155,3 +155,30 @@ func (n *Node) notLeader() error {
 	id, addr := n.leaderAddr()
 	return &NotLeaderError{LeaderID: id, Addr: addr}
 }
+
+// announce pings every known peer once at start, so that peers learn this
+// node's address if it changed since the members table recorded it (the
+// leader then reaches a restarted learner, which never campaigns).
+func (n *Node) announce(ctx context.Context) {
+	n.addrMu.Lock()
+	addrs := make([]netip.AddrPort, 0, len(n.addrs))
+	for _, ap := range n.addrs {
+		addrs = append(addrs, ap)
+	}
+	n.addrMu.Unlock()
+	ping := proto.MustEncode(proto.KindPing, proto.Ping{Nonce: randUint64()})
+	var wg sync.WaitGroup
+	for _, ap := range addrs {
+		if ap == n.cfg.AdvertiseAddr {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if _, err := n.ep.Call(cctx, ap, ping); err != nil && ctx.Err() == nil {
+				n.logger().Debug("announce", "addr", ap.String(), "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
