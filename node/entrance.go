@@ -156,7 +156,9 @@ func (n *Node) leaderReport(ctx context.Context) (proto.LeaderReport, bool) {
 			m := proto.Member{ID: id, Learner: learner}
 			if mb, ok := n.repl.Members[id]; ok {
 				m.Name, m.Addr = mb.Name, mb.Addr
-			} else if ap, ok := n.addrOf(id); ok {
+			}
+			// The address messages last came from beats the table's.
+			if ap, ok := n.addrOf(id); ok {
 				m.Addr = ap.String()
 			}
 			if pr, ok := st.Progress[id]; ok {
