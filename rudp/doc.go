@@ -56,15 +56,17 @@
 // sets IP_PMTUDISC_DO so oversize datagrams fail loudly). Fragments carry a
 // 64-bit sequence number per (sender incarnation, receiver) stream, kept
 // across retransmissions; the receiver answers with a cumulative ack plus up
-// to 64 selective ranges, piggybacked on its own data or sent after
-// AckDelay, at once on every second datagram, a gap or a duplicate.
+// to 64 selective ranges plus the highest packet number of a data datagram
+// it received, piggybacked on its own data or sent after AckDelay, at once
+// on every second datagram, an out-of-order fragment or a duplicate.
 // Retransmission follows RFC 6298 per peer: smoothed RTT and variance,
 // Karn's rule (no samples from resent fragments), exponential backoff with
 // ±20% jitter, MinRTO 5ms and MaxRTO at most 1s. A timeout resends only the
 // two oldest expired fragments; a fragment is presumed lost and resent at
-// once when one sent three transmissions after it, or sent after it and
-// 9/8 RTT ago, has been acknowledged unambiguously (RFC 9002 style fast
-// retransmit). At most MaxInflightBytes are unacknowledged per peer and
+// once when a transmission three after it, or one after it and 9/8 RTT
+// later, is known to have arrived (RFC 9002 style): known from the ack of a
+// fragment sent once, or from the acknowledged packet number, which stays
+// unambiguous while only resent fragments are in flight. At most MaxInflightBytes are unacknowledged per peer and
 // MaxQueuedBytes queued; senders past that wait, respecting their context.
 //
 // Small fragments to one peer share a datagram when they are produced
