@@ -129,6 +129,17 @@ func (n *Node) errResponse(err error) proto.ClientResponse {
 
 var errBusy = errors.New("node: too many requests waiting")
 
+// acquireWaiting takes one of Config.MaxWaiting slots for a request that
+// will wait for the loop (each holds an rudp handler worker; Raft messages
+// need some left). Release with n.waiting.Add(-1).
+func (n *Node) acquireWaiting() bool {
+	if n.waiting.Add(1) > int64(n.cfg.MaxWaiting) {
+		n.waiting.Add(-1)
+		return false
+	}
+	return true
+}
+
 // toCommand maps a client write to a state-machine command.
 func toCommand(req proto.ClientRequest) (kvstore.Command, error) {
 	cmd := kvstore.Command{Key: req.Key, Value: req.Value}
@@ -185,8 +196,7 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 	if err != nil {
 		return n.errResponse(err)
 	}
-	if n.waiting.Add(1) > int64(n.cfg.MaxWaiting) {
-		n.waiting.Add(-1)
+	if !n.acquireWaiting() {
 		return n.errResponse(errBusy)
 	}
 	defer n.waiting.Add(-1)
@@ -389,7 +399,12 @@ func (n *Node) read(ctx context.Context, req proto.ClientRequest) proto.ClientRe
 		if !n.IsLeader() {
 			return n.errResponse(n.notLeader())
 		}
-		if err := n.readIndex(ctx); err != nil {
+		if !n.acquireWaiting() {
+			return n.errResponse(errBusy)
+		}
+		err := n.readIndex(ctx)
+		n.waiting.Add(-1)
+		if err != nil {
 			return n.errResponse(err)
 		}
 	}
