@@ -60,9 +60,10 @@
 // addresses are learned; the source address of incoming Raft messages
 // updates them too, and a node announces itself with a ping to every known
 // peer when it starts (a learner restarted on a new address never
-// campaigns, so the leader would not find it otherwise). A node removed from the configuration stops (Run
-// returns nil). The leader reports to the entrance on election and every
-// Config.ReportInterval.
+// campaigns, so the leader would not find it otherwise). A node removed
+// from the configuration stops (Run returns nil; the leader also tells it
+// with AdminStop, since it stops replicating to it). The leader reports to
+// the entrance on election and every Config.ReportInterval.
 //
 // # Files
 //
@@ -81,14 +82,14 @@
 //	go func() { <-ctx.Done(); n.Close() }()
 //	err = n.Run(ctx) // blocks; nil on a clean stop
 //
+// In-process callers can use Do (client requests) and Admin (admin
+// requests) directly; over the network they arrive as proto.KindClient and
+// proto.KindAdmin.
+//
 // # Testing
 //
 // The tests run clusters of runtimes in-process over real loopback UDP
 // sockets (some wrapped in internal/faultnet). RAFTKV_NODE_LOG=1 prints the
 // nodes' logs. BenchmarkPut3Nodes runs with fsync on; RAFTKV_BENCH_NOSYNC=1
 // turns it off.
-//
-// In-process callers can use Do (client requests) and Admin (admin
-// requests) directly; over the network they arrive as proto.KindClient and
-// proto.KindAdmin.
 package node
