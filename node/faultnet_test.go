@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"testing"
@@ -41,5 +42,45 @@ func TestFaultyNetwork(t *testing.T) {
 	st := fn.Stats()
 	if st.Dropped == 0 || st.Duplicated == 0 || st.Reordered == 0 {
 		t.Fatalf("the network injected no faults: %+v", st)
+	}
+}
+
+// TestIsolatedLeaderRetryIsExactlyOnce: a write reaches a leader that is
+// then cut off; it steps down (CheckQuorum) and answers not-leader or
+// unavailable; the client retries the same (ClientID, Seq) on the new
+// leader; after the partition heals the write is there exactly once and
+// the old leader caught up.
+func TestIsolatedLeaderRetryIsExactlyOnce(t *testing.T) {
+	fn := faultnet.New(7)
+	t.Cleanup(func() { fn.Close() })
+	c := newCluster(t, 3, func(c *cluster) {
+		c.wrap = func(pc net.PacketConn) net.PacketConn { return fn.Wrap(pc) }
+	})
+	mustOK(t, c.do(put(111, 1, "x", "1")))
+	old := c.waitLeader()
+	fn.Isolate(old.addr)
+	req := proto.ClientRequest{ClientID: 111, Seq: 2, Op: proto.OpPut, Key: []byte("x"), Value: []byte("2")}
+	r := old.n.Do(context.Background(), req)
+	if r.Code != proto.CodeNotLeader && r.Code != proto.CodeUnavailable {
+		t.Fatalf("isolated leader answered %v %s", r.Code, r.Message)
+	}
+	// The majority elects a new leader; the retry goes there.
+	old.joined = false
+	var lead *tnode
+	waitFor(t, "a new leader", func() bool {
+		lead = c.waitLeader()
+		return lead != old
+	})
+	mustOK(t, c.do(req))
+	mustOK(t, c.do(req)) // and once more, for good measure
+	fn.Heal()
+	old.joined = true
+	waitFor(t, "old leader catches up", func() bool {
+		v, code := localValue(old, "x")
+		return code == proto.CodeOK && v == "2"
+	})
+	kv := mustOK(t, c.do(get("x"))).KVs[0]
+	if kv.Version != 2 {
+		t.Fatalf("x has version %d after one put and one retried put, want 2", kv.Version)
 	}
 }
