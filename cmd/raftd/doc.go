@@ -5,7 +5,7 @@
 // # Usage
 //
 //	raftd --name n1 --listen 127.0.0.1:7701 --data-dir DIR --entrance 127.0.0.1:7700 [--secret-file F]
-//	      [--advertise ADDR] [--tick-interval 100ms] [--snapshot-entries 10000]
+//	      [--advertise ADDR] [--http ADDR] [--tick-interval 100ms] [--snapshot-entries 10000]
 //	      [--log-level info] [--log-format text]
 //
 // A node with an empty data dir joins through the entrance (retrying until
@@ -13,6 +13,10 @@
 // it comes back as the same node and catches up. Every flag can also be
 // given as an environment variable RAFTD_<FLAG> (upper case, dashes as
 // underscores: RAFTD_DATA_DIR); a flag on the command line wins.
+//
+// With --http, GET /healthz answers "ok" once the node serves and GET
+// /v1/status the node's status as JSON (id, name, role, term, leader,
+// commit, applied, last and snapshot index, revision, uptime).
 //
 // Logs are slog lines on stderr. Lines tests and operators can rely on:
 // "admitted" (first join), "rejoined", "serving" (the node answers

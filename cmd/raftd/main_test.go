@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,21 +113,29 @@ type daemon struct {
 	done   chan int
 	stderr *syncBuffer
 	node   *node.Node
+	http   net.Addr
 }
 
 func startDaemon(t *testing.T, name, dir string, env map[string]string, args ...string) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &daemon{name: name, cancel: cancel, done: make(chan int, 1), stderr: &syncBuffer{}}
-	readyc := make(chan *node.Node, 1)
+	type readyInfo struct {
+		n    *node.Node
+		http net.Addr
+	}
+	readyc := make(chan readyInfo, 1)
 	args = append([]string{"--name", name, "--listen", "127.0.0.1:0", "--tick-interval", "20ms"}, args...)
 	if env == nil {
 		env = map[string]string{}
 	}
 	env["RAFTD_DATA_DIR"] = dir
-	go func() { d.done <- run(ctx, args, io.Discard, d.stderr, envOf(env), func(n *node.Node) { readyc <- n }) }()
+	go func() {
+		d.done <- run(ctx, args, io.Discard, d.stderr, envOf(env), func(n *node.Node, h net.Addr) { readyc <- readyInfo{n, h} })
+	}()
 	select {
-	case d.node = <-readyc:
+	case ri := <-readyc:
+		d.node, d.http = ri.n, ri.http
 	case code := <-d.done:
 		cancel()
 		t.Fatalf("%s exited %d before serving:\n%s", name, code, d.stderr.String())
@@ -163,7 +173,7 @@ func TestClusterThroughEntrance(t *testing.T) {
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	var ds []*daemon
 	for i, dir := range dirs {
-		ds = append(ds, startDaemon(t, fmt.Sprintf("n%d", i+1), dir, env))
+		ds = append(ds, startDaemon(t, fmt.Sprintf("n%d", i+1), dir, env, "--http", "127.0.0.1:0"))
 	}
 	defer func() {
 		for _, d := range ds {
@@ -192,6 +202,23 @@ func TestClusterThroughEntrance(t *testing.T) {
 		!strings.Contains(ds[1].stderr.String(), "admitted") || !strings.Contains(ds[0].stderr.String(), "became leader") {
 		t.Fatalf("missing log lines:\n%s\n%s", ds[0].stderr.String(), ds[1].stderr.String())
 	}
+	// The HTTP status of the leader.
+	l := leader()
+	resp, err := http.Get("http://" + l.http.String() + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st proto.NodeStatus
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || st.Role != "leader" || st.Name != l.name {
+		t.Fatalf("/v1/status: %+v, %v", st, err)
+	}
+	if resp, err := http.Get("http://" + l.http.String() + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	put := proto.ClientRequest{ClientID: 5, Seq: 1, Op: proto.OpPut, Key: []byte("hello"), Value: []byte("world")}
 	if r := leader().node.Do(context.Background(), put); r.Code != proto.CodeOK {
 		t.Fatalf("put: %v %s", r.Code, r.Message)
@@ -204,7 +231,7 @@ func TestClusterThroughEntrance(t *testing.T) {
 	if !strings.Contains(ds[2].stderr.String(), "raftd stopped") {
 		t.Fatalf("no clean stop in n3's log:\n%s", ds[2].stderr.String())
 	}
-	ds[2] = startDaemon(t, "n3", dirs[2], env)
+	ds[2] = startDaemon(t, "n3", dirs[2], env, "--http", "127.0.0.1:0")
 	if ds[2].node.ID() != id3 {
 		t.Fatalf("n3 came back as %016x, was %016x", ds[2].node.ID(), id3)
 	}

@@ -39,6 +39,7 @@ type options struct {
 	dataDir         string
 	entrance        string
 	secretFile      string
+	http            string
 	tickInterval    time.Duration
 	snapshotEntries uint64
 	logLevel        string
@@ -53,8 +54,9 @@ func (e *usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Errorf(format, args...)} }
 
-// readyFunc, when not nil, is told the node once it serves (tests).
-type readyFunc func(n *node.Node)
+// readyFunc, when not nil, is told the node once it serves, and the HTTP
+// address (nil without --http) (tests).
+type readyFunc func(n *node.Node, http net.Addr)
 
 // run executes the command line and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool), ready readyFunc) int {
@@ -123,6 +125,7 @@ RAFTD_DATA_DIR); a flag given on the command line wins.`,
 	fl.StringVar(&o.dataDir, "data-dir", "", "directory of the log, the store and the node's identity (required)")
 	fl.StringVar(&o.entrance, "entrance", "", "entrance address, ip:port (required until LAN discovery lands)")
 	fl.StringVar(&o.secretFile, "secret-file", "", "file holding the cluster secret (surrounding whitespace is ignored)")
+	fl.StringVar(&o.http, "http", "", `HTTP address for /healthz and /v1/status ("": off)`)
 	fl.DurationVar(&o.tickInterval, "tick-interval", node.DefaultTickInterval, "duration of one Raft tick (election timeout: 10 ticks)")
 	fl.Uint64Var(&o.snapshotEntries, "snapshot-entries", node.DefaultSnapshotEntries, "applied entries between snapshots (log compaction)")
 	fl.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -236,17 +239,27 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 			return usagef("--listen %s has no IP others can reach: give --advertise", o.listen)
 		}
 	}
+	var ln net.Listener
+	if o.http != "" {
+		if ln, err = net.Listen("tcp", o.http); err != nil {
+			pc.Close()
+			return fmt.Errorf("listen http %s: %w", o.http, err)
+		}
+	}
 	n, err := node.New(node.Config{
 		Name: o.name, DataDir: o.dataDir, PacketConn: pc, AdvertiseAddr: advertise, Secret: secret,
 		Entrance: entrance, TickInterval: o.tickInterval, SnapshotEntries: o.snapshotEntries, Logger: log,
 	})
 	if err != nil {
 		pc.Close()
+		if ln != nil {
+			ln.Close()
+		}
 		return err
 	}
 	log.Info("raftd starting", "version", version(), "name", o.name, "listen", pc.LocalAddr().String(),
 		"advertise", advertise.String(), "data_dir", o.dataDir, "entrance", entrance.String(),
-		"authenticated", secret != nil, "tick_interval", o.tickInterval)
+		"authenticated", secret != nil, "tick_interval", o.tickInterval, "http", o.http)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -256,11 +269,17 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 		defer cancel()
 		return n.Run(gctx)
 	})
+	var httpAddr net.Addr
+	if ln != nil {
+		httpAddr = ln.Addr()
+		srv := newHTTPServer(n)
+		g.Go(func() error { return serveHTTP(gctx, srv, ln) })
+	}
 	g.Go(func() error {
 		select {
 		case <-n.Ready():
 			if ready != nil {
-				ready(n)
+				ready(n, httpAddr)
 			}
 		case <-gctx.Done():
 		}
