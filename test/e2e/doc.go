@@ -9,8 +9,10 @@
 // leader SIGKILL and catch-up (TestLeaderKillFailover), SIGKILL of every node
 // during writes (TestKillAllDuringWrites), porcupine-checked histories while
 // nodes are killed and restarted (TestLinearizableUnderCrashes; on failure
-// it writes an HTML visualization and prints its path), and the data path
-// without the entrance (TestEntranceDownEndpointsServe).
+// it writes an HTML visualization and prints its path), compare-and-swaps
+// retried across leader kills (TestCASAcrossLeaderKill), and the data path
+// without the entrance (TestEntranceDownEndpointsServe). On failure the
+// daemons' logs and the clients' debug log are kept in os.TempDir().
 //
 // # Usage
 //
