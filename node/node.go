@@ -430,6 +430,16 @@ func (n *Node) installSnapshot(snap raft.Snapshot) error {
 	for id, m := range repl.Members {
 		n.learnMember(id, m)
 	}
+	cs := snap.Meta.ConfState
+	self := n.id.Load()
+	n.isLearner.Store(slices.Contains(cs.Learners, self))
+	if n.rn != nil { // nil while recovering before the core exists
+		for _, id := range append(append([]uint64(nil), cs.Voters...), cs.Learners...) {
+			if id != self {
+				n.ensurePeer(id)
+			}
+		}
+	}
 	n.snapIndex = max(n.snapIndex, snap.Meta.Index)
 	n.logger().Info("snapshot installed", "index", snap.Meta.Index, "term", snap.Meta.Term, "bytes", len(snap.Data))
 	return nil
