@@ -299,11 +299,8 @@ func TestExactlyOnceUnderRetry(t *testing.T) {
 		t.Fatalf("k = %q after a retried delete, want v2", v.KVs[0].Value)
 	}
 	// An older Seq after a newer one is refused, not applied.
-	if r := c.do(put(21, 1, "k", "old")); r.Code != proto.CodeOK || r.Revision != first.Revision {
-		// Seq 1 < last 2: stale.
-		if r.Code != proto.CodeInvalid {
-			t.Fatalf("stale seq answered %v", r.Code)
-		}
+	if r := c.do(put(21, 1, "k", "old")); r.Code != proto.CodeInvalid {
+		t.Fatalf("stale seq (1 after 2) answered %v, want invalid", r.Code)
 	}
 	if v := mustOK(t, c.do(get("k"))); string(v.KVs[0].Value) != "v2" {
 		t.Fatalf("k = %q after a stale request", v.KVs[0].Value)
