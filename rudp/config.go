@@ -6,15 +6,17 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
 // Handler is called for every message delivered to the endpoint. For a
 // message sent with Call the returned bytes are sent back as the reply (nil
-// is an empty reply); for other messages the return value is ignored.
-// Handlers run on Config.HandlerWorkers goroutines, so they run
-// concurrently and messages are not ordered. ctx is cancelled when the
-// endpoint stops. Message.Payload belongs to the handler.
+// is an empty reply), unless the handler called Message.Defer to answer
+// later; for other messages the return value is ignored. Handlers run on
+// Config.HandlerWorkers goroutines, so they run concurrently and messages
+// are not ordered. ctx is cancelled when the endpoint stops.
+// Message.Payload belongs to the handler.
 type Handler func(ctx context.Context, m Message) (reply []byte)
 
 // Message is one delivered message.
@@ -23,6 +25,55 @@ type Message struct {
 	NodeID    uint64         // the sender's Config.NodeID
 	Payload   []byte
 	Broadcast bool // it arrived as a Broadcast datagram: unreliable, may repeat across restarts
+
+	call *callReply // non-nil when m came from Call
+}
+
+// IsCall reports whether m was sent with Call and so expects a reply.
+func (m Message) IsCall() bool { return m.call != nil }
+
+// Defer lets a handler answer a Call after it returns, so that waiting for
+// the answer (a Raft commit, say) does not hold one of
+// Config.HandlerWorkers. Call it in the handler, before returning: the
+// handler's return value is then ignored and the caller waits for the
+// returned function to be called, once, from any goroutine:
+//
+//	reply := m.Defer()
+//	go func() { reply(answer(m.Payload)) }()
+//	return nil
+//
+// reply sends its argument as the Call's response without waiting for an
+// acknowledgement (as a handler's return value is sent). Only the first
+// reply of a message is sent; later ones return ErrReplied. If reply is
+// never called the caller's Call fails at its deadline; rudp keeps nothing
+// for a deferred message, so the handler bounds how many it keeps waiting.
+// After Close, reply returns ErrClosed and sends nothing. For a message
+// that did not come from Call (IsCall false) Defer returns a reply
+// function that sends nothing and returns nil.
+func (m Message) Defer() (reply func(payload []byte) error) {
+	c := m.call
+	if c == nil {
+		return func([]byte) error { return nil }
+	}
+	c.deferred.Store(true)
+	return c.send
+}
+
+// callReply is the state of the reply to one delivered request.
+type callReply struct {
+	e        *Endpoint
+	to       netip.AddrPort
+	ref      uint64 // the request's message ID
+	deferred atomic.Bool
+	replied  atomic.Bool
+}
+
+// send sends the reply once.
+func (c *callReply) send(payload []byte) error {
+	if !c.replied.CompareAndSwap(false, true) {
+		return ErrReplied
+	}
+	return c.e.reply(c.to, c.ref, payload)
 }
 
 // Config configures an Endpoint. The zero value is usable: every zero field

@@ -26,6 +26,14 @@
 //	err = ep.Broadcast(bcastAddr, hello)    // one unreliable datagram
 //	if errors.Is(err, rudp.ErrPeerUnreachable) { ... } // deadline or PeerTimeout
 //
+//	// A handler that must wait (a Raft commit) answers later instead of
+//	// holding a worker; the return value is then ignored:
+//	Handler: func(ctx context.Context, m rudp.Message) []byte {
+//		reply := m.Defer()                  // once; ErrReplied after
+//		go func() { reply(await(m.Payload)) }() // ErrClosed after Close
+//		return nil
+//	}
+//
 // # Guarantees
 //
 //   - Every message is delivered at most once to each incarnation of the
@@ -34,7 +42,8 @@
 //     have received it (the ack may have been lost).
 //   - Messages are not ordered, neither between nor within peers; handlers
 //     run concurrently on Config.HandlerWorkers goroutines.
-//   - A handler that blocks holds a worker; when all are busy and
+//   - A handler that blocks holds a worker (Message.Defer answers a Call
+//     without holding one); when all are busy and
 //     Config.InboxLen messages wait, the reader stops and the kernel buffer,
 //     then the peers' retransmissions, absorb the backlog. If that lasts
 //     longer than the peers' PeerTimeout they report this endpoint

@@ -30,6 +30,9 @@ var (
 	// ErrTooManyPeers is returned when Config.MaxPeers peers all have
 	// unfinished work.
 	ErrTooManyPeers = errors.New("rudp: too many peers")
+	// ErrReplied is returned by a deferred reply function (Message.Defer)
+	// called again, or after the handler's return value was sent.
+	ErrReplied = errors.New("rudp: already replied")
 )
 
 // Stats is a snapshot of an endpoint's counters.
@@ -398,8 +401,8 @@ func (e *Endpoint) handle(ctx context.Context, d delivery) {
 		e.reasmBytes -= d.release
 		e.mu.Unlock()
 	}
-	if d.kind == kindRequest {
-		if err := e.reply(d.m.From, d.msgID, reply); err != nil {
+	if c := d.m.call; c != nil && !c.deferred.Load() {
+		if err := c.send(reply); err != nil && !errors.Is(err, ErrReplied) {
 			e.log.Debug("rudp: reply not sent", "peer", d.m.From, "err", err)
 		}
 	}

@@ -201,8 +201,11 @@ func (e *Endpoint) deliveryLocked(p *peer, kind uint8, msgID, ref uint64, payloa
 		m:    Message{From: p.addr, NodeID: p.remoteNode, Payload: payload},
 		kind: kind, msgID: msgID, p: p, release: reserved,
 	}
-	if kind == kindResponse {
+	switch kind {
+	case kindResponse:
 		d.msgID = ref
+	case kindRequest:
+		d.m.call = &callReply{e: e, to: p.addr, ref: msgID}
 	}
 	return d
 }
