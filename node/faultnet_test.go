@@ -39,6 +39,29 @@ func TestFaultyNetwork(t *testing.T) {
 			return code == proto.CodeOK && v == fmt.Sprint(writes-1)
 		})
 	}
+	// State-machine safety: every replica holds exactly the same state.
+	waitFor(t, "replicas at the same applied index", func() bool {
+		a := c.nodes[0].n.kv.Applied()
+		for _, tn := range c.nodes[1:] {
+			if tn.n.kv.Applied() != a {
+				return false
+			}
+		}
+		return true
+	})
+	fp0, err := c.nodes[0].n.kv.Fingerprint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range c.nodes[1:] {
+		fp, err := tn.n.kv.Fingerprint()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fp != fp0 {
+			t.Fatalf("%s's state differs from n1's at applied %d/%d", tn.name, fp.Applied, fp0.Applied)
+		}
+	}
 	st := fn.Stats()
 	if st.Dropped == 0 || st.Duplicated == 0 || st.Reordered == 0 {
 		t.Fatalf("the network injected no faults: %+v", st)
