@@ -31,6 +31,18 @@ func TestClusterFormsAndServes(t *testing.T) {
 	if out, errOut, code := c.raftctl(entr, "get", "greeting", "--serializable", "--timeout", "10s"); code != 0 || out != "hello\n" {
 		t.Fatalf("get --serializable: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	// History: get --rev reads an older value.
+	out, _, code = c.raftctl(entr, "-o", "json", "put", "greeting", "hi again")
+	var put struct{ Revision int64 }
+	if err := json.Unmarshal([]byte(out), &put); err != nil || code != 0 || put.Revision < 2 {
+		t.Fatalf("put -o json: exit %d, %v: %q", code, err, out)
+	}
+	if out, errOut, code := c.raftctl(entr, "get", "greeting", "--rev", fmt.Sprint(put.Revision-1)); code != 0 || out != "hello\n" {
+		t.Fatalf("get --rev %d: exit %d, stdout %q, stderr %q", put.Revision-1, code, out, errOut)
+	}
+	if out, _, code := c.raftctl(entr, "get", "greet", "--prefix"); code != 0 || out != "greeting\nhi again\n" {
+		t.Fatalf("get --prefix: exit %d, stdout %q", code, out)
+	}
 	if out, _, code := c.raftctl(entr, "del", "greeting"); code != 0 || out != "1\n" {
 		t.Fatalf("del: exit %d, stdout %q", code, out)
 	}
@@ -72,6 +84,12 @@ func TestEntranceDownEndpointsServe(t *testing.T) {
 	}
 	if out, errOut, code := c.raftctl(eps, "get", "k"); code != 0 || out != "v1\n" {
 		t.Fatalf("get via endpoints: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// list-peers without the entrance asks every endpoint.
+	out, errOut, code := c.raftctl(eps, "list-peers")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) != 4 ||
+		strings.Count(out, " alive ") != 3 || strings.Count(out, " leader ") != 1 {
+		t.Fatalf("list-peers via endpoints: exit %d, stderr %q, stdout:\n%s", code, errOut, out)
 	}
 	// One follower alone answers a serializable read.
 	l := c.leader(10 * time.Second)
