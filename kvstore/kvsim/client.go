@@ -1,0 +1,337 @@
+package kvsim
+
+import (
+	"errors"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/raftkv/raftkv/kvstore"
+	"github.com/raftkv/raftkv/node/raft"
+	"github.com/raftkv/raftkv/node/raft/raftsim"
+)
+
+// Client is a simulated client. It has one operation in flight at a time,
+// sends it to the node it believes leads, follows redirects, and retries
+// on timeouts (ClientTimeout) and lost answers. Writes carry its session
+// and a sequence number: every retry of a write reuses them, so the store
+// applies it once however many copies commit.
+type Client struct {
+	s  *Sim
+	ID int
+
+	sess  uint64 // 0 until registered
+	seq   uint64
+	guess uint64   // the node it believes leads
+	nodes []uint64 // the nodes it can reach (nil: all)
+
+	cur     *pending
+	attempt uint64 // bumped by every send; a timeout only fires for the latest
+
+	// Completed and Unknown count this client's recorded operations.
+	Completed, Unknown int
+}
+
+type pending struct {
+	in       Input
+	call     int64
+	done     func(Output)
+	seq      uint64
+	logRead  bool
+	register *pending // set on a session registration: the write waiting for it
+}
+
+// answer is what a node sends back to a client.
+type answer struct {
+	redirect bool   // not served here: try hint (or another node)
+	hint     uint64 // the leader the node knows, 0 if none
+	res      kvstore.Result
+	out      Output // gets
+}
+
+// Restrict makes the client reach only the given nodes (nil: all).
+func (c *Client) Restrict(nodes []uint64) {
+	c.nodes = slices.Clone(nodes)
+	if len(nodes) > 0 && !slices.Contains(nodes, c.guess) {
+		c.guess = nodes[0]
+	}
+}
+
+// Busy reports whether an operation is in flight.
+func (c *Client) Busy() bool { return c.cur != nil }
+
+// Do starts an operation; done (which may be nil) is called with its
+// answer. The operation is recorded in the history when it completes, or
+// when the clients are stopped (writes, with an unknown outcome). Do
+// panics if an operation is in flight.
+func (c *Client) Do(in Input, done func(Output)) {
+	if c.cur != nil {
+		panic("kvsim: client has an operation in flight")
+	}
+	if c.s.stopped {
+		return
+	}
+	p := &pending{in: in, call: c.s.stamp(), done: done}
+	if in.Op == OpGet {
+		p.logRead = c.s.cfg.LogReads > 0 && c.s.C.Rand().Float64() < c.s.cfg.LogReads
+		c.cur = p
+		c.send()
+		return
+	}
+	if c.sess == 0 {
+		c.cur = &pending{register: p}
+		c.send()
+		return
+	}
+	c.seq++
+	p.seq = c.seq
+	c.cur = p
+	c.send()
+}
+
+func (c *Client) delay() raftsim.Time {
+	return 1 + raftsim.Time(c.s.C.Rand().Int64N(int64(c.s.cfg.ClientDelay)))
+}
+
+func (c *Client) reachable(id uint64) bool { return c.nodes == nil || slices.Contains(c.nodes, id) }
+
+// send sends the current operation to the node the client believes leads
+// and arms the timeout.
+func (c *Client) send() {
+	p := c.cur
+	c.attempt++
+	att := c.attempt
+	node := c.guess
+	c.s.C.After(c.delay(), "", func() { c.arrive(p, node) })
+	c.s.C.After(c.s.cfg.ClientTimeout, "", func() {
+		if c.cur == p && c.attempt == att {
+			c.next(0)
+			c.send()
+		}
+	})
+}
+
+// next moves the client's guess: to hint if it is reachable, else to the
+// next reachable node.
+func (c *Client) next(hint uint64) {
+	if hint != 0 && hint != c.guess && c.reachable(hint) {
+		c.guess = hint
+		return
+	}
+	ids := c.s.C.IDs()
+	if c.nodes != nil {
+		ids = c.nodes
+	}
+	i := slices.Index(ids, c.guess)
+	c.guess = ids[(i+1)%len(ids)]
+}
+
+// arrive is the request reaching node: the node's server serves it if it
+// is leader, else redirects. A request to an unreachable node is lost.
+func (c *Client) arrive(p *pending, node uint64) {
+	if !c.reachable(node) {
+		return
+	}
+	s := c.s
+	if !s.C.IsUp(node) {
+		c.reply(p, answer{redirect: true}) // connection refused
+		return
+	}
+	st := s.C.Status(node)
+	if st.RaftState != raft.StateLeader {
+		c.reply(p, answer{redirect: true, hint: st.Lead})
+		return
+	}
+	if p.in.Op == OpGet && !p.logRead {
+		if s.staleReads {
+			c.reply(p, answer{out: readStore(s, s.machines[node], p.in.Key)}) // planted bug: no ReadIndex
+			return
+		}
+		err := s.C.ReadIndex(node, func(r raftsim.ReadResult) {
+			if r.Err != nil {
+				c.reply(p, answer{redirect: true})
+				return
+			}
+			c.reply(p, answer{out: readStore(s, r.SM.(*machine), p.in.Key)})
+		})
+		if err != nil {
+			c.reply(p, answer{redirect: true})
+		}
+		return
+	}
+	cmd := kvstore.Command{Time: int64(s.C.Now()) * int64(time.Millisecond), Key: []byte(p.in.Key)}
+	switch {
+	case p.register != nil:
+		cmd = kvstore.Command{Op: kvstore.OpRegisterSession, Time: cmd.Time}
+	case p.in.Op == OpGet:
+		cmd.Op = kvstore.OpRange
+	case p.in.Op == OpPut:
+		cmd.Op, cmd.Value = kvstore.OpPut, []byte(p.in.Value)
+	case p.in.Op == OpDelete:
+		cmd.Op = kvstore.OpDelete
+	case p.in.Op == OpCAS:
+		cmd.Op, cmd.Value, cmd.Then = kvstore.OpCAS, []byte(p.in.Value), kvstore.OpPut
+		cmd.Compare = &kvstore.Compare{Target: kvstore.CompareValue, Value: []byte(p.in.Expect)}
+	}
+	if p.seq != 0 {
+		cmd.Session, cmd.Seq = c.sess, p.seq
+	}
+	data, err := kvstore.EncodeCommand(cmd)
+	if err != nil {
+		s.failf("client %d: encode: %v", c.ID, err)
+		return
+	}
+	err = s.C.Propose(node, data, func(r raftsim.ProposeResult) {
+		if r.Err != nil {
+			c.reply(p, answer{redirect: true})
+			return
+		}
+		res, ok, err := decodeApply(r.Result)
+		if err != nil {
+			s.failf("client %d: %v", c.ID, err)
+			return
+		}
+		if !ok {
+			c.reply(p, answer{redirect: true}) // outcome unknown here: retry, the session answers
+			return
+		}
+		c.reply(p, answer{res: res})
+	})
+	if err != nil {
+		c.reply(p, answer{redirect: true})
+	}
+}
+
+// readStore serves a get from a store.
+func readStore(s *Sim, m *machine, key string) Output {
+	if m == nil {
+		return Output{Unknown: true}
+	}
+	kv, err := m.store.Get([]byte(key), 0)
+	switch {
+	case errors.Is(err, kvstore.ErrKeyNotFound):
+		return Output{}
+	case err != nil:
+		s.failf("node %d: get %q: %v", m.id, key, err)
+		return Output{Unknown: true}
+	}
+	return Output{Found: true, Value: string(kv.Value)}
+}
+
+// reply sends an answer back to the client, unless the network loses it.
+func (c *Client) reply(p *pending, a answer) {
+	if !a.redirect && c.s.cfg.ReplyLoss > 0 && c.s.C.Rand().Float64() < c.s.cfg.ReplyLoss {
+		return
+	}
+	c.s.C.After(c.delay(), "", func() { c.receive(p, a) })
+}
+
+// receive handles an answer: a redirect or a retry moves on after a short
+// back-off; a result completes the operation (an answer to any attempt of
+// the current operation will do).
+func (c *Client) receive(p *pending, a answer) {
+	if c.cur != p {
+		return
+	}
+	if a.redirect || (a.out.Unknown && p.in.Op == OpGet) {
+		c.attempt++ // cancel the timeout
+		c.next(a.hint)
+		backoff := raftsim.Time(5)
+		if a.hint == 0 {
+			backoff = c.s.C.Config().TickInterval * raftsim.Time(2+c.s.C.Rand().IntN(4))
+		}
+		c.s.C.After(backoff, "", func() {
+			if c.cur == p {
+				c.send()
+			}
+		})
+		return
+	}
+	if p.register != nil {
+		if a.res.Err != nil || a.res.Session == 0 {
+			c.s.failf("client %d: register session: result %+v", c.ID, a.res)
+			return
+		}
+		c.sess, c.seq = a.res.Session, 0
+		w := p.register
+		c.seq++
+		w.seq = c.seq
+		c.cur = w
+		c.send()
+		return
+	}
+	out := a.out
+	if p.in.Op != OpGet || p.logRead {
+		var ok bool
+		if out, ok = c.output(p, a.res); !ok {
+			return
+		}
+	}
+	c.complete(p, out, c.s.stamp())
+}
+
+// output turns a store result into the client's answer.
+func (c *Client) output(p *pending, r kvstore.Result) (Output, bool) {
+	switch {
+	case errors.Is(r.Err, kvstore.ErrSessionExpired):
+		// An earlier copy may have been applied before the session
+		// expired: the outcome is unknown. Start a new session.
+		c.sess, c.seq = 0, 0
+		return Output{Unknown: true}, true
+	case p.in.Op == OpCAS && errors.Is(r.Err, kvstore.ErrCompareFailed):
+		return Output{OK: false}, true
+	case r.Err != nil:
+		c.s.failf("client %d: %v %q (session %d, seq %d): unexpected result %v", c.ID, p.in.Op, p.in.Key, c.sess, p.seq, r.Err)
+		return Output{}, false
+	}
+	switch p.in.Op {
+	case OpGet:
+		for _, kv := range r.KVs {
+			if string(kv.Key) == p.in.Key {
+				return Output{Found: true, Value: string(kv.Value)}, true
+			}
+		}
+		return Output{}, true
+	case OpDelete:
+		return Output{Deleted: r.Deleted}, true
+	case OpCAS:
+		return Output{OK: true}, true
+	}
+	return Output{}, true
+}
+
+func (c *Client) complete(p *pending, out Output, ret int64) {
+	c.cur = nil
+	c.attempt++
+	if out.Unknown {
+		ret = math.MaxInt64
+		c.Unknown++
+	} else {
+		c.Completed++
+	}
+	c.s.record(porcupine.Operation{ClientId: c.ID, Input: p.in, Call: p.call, Output: out, Return: ret})
+	if p.done != nil {
+		p.done(out)
+	}
+}
+
+// abandon gives up the operation in flight: a write (or a session
+// registration for one) is recorded with an unknown outcome, a read is
+// dropped.
+func (c *Client) abandon() {
+	p := c.cur
+	if p == nil {
+		return
+	}
+	if p.register != nil {
+		p = p.register // registration may have been applied, the write never was; recorded as unknown anyway
+	}
+	if p.in.Op == OpGet {
+		c.cur = nil
+		c.attempt++
+		return
+	}
+	c.complete(p, Output{Unknown: true}, math.MaxInt64)
+}
