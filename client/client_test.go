@@ -416,3 +416,30 @@ func FuzzDecodeReply(f *testing.F) {
 		_ = decodeReply(b, &p)
 	})
 }
+
+func TestEntranceDownFallsBackToEndpoints(t *testing.T) {
+	fc := newFakeCluster("n2", "n1", "n2")
+	// No whoLeads answer: the fake entrance errors like an unreachable one.
+	c := newTestClient(t, Config{Entrance: "entrance", Endpoints: []string{"n1", "n2"}, Transport: fc})
+	if _, err := c.Put(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatalf("put with the entrance down: %v", err)
+	}
+	if c.Leader() != "n2" {
+		t.Fatalf("leader %q, want n2 (found through n1's redirect)", c.Leader())
+	}
+}
+
+func TestStaleRedirectToDeadLeader(t *testing.T) {
+	// n1 is dead; n2 still names it as leader; n3 leads. The client must
+	// not loop between n2 and n1.
+	fc := newFakeCluster("n3", "n1", "n2", "n3")
+	fc.nodes["n1"].down = true
+	fc.nodes["n2"].leader = "n1"
+	c := newTestClient(t, Config{Endpoints: []string{"n1", "n2", "n3"}, Transport: fc})
+	if _, err := c.Put(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if c.Leader() != "n3" {
+		t.Fatalf("leader %q, want n3", c.Leader())
+	}
+}
