@@ -139,16 +139,16 @@ func (c *Client) arrive(p *pending, node uint64) {
 		c.reply(p, answer{redirect: true}) // connection refused
 		return
 	}
+	if s.staleReads && p.in.Op == OpGet {
+		c.reply(p, answer{out: readStore(s, s.machines[node], p.in.Key)}) // planted bug: no ReadIndex
+		return
+	}
 	st := s.C.Status(node)
 	if st.RaftState != raft.StateLeader {
 		c.reply(p, answer{redirect: true, hint: st.Lead})
 		return
 	}
 	if p.in.Op == OpGet && !p.logRead {
-		if s.staleReads {
-			c.reply(p, answer{out: readStore(s, s.machines[node], p.in.Key)}) // planted bug: no ReadIndex
-			return
-		}
 		err := s.C.ReadIndex(node, func(r raftsim.ReadResult) {
 			if r.Err != nil {
 				c.reply(p, answer{redirect: true})

@@ -60,7 +60,7 @@ func (m *machine) Apply(e raft.Entry) []byte {
 	for i := applied + 1; i < e.Index; i++ {
 		ents = append(ents, raft.Entry{Index: i, Term: e.Term, Type: raft.EntryNormal})
 	}
-	if m.sim.dropWrite != nil && m.sim.dropWrite(e) {
+	if m.sim.dropWrite != nil && m.sim.dropWrite(m.id, e) {
 		// Planted bug: the command is not applied, but its proposer is
 		// told it was.
 		ents = append(ents, raft.Entry{Index: e.Index, Term: e.Term, Type: raft.EntryNormal})

@@ -74,9 +74,10 @@ type Sim struct {
 	lastStamp int64
 	stopped   bool
 
-	// Planted bugs (self-tests): a write that is not applied, and gets
-	// served from the local store without ReadIndex.
-	dropWrite  func(e raft.Entry) bool
+	// Planted bugs (self-tests): a write that is not applied (on some
+	// nodes), and gets served from the local store of whatever node the
+	// client reaches, without ReadIndex.
+	dropWrite  func(node uint64, e raft.Entry) bool
 	staleReads bool
 }
 

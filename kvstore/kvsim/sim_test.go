@@ -1,0 +1,120 @@
+package kvsim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/raftkv/raftkv/node/raft/raftsim"
+)
+
+// fixedSeeds run in every `go test`.
+var fixedSeeds = []uint64{0x101, 0x102, 0x103, 0x104, 0x105, 0x106}
+
+// TestKVSimulation runs randomized schedules: cluster size, clients,
+// network, snapshot frequency and a stream of faults (partitions, leader
+// isolation, crashes at random points of the Ready loop, restarts, all
+// nodes crashing, lossy links) all drawn from the seed. KV_SIM_SEED=S
+// runs only seed S; KV_SIM_SEEDS=N adds N random seeds.
+func TestKVSimulation(t *testing.T) {
+	seeds := slices.Clone(fixedSeeds)
+	if v := os.Getenv("KV_SIM_SEED"); v != "" {
+		seeds = []uint64{envSeed(t, 0)}
+	} else if v := os.Getenv("KV_SIM_SEEDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("KV_SIM_SEEDS=%q: %v", v, err)
+		}
+		for range n {
+			seeds = append(seeds, rand.Uint64())
+		}
+	}
+	for _, seed := range seeds {
+		ok := t.Run(fmt.Sprintf("seed=%#x", seed), func(t *testing.T) { simulate(t, seed) })
+		if !ok {
+			t.Logf("replay: KV_SIM_SEED=%#x go test ./kvstore/kvsim -run '^TestKVSimulation$' -v", seed)
+		}
+	}
+}
+
+func simulate(t *testing.T, seed uint64) {
+	pick := rand.New(rand.NewPCG(seed, 0x6b7673696d)) // the run's shape
+	cfg := Config{
+		Seed:     seed,
+		Nodes:    []int{3, 3, 5}[pick.IntN(3)],
+		Clients:  2 + pick.IntN(4),
+		Network:  []raftsim.LinkConfig{raftsim.Reliable(), raftsim.Reordering(), raftsim.Unreliable()}[pick.IntN(3)],
+		LogReads: 0.1,
+	}
+	if pick.IntN(2) == 0 {
+		cfg.SnapshotEvery, cfg.SnapshotKeep = uint64(8+pick.IntN(30)), uint64(pick.IntN(5))
+	}
+	if pick.IntN(2) == 0 {
+		cfg.ReplyLoss = 0.05
+	}
+	cfg.Name = "TestKVSimulation"
+	cfg.Dir = t.TempDir()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t.Logf("seed %#x: %d nodes, %d clients, network %v, snapshot every %d, reply loss %.2f",
+		seed, cfg.Nodes, cfg.Clients, cfg.Network, cfg.SnapshotEvery, cfg.ReplyLoss)
+	s.Start(Workload{Keys: 1 + pick.IntN(4)})
+	rng := s.C.Rand()
+	faults := 0
+	for s.C.Now() < 3000 && s.Err() == nil {
+		s.C.RunFor(raftsim.Time(100 + rng.IntN(300)))
+		faults++
+		ids := s.C.IDs()
+		switch r := rng.IntN(100); {
+		case r < 20: // random partition, clients confined to a random side
+			rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+			k := 1 + rng.IntN(len(ids)-1)
+			g1, g2 := slices.Sorted(slices.Values(ids[:k])), slices.Sorted(slices.Values(ids[k:]))
+			s.C.Partition(g1, g2)
+			for _, c := range s.Clients() {
+				c.Restrict([][]uint64{g1, g2, nil}[rng.IntN(3)])
+			}
+		case r < 30: // isolate the leader
+			if lead := s.C.Leader(); lead != 0 {
+				s.C.Isolate(lead)
+			}
+		case r < 50: // crash a node, now or inside its next Ready
+			id := ids[rng.IntN(len(ids))]
+			if rng.IntN(2) == 0 {
+				s.Crash(id)
+			} else {
+				s.CrashAt(id, raftsim.CrashPoint(1+rng.IntN(3)))
+			}
+		case r < 70: // restart the down nodes
+			if err := s.RestartAll(); err != nil {
+				t.Fatal(s.Report(err))
+			}
+		case r < 75: // every node crashes
+			for _, id := range ids {
+				s.Crash(id)
+			}
+			s.C.RunFor(raftsim.Time(20 + rng.IntN(100)))
+			if err := s.RestartAll(); err != nil {
+				t.Fatal(s.Report(err))
+			}
+		case r < 85: // a lossy link
+			s.C.SetLink(ids[rng.IntN(len(ids))], ids[rng.IntN(len(ids))], raftsim.Unreliable())
+		default: // heal
+			s.C.Heal()
+			for _, c := range s.Clients() {
+				c.Restrict(nil)
+			}
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(s.Report(err))
+	}
+	t.Logf("%d fault steps", faults)
+	finish(t, s, 20)
+}
