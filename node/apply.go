@@ -311,10 +311,16 @@ func (n *Node) failWaiters() {
 		w.ch <- ErrNotLeader
 	}
 	n.ccWaiters = nil
-	for k, ch := range n.readWaiters {
-		close(ch)
+	for k, b := range n.readWaiters {
+		for _, ch := range b.chans {
+			close(ch)
+		}
 		delete(n.readWaiters, k)
 	}
+	for _, ch := range n.pendingReads {
+		close(ch)
+	}
+	n.pendingReads = nil
 }
 
 // failAll runs when the loop stopped.

@@ -62,3 +62,35 @@ func BenchmarkPut3Nodes(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGet3Nodes measures linearizable gets (a ReadIndex round on the
+// leader each) over rudp on a 3-node loopback cluster.
+func BenchmarkGet3Nodes(b *testing.B) {
+	for _, readers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
+			c := newCluster(b, 3, func(c *cluster) {
+				c.tune = func(cfg *Config) { cfg.TickInterval = 100 * time.Millisecond }
+			})
+			lead := c.waitLeader()
+			mustOK(b, c.do(put(1, 1, "bench", "value")))
+			cl := newClientEndpoint(b)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for range readers {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						r, err := cl.try(lead.addr, proto.ClientRequest{Op: proto.OpGet, Key: []byte("bench")})
+						if err != nil || r.Code != proto.CodeOK {
+							b.Errorf("get: %v %v", r.Code, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+		})
+	}
+}

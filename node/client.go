@@ -428,16 +428,45 @@ func (n *Node) read(ctx context.Context, req proto.ClientRequest) proto.ClientRe
 	return resp
 }
 
-// readIndex confirms leadership with a ReadIndex round and waits until the
-// state machine has applied the read index.
-func (n *Node) readIndex(ctx context.Context) error {
+// readBatch is the reads that share one ReadIndex round: every one of
+// them arrived before the round was issued, so its answer is valid for all.
+type readBatch struct {
+	chans []chan uint64
+	at    time.Time
+}
+
+// issueReadIndex starts one ReadIndex round for the reads that arrived
+// since the last one (the loop calls it after taking the waiting events).
+func (n *Node) issueReadIndex() {
+	if len(n.pendingReads) == 0 {
+		return
+	}
 	var rctx [8]byte
 	binary.BigEndian.PutUint64(rctx[:], randUint64())
+	n.readWaiters[string(rctx[:])] = &readBatch{chans: n.pendingReads, at: time.Now()}
+	n.pendingReads = nil
+	n.rn.ReadIndex(rctx[:])
+}
+
+// expireReads forgets rounds the core never answered (it drops ReadIndex
+// requests while there is no leader); their readers timed out already.
+func (n *Node) expireReads() {
+	for k, b := range n.readWaiters {
+		if time.Since(b.at) > 2*n.cfg.RequestTimeout {
+			for _, ch := range b.chans {
+				close(ch)
+			}
+			delete(n.readWaiters, k)
+		}
+	}
+}
+
+// readIndex confirms leadership with a ReadIndex round (shared with the
+// reads that arrive at the same time) and waits until the state machine
+// has applied the read index.
+func (n *Node) readIndex(ctx context.Context) error {
 	ch := make(chan uint64, 1)
-	if err := n.do(ctx, func() {
-		n.readWaiters[string(rctx[:])] = ch
-		n.rn.ReadIndex(rctx[:])
-	}); err != nil {
+	if err := n.do(ctx, func() { n.pendingReads = append(n.pendingReads, ch) }); err != nil {
 		return err
 	}
 	select {
@@ -447,7 +476,6 @@ func (n *Node) readIndex(ctx context.Context) error {
 		}
 		return n.kv.WaitApplied(ctx, idx)
 	case <-ctx.Done():
-		_ = n.do(context.Background(), func() { delete(n.readWaiters, string(rctx[:])) })
 		return fmt.Errorf("node: read index: %w", ctx.Err())
 	case <-n.loopDone:
 		return ErrClosed

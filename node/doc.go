@@ -44,7 +44,8 @@
 // the same way. One ClientID must have one write outstanding at a time:
 // the session keeps only the last sequence number, so an older Seq
 // arriving after a newer one is refused (CodeInvalid, stale sequence).
-// Linearizable reads run on the leader after a ReadIndex round;
+// Linearizable reads run on the leader after a ReadIndex round (reads that
+// arrive together share one round: each arrived before it was issued);
 // serializable reads are served at once from the local store on any node.
 //
 // # Membership and identity

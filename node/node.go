@@ -97,7 +97,8 @@ type Node struct {
 	rn          *raft.Node
 	regWaiters  map[uint64][]chan uint64 // ClientID -> session
 	ccWaiters   []*ccWaiter
-	readWaiters map[string]chan uint64
+	readWaiters map[string]*readBatch // by ReadIndex request context
+	pendingReads []chan uint64        // reads that arrived since the last ReadIndex
 	peers       map[uint64]*peer
 	snapIndex   uint64
 	removed     atomic.Bool // this node was removed from the configuration
@@ -134,7 +135,7 @@ func New(cfg Config) (*Node, error) {
 		reportc:     make(chan struct{}, 1),
 		waiters:     map[waitKey][]chan applyResult{},
 		regWaiters:  map[uint64][]chan uint64{},
-		readWaiters: map[string]chan uint64{},
+		readWaiters: map[string]*readBatch{},
 		applyc:      make(chan applyJob, 256),
 		applierDone: make(chan struct{}),
 		peers:       map[uint64]*peer{},
@@ -460,6 +461,7 @@ func (n *Node) loop(ctx context.Context) error {
 			return errStop
 		case <-ticker.C:
 			n.rn.Tick()
+			n.expireReads()
 		case m := <-n.recvc:
 			n.step(m)
 		case f := <-n.opc:
@@ -481,6 +483,7 @@ func (n *Node) loop(ctx context.Context) error {
 			}
 			break
 		}
+		n.issueReadIndex()
 		for n.rn.HasReady() {
 			if err := n.processReady(); err != nil {
 				return err
@@ -528,9 +531,11 @@ func (n *Node) processReady() error {
 		return err
 	}
 	for _, rs := range rd.ReadStates {
-		if ch, ok := n.readWaiters[string(rs.RequestCtx)]; ok {
+		if b, ok := n.readWaiters[string(rs.RequestCtx)]; ok {
 			delete(n.readWaiters, string(rs.RequestCtx))
-			ch <- rs.Index
+			for _, ch := range b.chans {
+				ch <- rs.Index
+			}
 		}
 	}
 	n.rn.Advance(rd)
