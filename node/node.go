@@ -94,19 +94,19 @@ type Node struct {
 	applyErr    atomic.Pointer[error]
 
 	// Owned by the loop goroutine.
-	rn          *raft.Node
-	regWaiters  map[uint64][]chan uint64 // ClientID -> session
-	ccWaiters   []*ccWaiter
-	readWaiters map[string]*readBatch // by ReadIndex request context
-	pendingReads []chan uint64        // reads that arrived since the last ReadIndex
-	peers       map[uint64]*peer
-	snapIndex   uint64
-	removed     atomic.Bool // this node was removed from the configuration
-	stopping    atomic.Bool // AdminStop in progress
-	wasLeader   bool
-	reportc     chan struct{} // capacity 1: report to the entrance now
-	runCtx      context.Context
-	wg          *sync.WaitGroup // goroutines Run waits for
+	rn           *raft.Node
+	regWaiters   map[uint64][]chan uint64 // ClientID -> session
+	ccWaiters    []*ccWaiter
+	readWaiters  map[string]*readBatch // by ReadIndex request context
+	pendingReads []chan uint64         // reads that arrived since the last ReadIndex
+	peers        map[uint64]*peer
+	snapIndex    uint64
+	removed      atomic.Bool // this node was removed from the configuration
+	stopping     atomic.Bool // AdminStop in progress
+	wasLeader    bool
+	reportc      chan struct{} // capacity 1: report to the entrance now
+	runCtx       context.Context
+	wg           *sync.WaitGroup // goroutines Run waits for
 
 	// Shared with handlers.
 	lead      atomic.Uint64
