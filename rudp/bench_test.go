@@ -145,6 +145,8 @@ func benchCall(b *testing.B, srv *Endpoint, msg []byte) {
 		lat = append(lat, time.Since(t0))
 	}
 	reportP50(b, lat)
+	cs, ss := cli.Stats(), srv.Stats()
+	b.ReportMetric(float64(cs.DatagramsSent+ss.DatagramsSent)/float64(max(1, cs.MessagesSent)), "dgrams/call")
 }
 
 func BenchmarkOneWay256(b *testing.B) {

@@ -92,6 +92,8 @@ type Endpoint struct {
 	bcastSeen  map[[2]uint64]*bcastWindow // by (node, incarnation)
 	reasmBytes int                        // Invariant: sum of peer.reasmBytes <= MaxReassemblyBytes
 	out        []outDatagram              // built under mu, written by flush
+	outSpare   []outDatagram              // the other buffer flush swaps with out
+	ds         []delivery                 // reused by the reader (handleDatagram)
 	openPeers  []*peer                    // peers that may have an open datagram
 	nextWake   time.Time                  // when timer will next fire
 	timer      *time.Timer                // drives timerLoop; reset under mu
@@ -312,7 +314,7 @@ func (e *Endpoint) flush() {
 		clear(e.openPeers)
 		e.openPeers = e.openPeers[:0]
 		out := e.out
-		e.out = nil
+		e.out, e.outSpare = e.outSpare[:0], nil
 		e.mu.Unlock()
 		for _, d := range out {
 			var err error
@@ -329,8 +331,12 @@ func (e *Endpoint) flush() {
 			*d.buf = (*d.buf)[:0]
 			e.bufPool.Put(d.buf)
 		}
+		clear(out)
 		e.writeMu.Unlock()
 		e.mu.Lock()
+		if e.outSpare == nil {
+			e.outSpare = out[:0]
+		}
 		more := len(e.out) > 0 || len(e.openPeers) > 0
 		e.mu.Unlock()
 		if !more {

@@ -30,6 +30,11 @@ type sealer struct {
 	salt   []byte
 	own    cipher.AEAD // key of this endpoint's incarnation
 
+	// Nonce buffers, kept here so that sealing and opening do not
+	// allocate: sealNonce is used under Endpoint.mu (appendTag),
+	// openNonce by the one goroutine that reads the socket (verify).
+	sealNonce, openNonce [12]byte
+
 	mu   sync.Mutex
 	keys map[[2]uint64]cipher.AEAD // verified senders (node, incarnation)
 }
@@ -67,27 +72,30 @@ func (s *sealer) derive(node, inc uint64) (cipher.AEAD, error) {
 	return aead, nil
 }
 
-func nonce(pn uint64) []byte {
-	var n [12]byte
-	binary.BigEndian.PutUint64(n[4:], pn)
-	return n[:]
-}
-
 // appendTag appends the tag of datagram b (whose header holds the packet
-// number) under this endpoint's key.
+// number) under this endpoint's key, in place when b has the capacity.
+// The caller holds Endpoint.mu.
 func (s *sealer) appendTag(b []byte) []byte {
-	return sealWith(s.own, b)
+	return sealInto(s.own, &s.sealNonce, b)
 }
 
 func sealWith(aead cipher.AEAD, b []byte) []byte {
-	var tag [tagLen]byte
-	aead.Seal(tag[:0], nonce(binary.BigEndian.Uint64(b[pnOffset:])), nil, b)
-	return append(b, tag[:]...)
+	var n [12]byte
+	return sealInto(aead, &n, b)
+}
+
+// sealInto appends b's tag to b using n as the nonce buffer.
+func sealInto(aead cipher.AEAD, n *[12]byte, b []byte) []byte {
+	binary.BigEndian.PutUint64(n[4:], binary.BigEndian.Uint64(b[pnOffset:]))
+	// The tag is the whole ciphertext of an empty plaintext; b is only
+	// associated data, so the tag may go right behind it.
+	return aead.Seal(b, n[:], nil, b)
 }
 
 // verify reports whether datagram b ends with a valid tag of its sender.
 // It reads only the sender's node ID, incarnation and packet number, at
-// fixed offsets, before the tag is checked.
+// fixed offsets, before the tag is checked. Only the socket's reader calls
+// it.
 func (s *sealer) verify(b []byte) bool {
 	if len(b) < headerLen+tagLen {
 		return false
@@ -104,7 +112,8 @@ func (s *sealer) verify(b []byte) bool {
 			return false
 		}
 	}
-	if _, err := aead.Open(nil, nonce(binary.BigEndian.Uint64(b[pnOffset:])), tag, body); err != nil {
+	binary.BigEndian.PutUint64(s.openNonce[4:], binary.BigEndian.Uint64(b[pnOffset:]))
+	if _, err := aead.Open(nil, s.openNonce[:], tag, body); err != nil {
 		return false
 	}
 	if !cached {

@@ -40,7 +40,7 @@ type peer struct {
 	inflightBytes int        // payload bytes of unacked inflight fragments
 	queuedBytes   int        // payload bytes of unfinished messages
 	msgs          map[uint64]*outMsg
-	space         chan struct{} // closed when queuedBytes drops
+	space         chan struct{} // closed when queuedBytes drops; nil while nobody waits
 	sentIdx       uint64        // transmissions so far (local, for loss detection)
 	ackedIdx      uint64        // highest sentIdx of an acknowledged fragment
 	hasRTT        bool
@@ -56,7 +56,6 @@ func newPeer(addr netip.AddrPort, cfg *Config) *peer {
 		nextSeq:  1,
 		msgs:     make(map[uint64]*outMsg),
 		partials: make(map[uint64]*partial),
-		space:    make(chan struct{}),
 		rto:      cfg.InitialRTO,
 	}
 }
@@ -143,8 +142,18 @@ func (p *peer) lookupPN(pn uint64) (uint64, bool) {
 
 // signalSpace wakes senders waiting for queue space.
 func (p *peer) signalSpace() {
-	close(p.space)
-	p.space = make(chan struct{})
+	if p.space != nil {
+		close(p.space)
+		p.space = nil
+	}
+}
+
+// spaceSignal returns a channel closed when queue space may have appeared.
+func (p *peer) spaceSignal() <-chan struct{} {
+	if p.space == nil {
+		p.space = make(chan struct{})
+	}
+	return p.space
 }
 
 // partial is a message being reassembled.

@@ -54,7 +54,8 @@ func (e *Endpoint) handleDatagram(b []byte, from netip.AddrPort) {
 		}
 		return
 	}
-	var ds []delivery
+	ds := e.ds[:0]
+	defer func() { clear(ds); e.ds = ds[:0] }()
 	now := time.Now()
 	e.mu.Lock()
 	if e.closed {
@@ -86,8 +87,8 @@ func (e *Endpoint) handleDatagram(b []byte, from netip.AddrPort) {
 			p.maxPN = max(p.maxPN, g.h.pn)
 			urgent, accepted := false, false
 			for i := range g.nFrames {
-				d, u, a := e.processDataLocked(p, &g.frames[i], now)
-				ds = append(ds, d...)
+				var u, a bool
+				ds, u, a = e.processDataLocked(p, &g.frames[i], now, ds)
 				urgent, accepted = urgent || u, accepted || a
 			}
 			if accepted {
@@ -134,9 +135,10 @@ func (e *Endpoint) newIncarnationLocked(p *peer, inc uint64, now time.Time) {
 }
 
 // processDataLocked applies one data fragment addressed to this incarnation
-// and returns the messages it completes, whether an ack should go out at
-// once (a duplicate or a gap), and whether the fragment was accepted.
-func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) (ds []delivery, urgent, accepted bool) {
+// and returns ds with the messages it completes appended, whether an ack
+// should go out at once (a duplicate or a gap), and whether the fragment
+// was accepted.
+func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time, ds []delivery) (_ []delivery, urgent, accepted bool) {
 	if !p.recvInit {
 		p.win = newDupWindow(d.una)
 		p.recvInit = true
@@ -146,10 +148,10 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) (ds [
 	switch p.win.status(d.seq) {
 	case seqDup:
 		e.st.duplicates.Add(1)
-		return nil, true, false // our ack was probably lost
+		return ds, true, false // our ack was probably lost
 	case seqAhead:
 		e.st.droppedStale.Add(1)
-		return nil, false, false
+		return ds, false, false
 	}
 	if d.fragCnt == 1 {
 		ds = append(ds, e.deliveryLocked(p, d.kind, d.msgID, d.ref, bytes.Clone(d.payload), 0))
@@ -160,7 +162,7 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) (ds [
 			if int(d.total) > e.cfg.MaxMessageSize ||
 				p.reasmBytes+cost > e.cfg.MaxReassemblyBytesPerPeer || e.reasmBytes+cost > e.cfg.MaxReassemblyBytes {
 				e.st.droppedNoBuffer.Add(1)
-				return nil, false, false // not marked: the sender will retry
+				return ds, false, false // not marked: the sender will retry
 			}
 			pa = &partial{
 				msgID: d.msgID, kind: d.kind, ref: d.ref, fragCnt: d.fragCnt, total: d.total,
@@ -173,7 +175,7 @@ func (e *Endpoint) processDataLocked(p *peer, d *dataFrame, now time.Time) (ds [
 		}
 		if pa.fragCnt != d.fragCnt || pa.total != d.total || pa.kind != d.kind || pa.ref != d.ref {
 			e.st.droppedMalformed.Add(1)
-			return nil, false, false
+			return ds, false, false
 		}
 		pa.last = now
 		if pa.have[d.fragIdx/64]&(1<<(d.fragIdx%64)) == 0 {

@@ -22,6 +22,7 @@ type outMsg struct {
 	finished bool
 	err      error      // the outcome, once finished
 	done     chan error // capacity 1; receives the outcome once; nil for calls and replies
+	one      [1]outFrag // frags of a one-fragment message (saves an allocation)
 }
 
 // outFrag is one fragment of an outMsg.
@@ -181,7 +182,7 @@ func (e *Endpoint) submit(ctx context.Context, to netip.AddrPort, kind uint8, re
 			e.flush()
 			return m, nil
 		}
-		space := p.space
+		space := p.spaceSignal()
 		e.mu.Unlock()
 		select {
 		case <-space:
@@ -196,7 +197,12 @@ func (e *Endpoint) submit(ctx context.Context, to netip.AddrPort, kind uint8, re
 func (e *Endpoint) enqueueLocked(p *peer, kind uint8, ref uint64, payload []byte, done chan error, now time.Time) *outMsg {
 	e.nextMsgID++
 	n := max(1, (len(payload)+e.chunk-1)/e.chunk)
-	m := &outMsg{id: e.nextMsgID, kind: kind, ref: ref, payload: payload, frags: make([]outFrag, n), unacked: n, done: done}
+	m := &outMsg{id: e.nextMsgID, kind: kind, ref: ref, payload: payload, unacked: n, done: done}
+	if n == 1 {
+		m.frags = m.one[:]
+	} else {
+		m.frags = make([]outFrag, n)
+	}
 	for i := range m.frags {
 		m.frags[i] = outFrag{msg: m, idx: uint16(i)}
 		p.queue = append(p.queue, &m.frags[i])
@@ -209,13 +215,20 @@ func (e *Endpoint) enqueueLocked(p *peer, kind uint8, ref uint64, payload []byte
 
 // pumpLocked sends queued fragments while the window has room.
 func (e *Endpoint) pumpLocked(p *peer, now time.Time) {
-	for len(p.queue) > 0 {
-		f := p.queue[0]
+	i := 0
+	defer func() {
+		if i == len(p.queue) {
+			p.queue = p.queue[:0] // keep the array
+		} else {
+			p.queue = p.queue[i:]
+		}
+	}()
+	for ; i < len(p.queue); i++ {
+		f := p.queue[i]
 		if len(p.inflight) > 0 && (p.inflightBytes+f.size() > e.cfg.MaxInflightBytes || p.nextSeq-p.una() >= recvWindow) {
 			return
 		}
-		p.queue[0] = nil
-		p.queue = p.queue[1:]
+		p.queue[i] = nil
 		if len(p.inflight) == 0 {
 			p.progressAt = now
 		}
@@ -385,10 +398,16 @@ func cmpU64(a, b uint64) int {
 func (e *Endpoint) compactLocked(p *peer) {
 	i := 0
 	for i < len(p.inflight) && p.inflight[i].acked {
-		p.inflight[i] = nil
 		i++
 	}
-	p.inflight = p.inflight[i:]
+	if i == 0 {
+		return
+	}
+	// Move the rest to the front (the window is small) so that appends
+	// reuse the array.
+	n := copy(p.inflight, p.inflight[i:])
+	clear(p.inflight[n:])
+	p.inflight = p.inflight[:n]
 }
 
 // processAckLocked applies an ack block for this incarnation's stream.
