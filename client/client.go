@@ -423,6 +423,10 @@ loop:
 		if err := decodeReply(reply, &resp); err != nil {
 			lastErr = fmt.Errorf("client: reply from %s: %w", addr, err)
 			c.forgetLeader(addr)
+			avoid[addr] = true
+			if c.backoff(ctx, &pause) != nil {
+				break loop
+			}
 			continue
 		}
 		switch resp.Code {

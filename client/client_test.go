@@ -443,3 +443,26 @@ func TestStaleRedirectToDeadLeader(t *testing.T) {
 		t.Fatalf("leader %q, want n3", c.Leader())
 	}
 }
+
+// garbageTransport answers every call with bytes that do not decode.
+type garbageTransport struct{ calls int }
+
+func (g *garbageTransport) Call(context.Context, string, []byte) ([]byte, error) {
+	g.calls++
+	return []byte{0xc1}, nil
+}
+func (g *garbageTransport) Close() error { return nil }
+
+func TestMalformedRepliesBackOff(t *testing.T) {
+	g := &garbageTransport{}
+	c := newTestClient(t, Config{Endpoints: []string{"n1"}, Transport: g, Timeout: 50 * time.Millisecond})
+	_, err := c.Get(t.Context(), "k", GetOptions{})
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, proto.ErrMalformed) {
+		t.Fatalf("get with garbage replies: %v, want ErrTimeout wrapping proto.ErrMalformed", err)
+	}
+	// Backoff is 1-5 ms in tests: a 50 ms operation makes at most ~100
+	// attempts, not a busy loop.
+	if g.calls > 100 {
+		t.Fatalf("%d attempts in 50ms: no backoff after malformed replies", g.calls)
+	}
+}
