@@ -40,7 +40,13 @@ func (w *applier) getSession(id uint64) (sessionRecord, bool, error) {
 // putSession writes rec; prevActive is the LastActive it had before (-1
 // for a new session), whose expiry-index row it replaces.
 func (w *applier) putSession(id uint64, rec sessionRecord, prevActive int64) error {
-	rec.Resp.Code = CodeOf(rec.Resp.Err)
+	// Derive the code only from a fresh answer: a record read back from
+	// disk has Err == nil (it is not encoded) and its stored Code is the
+	// truth. Recomputing it there turned a stored failure into "ok" on the
+	// second retry of the same (session, seq).
+	if rec.Resp.Err != nil {
+		rec.Resp.Code = CodeOf(rec.Resp.Err)
+	}
 	v, err := msgpack.Marshal(&rec)
 	if err != nil {
 		return fmt.Errorf("encode session %d: %w", id, err)

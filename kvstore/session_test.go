@@ -42,8 +42,12 @@ func TestSessionExactlyOnce(t *testing.T) {
 		t.Fatalf("cas: %v", r.Err)
 	}
 	k.mustApply(put("a", "x"))
-	if r := k.apply(c); !errors.Is(r.Err, ErrCompareFailed) || !r.Duplicate {
-		t.Fatalf("cas retry: %+v, want the stored ErrCompareFailed", r)
+	// Every retry, not just the first, gets the stored failure: answering
+	// a duplicate rewrites the session row and must keep its code.
+	for i := range 3 {
+		if r := k.apply(c); !errors.Is(r.Err, ErrCompareFailed) || !r.Duplicate {
+			t.Fatalf("cas retry %d: %+v, want the stored ErrCompareFailed", i+1, r)
+		}
 	}
 	if r := k.apply(withSession(put("a", "old"), id, 1, time.Second)); !errors.Is(r.Err, ErrStaleSequence) {
 		t.Fatalf("stale seq: %v, want ErrStaleSequence", r.Err)
