@@ -80,7 +80,9 @@ func finish(t *testing.T, s *Sim, minOps int) CheckResult {
 	if err := s.CheckReplicas(10_000); err != nil {
 		t.Fatal(s.Report(err))
 	}
+	start := time.Now()
 	res, err := s.CheckLinearizable(os.TempDir(), 30*time.Second)
+	checkTime := time.Since(start)
 	if err != nil {
 		t.Fatal(s.Report(err))
 	}
@@ -88,6 +90,7 @@ func finish(t *testing.T, s *Sim, minOps int) CheckResult {
 	if done < minOps {
 		t.Fatalf("only %d operations completed, want >= %d (seed %#x)", done, minOps, s.Config().Seed)
 	}
-	t.Logf("seed %#x: %d ops (%d unknown), %d fingerprint checks, t=%dms", s.Config().Seed, res.Ops, res.Unknown, s.FingerprintChecks(), s.C.Now())
+	t.Logf("seed %#x: %d ops (%d unknown), %d fingerprint checks, t=%dms, porcupine %v",
+		s.Config().Seed, res.Ops, res.Unknown, s.FingerprintChecks(), s.C.Now(), checkTime.Round(time.Millisecond))
 	return res
 }

@@ -23,7 +23,7 @@ func TestKVOneClient(t *testing.T) {
 func TestKVManyClients(t *testing.T) {
 	s := newSim(t, Config{Seed: envSeed(t, 2), Nodes: 5, Clients: 6, LogReads: 0.2})
 	s.Start(Workload{})
-	run(t, s, 2000)
+	run(t, s, 1200)
 	finish(t, s, 200)
 }
 
@@ -116,7 +116,7 @@ func TestKVManyPartitions(t *testing.T) {
 	s := newSim(t, Config{Seed: envSeed(t, 5), Nodes: 5, Clients: 5})
 	s.Start(Workload{})
 	rng := s.C.Rand()
-	for range 15 {
+	for range 10 {
 		ids := s.C.IDs()
 		rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 		k := 1 + rng.IntN(len(ids)-1)

@@ -314,16 +314,34 @@ func (s *Sim) Settle(limit raftsim.Time) error {
 	for _, c := range s.clients {
 		c.nodes = nil
 	}
-	if err := s.RestartAll(); err != nil {
-		return err
-	}
-	if !s.C.RunUntil(func() bool { return s.Idle() || s.Err() != nil }, limit) {
+	if !s.runUp(s.Idle, limit) {
 		if err := s.Err(); err != nil {
 			return err
 		}
 		return fmt.Errorf("kvsim: liveness: %d clients still busy %dms after the faults healed", s.busy(), limit)
 	}
 	return s.Err()
+}
+
+// runUp runs until cond holds, at most limit, restarting every node that
+// is down (a crash armed with CrashAt may fire late). It reports whether
+// cond held.
+func (s *Sim) runUp(cond func() bool, limit raftsim.Time) bool {
+	end := s.C.Now() + limit
+	for s.Err() == nil {
+		if cond() {
+			return true
+		}
+		if s.C.Now() >= end {
+			return false
+		}
+		if err := s.RestartAll(); err != nil {
+			s.failf("%v", err)
+			return false
+		}
+		s.C.RunUntil(func() bool { return cond() || len(s.C.UpIDs()) < len(s.C.IDs()) || s.Err() != nil }, end-s.C.Now())
+	}
+	return false
 }
 
 func (s *Sim) busy() int {
@@ -347,6 +365,9 @@ func (s *Sim) CheckReplicas(limit raftsim.Time) error {
 	}
 	end := s.C.Now() + limit
 	for idx == 0 && s.C.Now() < end && s.Err() == nil {
+		if err := s.RestartAll(); err != nil {
+			return err
+		}
 		lead := s.C.WaitLeader(end - s.C.Now())
 		if lead == 0 {
 			break
@@ -380,7 +401,7 @@ func (s *Sim) CheckReplicas(limit raftsim.Time) error {
 		}
 		return true
 	}
-	if !s.C.RunUntil(all, end-s.C.Now()) {
+	if !s.runUp(all, end-s.C.Now()) {
 		if err := s.Err(); err != nil {
 			return err
 		}

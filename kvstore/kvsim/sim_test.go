@@ -71,7 +71,9 @@ func simulate(t *testing.T, seed uint64) {
 		s.C.RunFor(raftsim.Time(100 + rng.IntN(300)))
 		faults++
 		ids := s.C.IDs()
-		switch r := rng.IntN(100); {
+		r := rng.IntN(100)
+		t.Logf("t=%dms: fault %d, leader %d, up %v, ops %d", s.C.Now(), r, s.C.Leader(), s.C.UpIDs(), len(s.hist))
+		switch {
 		case r < 20: // random partition, clients confined to a random side
 			rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 			k := 1 + rng.IntN(len(ids)-1)
@@ -84,8 +86,11 @@ func simulate(t *testing.T, seed uint64) {
 			if lead := s.C.Leader(); lead != 0 {
 				s.C.Isolate(lead)
 			}
-		case r < 50: // crash a node, now or inside its next Ready
+		case r < 50: // crash a node, now or inside its next Ready, while a majority is up
 			id := ids[rng.IntN(len(ids))]
+			if len(s.C.UpIDs()) <= len(ids)/2+1 {
+				break
+			}
 			if rng.IntN(2) == 0 {
 				s.Crash(id)
 			} else {
@@ -116,5 +121,5 @@ func simulate(t *testing.T, seed uint64) {
 		t.Fatal(s.Report(err))
 	}
 	t.Logf("%d fault steps", faults)
-	finish(t, s, 20)
+	finish(t, s, 5)
 }
