@@ -14,8 +14,10 @@ import (
 	"github.com/raftkv/raftkv/rudp"
 )
 
-// handle is the rudp handler: Raft messages go to the loop, requests are
-// answered (client writes and linearizable reads wait for the commit).
+// handle is the rudp handler: Raft messages go to the loop; requests that
+// wait for the loop (writes, linearizable reads, admin) are answered from
+// a goroutine of their own through rudp's deferred reply, so they never
+// hold a handler worker that Raft messages need.
 func (n *Node) handle(ctx context.Context, m rudp.Message) []byte {
 	kind, body, err := proto.Split(m.Payload)
 	if err != nil {
@@ -43,15 +45,30 @@ func (n *Node) handle(ctx context.Context, m rudp.Message) []byte {
 		if err := proto.Decode(body, &req); err != nil {
 			return proto.MustEncode(proto.KindClient, proto.ClientResponse{Code: proto.CodeInvalid, Message: err.Error()})
 		}
-		resp := n.Do(ctx, req)
-		return proto.MustEncode(proto.KindClient, resp)
+		if req.Serializable && (req.Op == proto.OpGet || req.Op == proto.OpRange) {
+			return proto.MustEncode(proto.KindClient, n.Do(ctx, req))
+		}
+		// Writes and linearizable reads wait for the loop: answer later,
+		// without holding an rudp handler worker.
+		reply := m.Defer()
+		n.reqWG.Add(1)
+		go func() {
+			defer n.reqWG.Done()
+			_ = reply(proto.MustEncode(proto.KindClient, n.Do(ctx, req)))
+		}()
+		return nil
 	case proto.KindAdmin:
 		var req proto.AdminRequest
 		if err := proto.Decode(body, &req); err != nil {
 			return proto.MustEncode(proto.KindAdmin, proto.AdminResponse{Code: proto.CodeInvalid, Message: err.Error()})
 		}
-		resp := n.Admin(ctx, req)
-		return proto.MustEncode(proto.KindAdmin, resp)
+		reply := m.Defer()
+		n.reqWG.Add(1)
+		go func() {
+			defer n.reqWG.Done()
+			_ = reply(proto.MustEncode(proto.KindAdmin, n.Admin(ctx, req)))
+		}()
+		return nil
 	case proto.KindPing:
 		var p proto.Ping
 		if err := proto.Decode(body, &p); err != nil {

@@ -17,8 +17,8 @@ const (
 	DefaultReportInterval  = 400 * time.Millisecond
 	DefaultRequestTimeout  = 5 * time.Second
 	DefaultSendQueueLen    = 4096
-	DefaultMaxWaiting      = 192
-	DefaultHandlerWorkers  = 256
+	DefaultMaxWaiting      = 4096
+	DefaultHandlerWorkers  = 16
 )
 
 // Config configures a Node. A zero value for a tunable means its default.
@@ -75,11 +75,12 @@ type Config struct {
 	// SendQueueLen bounds each peer's outbound queue, in messages; when it
 	// is full messages are dropped (Raft retransmits). Default 4096.
 	SendQueueLen int
-	// HandlerWorkers is rudp's handler goroutines. Default 256.
+	// HandlerWorkers is rudp's handler goroutines. Default 16 (requests
+	// that wait are answered from goroutines of their own).
 	HandlerWorkers int
-	// MaxWaiting bounds the client requests that wait for a commit at the
-	// same time (each holds a handler worker); more are answered
-	// CodeUnavailable. Default 192; must be below HandlerWorkers.
+	// MaxWaiting bounds the client requests that wait for a commit or a
+	// read index at the same time; more are answered CodeUnavailable.
+	// Default 4096.
 	MaxWaiting int
 	// NoSync skips fsync in every store. UNSAFE: for tests and benchmarks.
 	NoSync bool
@@ -122,7 +123,7 @@ func (c *Config) validate() error {
 	}
 	def(&c.SendQueueLen, DefaultSendQueueLen)
 	def(&c.HandlerWorkers, DefaultHandlerWorkers)
-	def(&c.MaxWaiting, min(DefaultMaxWaiting, c.HandlerWorkers*3/4))
+	def(&c.MaxWaiting, DefaultMaxWaiting)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -137,8 +138,8 @@ func (c *Config) validate() error {
 	case c.TickInterval < 0 || c.ElectionTicks <= c.HeartbeatTicks:
 		return fmt.Errorf("node: config: tick interval %v, election ticks %d, heartbeat ticks %d invalid",
 			c.TickInterval, c.ElectionTicks, c.HeartbeatTicks)
-	case c.MaxWaiting < 1 || c.MaxWaiting >= c.HandlerWorkers:
-		return fmt.Errorf("node: config: MaxWaiting %d must be in [1, HandlerWorkers %d)", c.MaxWaiting, c.HandlerWorkers)
+	case c.MaxWaiting < 1 || c.HandlerWorkers < 1:
+		return fmt.Errorf("node: config: MaxWaiting %d and HandlerWorkers %d must be positive", c.MaxWaiting, c.HandlerWorkers)
 	case c.SnapshotCatchUpEntries > c.SnapshotEntries:
 		return fmt.Errorf("node: config: SnapshotCatchUpEntries %d > SnapshotEntries %d", c.SnapshotCatchUpEntries, c.SnapshotEntries)
 	case !c.Entrance.IsValid() && c.NodeID == 0 && c.Bootstrap:

@@ -114,6 +114,7 @@ type Node struct {
 	role      atomic.Uint32 // raft.StateType
 	isLearner atomic.Bool
 	waiting   atomic.Int64
+	reqWG     sync.WaitGroup // request goroutines answering deferred Calls
 	addrMu    sync.Mutex
 	addrs     map[uint64]netip.AddrPort // peer ID -> address (members table, then sources of messages)
 }
@@ -198,6 +199,8 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			if e := <-epDone; e != nil && err == nil {
 				err = fmt.Errorf("node: transport: %w", e)
 			}
+			// No handler runs now, so no request goroutine starts.
+			n.reqWG.Wait()
 		} else {
 			n.cfg.PacketConn.Close()
 		}
