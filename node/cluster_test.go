@@ -549,3 +549,23 @@ func TestLearnerRestartsOnNewAddress(t *testing.T) {
 		t.Fatalf("status %+v %v, want role learner", st, err)
 	}
 }
+
+// TestLeaderCloseHandsOver: a leader asked to stop (SIGTERM, Close) first
+// transfers leadership, so it exits knowing its successor and the cluster
+// needs no election timeout.
+func TestLeaderCloseHandsOver(t *testing.T) {
+	c := newCluster(t, 3)
+	mustOK(t, c.do(put(121, 1, "k", "v")))
+	old := c.waitLeader()
+	n := old.n
+	c.stop(old)
+	next := n.Leader()
+	if next == 0 || next == old.id {
+		t.Fatalf("stopped leader exited knowing leader %016x, want a successor", next)
+	}
+	old.joined = false
+	if got := c.waitLeader(); got.id != next {
+		t.Fatalf("leader %d, the handover named %d", got.id, next)
+	}
+	mustOK(t, c.do(put(121, 2, "k", "w")))
+}

@@ -29,6 +29,10 @@
 //  5. Advance; every Config.SnapshotEntries applied entries, snapshot the
 //     state machine and compact the log (SnapshotCatchUpEntries kept).
 //
+// Asked to stop (Close, the context, SIGTERM in raftd), a leader first
+// transfers leadership to the most caught-up active voter and stops once
+// it knows its successor (at most one election timeout later).
+//
 // A client is answered only after its entry is applied, which implies it
 // is committed (durable on a quorum): a SIGKILL at any moment loses no
 // acknowledged write.

@@ -180,7 +180,10 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return ErrRunning
 	}
 	n.started = time.Now()
+	// ctx (the caller's, or Close) asks the node to stop; life ends the
+	// node's own goroutines and transport, after a leader handed over.
 	ctx, cancel := context.WithCancel(ctx)
+	life, cancelLife := context.WithCancel(context.Background())
 	var (
 		wg       sync.WaitGroup
 		epDone   chan error
@@ -193,6 +196,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	// our goroutines, then close the stores nobody uses any more.
 	defer func() {
 		cancel()
+		cancelLife()
 		stopLoop()
 		if n.ep != nil {
 			n.ep.Close()
@@ -245,7 +249,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	n.ep = ep
 	epDone = make(chan error, 1)
-	go func() { epDone <- ep.Run(ctx) }()
+	go func() { epDone <- ep.Run(life) }()
 
 	if !known {
 		ident, err = n.admit(ctx)
@@ -260,19 +264,19 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 		n.id.Store(ident.NodeID)
 	} else if n.cfg.Entrance.IsValid() {
-		wg.Go(func() { n.rejoin(ctx, ident) })
+		wg.Go(func() { n.rejoin(life, ident) })
 	}
 	n.clusterID.Store(ident.ClusterID)
 	n.logp.Store(n.logger().With("node_id", fmt.Sprintf("%016x", ident.NodeID)))
 
-	n.runCtx, n.wg = ctx, &wg
+	n.runCtx, n.wg = life, &wg
 	if err := n.startCore(ident); err != nil {
 		return err
 	}
 	if n.cfg.Entrance.IsValid() {
-		wg.Go(func() { n.reportLoop(ctx) })
+		wg.Go(func() { n.reportLoop(life) })
 	}
-	wg.Go(func() { n.announce(ctx) })
+	wg.Go(func() { n.announce(life) })
 	n.logger().Info("serving", "addr", n.cfg.AdvertiseAddr.String(), "applied", n.kv.Applied(),
 		"cluster_id", fmt.Sprintf("%016x", ident.ClusterID))
 	close(n.ready)
@@ -449,6 +453,33 @@ func (n *Node) installSnapshot(snap raft.Snapshot) error {
 	return nil
 }
 
+// startHandoff, on a leader that is asked to stop, starts a leadership
+// transfer to the most caught-up recently active voter, so that the
+// cluster does not wait an election timeout. It reports whether the loop
+// should wait for the handover.
+func (n *Node) startHandoff() bool {
+	st := n.rn.Status()
+	if st.RaftState != raft.StateLeader {
+		return false
+	}
+	var target, best uint64
+	for _, v := range st.Config.Voters {
+		pr, ok := st.Progress[v]
+		if v == st.ID || !ok || !pr.RecentActive {
+			continue
+		}
+		if target == 0 || pr.Match > best {
+			target, best = v, pr.Match
+		}
+	}
+	if target == 0 {
+		return false
+	}
+	n.logger().Info("stopping: transferring leadership", "to", fmt.Sprintf("%016x", target))
+	n.rn.TransferLeader(target)
+	return true
+}
+
 // maxBatch bounds the events taken before a Ready is processed.
 const maxBatch = 512
 
@@ -456,10 +487,16 @@ const maxBatch = 512
 func (n *Node) loop(ctx context.Context) error {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
+	stop := ctx.Done()
+	var leaveBy time.Time // a leader handing over before it stops
 	for {
 		select {
-		case <-ctx.Done():
-			return nil
+		case <-stop:
+			stop = nil
+			if !n.startHandoff() {
+				return nil
+			}
+			leaveBy = time.Now().Add(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks))
 		case <-n.stopc:
 			return errStop
 		case <-ticker.C:
@@ -500,6 +537,16 @@ func (n *Node) loop(ctx context.Context) error {
 		if n.removed.Load() && !n.stopping.Load() {
 			n.logger().Info("removed from the cluster; stopping")
 			return errStop
+		}
+		if !leaveBy.IsZero() {
+			if lead := n.lead.Load(); lead != 0 && lead != n.id.Load() {
+				n.logger().Info("handed leadership over", "leader", fmt.Sprintf("%016x", lead))
+				return nil
+			}
+			if time.Now().After(leaveBy) {
+				n.logger().Warn("leadership handover timed out; stopping anyway")
+				return nil
+			}
 		}
 	}
 }
