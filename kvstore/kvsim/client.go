@@ -129,7 +129,9 @@ func (c *Client) next(hint uint64) {
 }
 
 // arrive is the request reaching node: the node's server serves it if it
-// is leader, else redirects. A request to an unreachable node is lost.
+// is leader, else redirects (or, with Config.ViaFollower, serves it
+// through the core, which forwards the proposal or the ReadIndex to the
+// leader). A request to an unreachable node is lost.
 func (c *Client) arrive(p *pending, node uint64) {
 	if !c.reachable(node) {
 		return
@@ -144,7 +146,8 @@ func (c *Client) arrive(p *pending, node uint64) {
 		return
 	}
 	st := s.C.Status(node)
-	if st.RaftState != raft.StateLeader {
+	viaFollower := st.Lead != 0 && s.cfg.ViaFollower > 0 && s.C.Rand().Float64() < s.cfg.ViaFollower
+	if st.RaftState != raft.StateLeader && !viaFollower {
 		c.reply(p, answer{redirect: true, hint: st.Lead})
 		return
 	}

@@ -21,14 +21,14 @@ func TestKVOneClient(t *testing.T) {
 }
 
 func TestKVManyClients(t *testing.T) {
-	s := newSim(t, Config{Seed: envSeed(t, 2), Nodes: 5, Clients: 6, LogReads: 0.2})
+	s := newSim(t, Config{Seed: envSeed(t, 2), Nodes: 5, Clients: 6, LogReads: 0.2, ViaFollower: 0.2})
 	s.Start(Workload{})
 	run(t, s, 1200)
 	finish(t, s, 200)
 }
 
 func TestKVUnreliable(t *testing.T) {
-	s := newSim(t, Config{Seed: envSeed(t, 3), Nodes: 3, Clients: 5, Network: raftsim.Unreliable(), ReplyLoss: 0.1, LogReads: 0.1})
+	s := newSim(t, Config{Seed: envSeed(t, 3), Nodes: 3, Clients: 5, Network: raftsim.Unreliable(), ReplyLoss: 0.1, LogReads: 0.1, ViaFollower: 0.3})
 	s.Start(Workload{})
 	run(t, s, 3000)
 	finish(t, s, 100)
@@ -223,7 +223,7 @@ func TestKVSnapshotsLaggingFollower(t *testing.T) {
 // its token a second time.
 func TestKVUnreliableOneKey(t *testing.T) {
 	const perClient = 8
-	s := newSim(t, Config{Seed: envSeed(t, 8), Nodes: 3, Clients: 5, Network: raftsim.Unreliable(), ReplyLoss: 0.15})
+	s := newSim(t, Config{Seed: envSeed(t, 8), Nodes: 3, Clients: 5, Network: raftsim.Unreliable(), ReplyLoss: 0.15, ViaFollower: 0.3})
 	cs := s.Clients()
 	ready := false
 	cs[0].Do(Input{Op: OpPut, Key: "x", Value: ""}, func(Output) { ready = true })

@@ -44,6 +44,12 @@ type Config struct {
 	// LogReads is the fraction of gets served through the log (OpRange)
 	// instead of ReadIndex.
 	LogReads float64
+	// ViaFollower is the probability that a follower that knows a leader
+	// serves a request itself instead of redirecting the client: its
+	// core forwards the proposal (MsgProp) or the read (MsgReadIndex) to
+	// the leader. A duplicated MsgProp can commit a write twice; the
+	// session must answer the second copy without applying it.
+	ViaFollower float64
 	// SessionTTL is the store's session TTL (0 = kvstore's default).
 	SessionTTL time.Duration
 	// Logger receives the cores' and stores' logs (nil = discard).

@@ -55,6 +55,9 @@ func simulate(t *testing.T, seed uint64) {
 	if pick.IntN(2) == 0 {
 		cfg.ReplyLoss = 0.05
 	}
+	if pick.IntN(2) == 0 {
+		cfg.ViaFollower = 0.3
+	}
 	cfg.Name = "TestKVSimulation"
 	cfg.Dir = t.TempDir()
 	s, err := New(cfg)
@@ -62,8 +65,8 @@ func simulate(t *testing.T, seed uint64) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	t.Logf("seed %#x: %d nodes, %d clients, network %v, snapshot every %d, reply loss %.2f",
-		seed, cfg.Nodes, cfg.Clients, cfg.Network, cfg.SnapshotEvery, cfg.ReplyLoss)
+	t.Logf("seed %#x: %d nodes, %d clients, network %v, snapshot every %d, reply loss %.2f, via follower %.1f",
+		seed, cfg.Nodes, cfg.Clients, cfg.Network, cfg.SnapshotEvery, cfg.ReplyLoss, cfg.ViaFollower)
 	s.Start(Workload{Keys: 1 + pick.IntN(4)})
 	rng := s.C.Rand()
 	faults := 0
