@@ -282,6 +282,7 @@ func (c *Client) output(p *pending, r kvstore.Result) (Output, bool) {
 		// An earlier copy may have been applied before the session
 		// expired: the outcome is unknown. Start a new session.
 		c.sess, c.seq = 0, 0
+		c.s.expired++
 		return Output{Unknown: true}, true
 	case p.in.Op == OpCAS && errors.Is(r.Err, kvstore.ErrCompareFailed):
 		return Output{OK: false}, true

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/raftkv/raftkv/node/raft/raftsim"
 )
@@ -174,7 +175,7 @@ func TestKVAllServersCrash(t *testing.T) {
 // from a snapshot of the real store (streamed as raft snapshot chunks),
 // also after crashing while it lagged.
 func TestKVSnapshotsLaggingFollower(t *testing.T) {
-	s := newSim(t, Config{Seed: envSeed(t, 7), Nodes: 3, Clients: 4, SnapshotEvery: 10, SnapshotKeep: 2})
+	s := newSim(t, Config{Seed: envSeed(t, 7), Nodes: 3, Clients: 4, SnapshotEvery: 10, SnapshotKeep: 2, SnapshotChunkBytes: 8 << 10})
 	lead := waitLeader(t, s)
 	lag := lead%3 + 1
 	s.Start(Workload{Keys: 5})
@@ -277,4 +278,21 @@ func TestKVUnreliableOneKey(t *testing.T) {
 		}
 		next[c]++
 	}
+}
+
+// Sessions expire on the log clock while their clients think: a write
+// retried after its session expired gets ErrSessionExpired, never a
+// second apply, and its outcome is unknown to the client, which opens a
+// new session. Every replica expires the same sessions at the same index
+// (fingerprints).
+func TestKVSessionExpiry(t *testing.T) {
+	s := newSim(t, Config{Seed: envSeed(t, 9), Nodes: 3, Clients: 4, SessionTTL: 150 * time.Millisecond,
+		Network: raftsim.Reordering(), ReplyLoss: 0.2, SnapshotEvery: 20})
+	s.Start(Workload{Think: 200})
+	run(t, s, 3000)
+	res := finish(t, s, 20)
+	if s.Expired() == 0 {
+		t.Fatalf("no session expired: the test is vacuous (%d ops)", res.Ops)
+	}
+	t.Logf("%d answers said the session had expired", s.Expired())
 }

@@ -29,8 +29,11 @@ type Config struct {
 	Dir string
 	// Network is every link's behaviour (zero = raftsim.Reliable()).
 	Network raftsim.LinkConfig
-	// SnapshotEvery and SnapshotKeep are raftsim's log compaction knobs.
+	// SnapshotEvery and SnapshotKeep are raftsim's log compaction knobs;
+	// SnapshotChunkBytes is the size of the MsgSnap chunks (0 = the
+	// core's default).
 	SnapshotEvery, SnapshotKeep uint64
+	SnapshotChunkBytes          uint64
 	// Clients is the number of clients (0 = 1).
 	Clients int
 	// ClientTimeout is how long a client waits for an answer before it
@@ -75,6 +78,7 @@ type Sim struct {
 	err       error
 	fps       map[uint64]kvstore.Fingerprint // by applied index
 	fpChecks  int
+	expired   int
 	hist      []porcupine.Operation
 	clients   []*Client
 	lastStamp int64
@@ -108,7 +112,7 @@ func New(cfg Config) (*Sim, error) {
 	s.inNew = true
 	c, err := raftsim.New(raftsim.Config{
 		Seed: cfg.Seed, Nodes: cfg.Nodes, Name: cfg.Name,
-		SnapshotEvery: cfg.SnapshotEvery, SnapshotKeep: cfg.SnapshotKeep,
+		SnapshotEvery: cfg.SnapshotEvery, SnapshotKeep: cfg.SnapshotKeep, SnapshotChunkBytes: cfg.SnapshotChunkBytes,
 		SkipSnapshotCompare: true, // bbolt images differ byte for byte; fingerprints are compared instead
 		NewStateMachine:     s.newMachine,
 		Network:             cfg.Network,
@@ -269,6 +273,9 @@ func (s *Sim) checkFingerprint(m *machine) {
 	}
 	s.fps[fp.Applied] = fp
 }
+
+// Expired returns how many answers said the client's session had expired.
+func (s *Sim) Expired() int { return s.expired }
 
 // FingerprintChecks returns how many fingerprints were compared.
 func (s *Sim) FingerprintChecks() int { return s.fpChecks }
