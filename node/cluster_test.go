@@ -327,8 +327,12 @@ func TestCASAndRange(t *testing.T) {
 	}
 	cas := proto.ClientRequest{ClientID: 31, Seq: 4, Op: proto.OpCAS, Key: []byte("q"), Value: []byte("4"),
 		Compare: proto.CompareValue, CompareValue: []byte("nope")}
-	if r := c.do(cas); r.Code != proto.CodeCompareFailed || r.Succeeded {
-		t.Fatalf("failing CAS answered %v", r.Code)
+	// The failing CAS and two retries of it (same ClientID/Seq) all answer
+	// "compare failed": a duplicate keeps its first answer.
+	for attempt := range 3 {
+		if r := c.do(cas); r.Code != proto.CodeCompareFailed || r.Succeeded {
+			t.Fatalf("failing CAS, attempt %d, answered %v", attempt+1, r.Code)
+		}
 	}
 	cas.Seq, cas.CompareValue = 5, []byte("3")
 	if r := mustOK(t, c.do(cas)); !r.Succeeded {
