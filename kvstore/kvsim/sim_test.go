@@ -7,12 +7,13 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/raftkv/raftkv/node/raft/raftsim"
 )
 
 // fixedSeeds run in every `go test`.
-var fixedSeeds = []uint64{0x101, 0x102, 0x103, 0x104, 0x105, 0x106}
+var fixedSeeds = []uint64{0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x109, 0x10a, 0x10b, 0x10c}
 
 // TestKVSimulation runs randomized schedules: cluster size, clients,
 // network, snapshot frequency and a stream of faults (partitions, leader
@@ -58,6 +59,9 @@ func simulate(t *testing.T, seed uint64) {
 	if pick.IntN(2) == 0 {
 		cfg.ViaFollower = 0.3
 	}
+	if pick.IntN(4) == 0 {
+		cfg.SessionTTL = 200 * time.Millisecond // sessions expire while clients wait out faults
+	}
 	cfg.Name = "TestKVSimulation"
 	cfg.Dir = t.TempDir()
 	s, err := New(cfg)
@@ -65,12 +69,12 @@ func simulate(t *testing.T, seed uint64) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	t.Logf("seed %#x: %d nodes, %d clients, network %v, snapshot every %d, reply loss %.2f, via follower %.1f",
-		seed, cfg.Nodes, cfg.Clients, cfg.Network, cfg.SnapshotEvery, cfg.ReplyLoss, cfg.ViaFollower)
+	t.Logf("seed %#x: %d nodes, %d clients, network %v, snapshot every %d, reply loss %.2f, via follower %.1f, session TTL %v",
+		seed, cfg.Nodes, cfg.Clients, cfg.Network, cfg.SnapshotEvery, cfg.ReplyLoss, cfg.ViaFollower, cfg.SessionTTL)
 	s.Start(Workload{Keys: 1 + pick.IntN(4)})
 	rng := s.C.Rand()
 	faults := 0
-	for s.C.Now() < 3000 && s.Err() == nil {
+	for s.C.Now() < 4000 && s.Err() == nil {
 		s.C.RunFor(raftsim.Time(100 + rng.IntN(300)))
 		faults++
 		ids := s.C.IDs()
