@@ -13,7 +13,7 @@ import (
 )
 
 // fixedSeeds run in every `go test`.
-var fixedSeeds = []uint64{0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x109, 0x10a, 0x10b, 0x10c}
+var fixedSeeds = []uint64{0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x10a}
 
 // TestKVSimulation runs randomized schedules: cluster size, clients,
 // network, snapshot frequency and a stream of faults (partitions, leader
