@@ -65,7 +65,8 @@ func (c *Client) Busy() bool { return c.cur != nil }
 // Do starts an operation; done (which may be nil) is called with its
 // answer. The operation is recorded in the history when it completes, or
 // when the clients are stopped (writes, with an unknown outcome). Do
-// panics if an operation is in flight.
+// panics if an operation is in flight, and does nothing once the clients
+// are stopped (Settle, StopClients).
 func (c *Client) Do(in Input, done func(Output)) {
 	if c.cur != nil {
 		panic("kvsim: client has an operation in flight")

@@ -32,9 +32,20 @@
 // that crashed with the request, or a node whose store had applied the
 // entry before a crash. Gets are linearizable reads through ReadIndex
 // (the node's read state, then the store once applied >= its index), or,
-// with Config.LogReads, an OpRange through the log. Clients reach nodes
-// over their own simulated links (1..ClientDelay ms each way) and can be
-// confined to a partition (Restrict).
+// with Config.LogReads, an OpRange through the log. With
+// Config.ViaFollower a follower serves some requests itself: its core
+// forwards the proposal (MsgProp, which the network may duplicate, so a
+// write can commit twice and the session must answer the copy) or the
+// read (MsgReadIndex) to the leader. Clients reach nodes over their own
+// simulated links (1..ClientDelay ms each way) and can be confined to a
+// partition (Restrict). Sessions expire on the log clock (Config.SessionTTL):
+// a client told ErrSessionExpired records its write as unknown and opens a
+// new session.
+//
+// The real runtime (package node) opens the store with fsync on, so what
+// Apply committed survives a crash, exactly as here; it starts the core
+// with Applied = the store's applied index, where raftsim starts from its
+// last snapshot and re-applies the tail, which the store skips.
 //
 // The history records call and return in virtual time (nanoseconds,
 // strictly increasing). A write whose outcome the client never learned is
@@ -74,8 +85,14 @@
 // TestKVLeaderInMinorityPartition (the minority's requests complete only
 // after the heal), TestKVManyPartitions, TestKVAllServersCrash,
 // TestKVSnapshotsLaggingFollower, TestKVUnreliableOneKey (appends by
-// read-then-cas land exactly once, in order) and the randomized
-// TestKVSimulation. TestCheckerCatches* plant bugs (a write that is
+// read-then-cas land exactly once, in order), TestKVSessionExpiry and the
+// randomized TestKVSimulation (8 fixed seeds; each draws cluster size,
+// clients, network, snapshot frequency, reply loss, follower forwarding,
+// session TTL and a fault stream: partitions with clients confined to a
+// side, leader isolation, crashes now or inside the Ready loop, restarts,
+// all nodes crashing, lossy links). TestStoreRetriedFailureKeepsItsError
+// is the regression test of a kvstore bug the simulation found (a failed
+// command retried twice was answered "ok" the second time). TestCheckerCatches* plant bugs (a write that is
 // acknowledged but not applied, reads served without ReadIndex) and
 // require the checker to fail. On a failure the test prints the seed,
 // the replay command and raftsim's recent events, and writes porcupine's
