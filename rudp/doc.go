@@ -43,8 +43,8 @@
 //   - Messages are not ordered, neither between nor within peers; handlers
 //     run concurrently on Config.HandlerWorkers goroutines.
 //   - A handler that blocks holds a worker (Message.Defer answers a Call
-//     without holding one); when all are busy and
-//     Config.InboxLen messages wait, the reader stops and the kernel buffer,
+//     without holding one). The workers also take turns reading the
+//     socket, so when all are busy nothing is read and the kernel buffer,
 //     then the peers' retransmissions, absorb the backlog. If that lasts
 //     longer than the peers' PeerTimeout they report this endpoint
 //     unreachable.
@@ -77,6 +77,12 @@
 // fragment sent once, or from the acknowledged packet number, which stays
 // unambiguous while only resent fragments are in flight. At most MaxInflightBytes are unacknowledged per peer and
 // MaxQueuedBytes queued; senders past that wait, respecting their context.
+//
+// The socket is read by the handler workers in turn: the worker holding a
+// read token reads and applies one datagram, passes the token on, writes
+// the acks or data it produced, and runs the handler of the message it
+// completed itself, so a request reaches its handler, and a response its
+// Call, without an extra hand-off between goroutines.
 //
 // Small fragments to one peer share a datagram when they are produced
 // while another goroutine is writing to the socket (one writer at a time,

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +79,7 @@ type Endpoint struct {
 	closeOnce sync.Once
 	running   atomic.Bool
 	inbox     chan delivery
+	readTok   chan struct{} // capacity 1; a worker holding its token reads the socket
 	bufPool   sync.Pool // of *[]byte with capacity MaxDatagramSize
 	writeMu   sync.Mutex
 
@@ -93,7 +95,6 @@ type Endpoint struct {
 	reasmBytes int                        // Invariant: sum of peer.reasmBytes <= MaxReassemblyBytes
 	out        []outDatagram              // built under mu, written by flush
 	outSpare   []outDatagram              // the other buffer flush swaps with out
-	ds         []delivery                 // reused by the reader (handleDatagram)
 	openPeers  []*peer                    // peers that may have an open datagram
 	nextWake   time.Time                  // when timer will next fire
 	timer      *time.Timer                // drives timerLoop; reset under mu
@@ -135,6 +136,7 @@ func New(pc net.PacketConn, cfg Config) (*Endpoint, error) {
 		chunk:     cfg.chunkSize(),
 		done:      make(chan struct{}),
 		inbox:     make(chan delivery, cfg.InboxLen),
+		readTok:   make(chan struct{}, 1),
 		rng:       rng,
 		peers:     make(map[netip.AddrPort]*peer),
 		calls:     make(map[uint64]*pendingCall),
@@ -185,14 +187,18 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	readErr := make(chan error, 1)
-	wg.Go(func() {
-		readErr <- e.readLoop()
+	var (
+		errOnce sync.Once
+		readErr error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { readErr = err })
 		cancel()
-	})
+	}
 	wg.Go(func() { e.timerLoop(ctx) })
+	e.readTok <- struct{}{}
 	for range e.cfg.HandlerWorkers {
-		wg.Go(func() { e.worker(ctx) })
+		wg.Go(func() { e.worker(ctx, fail) })
 	}
 	select {
 	case <-ctx.Done():
@@ -201,7 +207,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	e.Close()
 	cancel()
 	wg.Wait()
-	return <-readErr
+	return readErr
 }
 
 // Close stops the endpoint: pending Send and Call return ErrClosed and the
@@ -264,37 +270,35 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// readLoop drains the socket until it is closed.
-func (e *Endpoint) readLoop() error {
-	buf := make([]byte, 64<<10)
-	for {
-		var (
-			n    int
-			from netip.AddrPort
-			err  error
-		)
-		if e.udp != nil {
-			n, from, err = e.udp.ReadFromUDPAddrPort(buf)
-			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		} else {
-			var a net.Addr
-			n, a, err = e.pc.ReadFrom(buf)
-			from = addrPortOf(a)
-		}
-		if err != nil {
-			select {
-			case <-e.done:
-				return nil
-			default:
-			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
-			}
-			e.log.Error("rudp: read failed", "err", err)
-			return fmt.Errorf("rudp: read: %w", err)
-		}
-		e.handleDatagram(buf[:n], from)
+// readBufSize is the read buffer: more than any valid datagram (at most
+// 1372 bytes), so a longer one is truncated and fails its tag.
+const readBufSize = 2048
+
+// readOne reads one datagram into buf; n < 0 means nothing was read (a
+// read deadline passed). It returns done when the socket is closed or
+// failed (err is then the failure, nil after Close).
+func (e *Endpoint) readOne(buf []byte) (n int, from netip.AddrPort, done bool, err error) {
+	if e.udp != nil {
+		n, from, err = e.udp.ReadFromUDPAddrPort(buf)
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	} else {
+		var a net.Addr
+		n, a, err = e.pc.ReadFrom(buf)
+		from = addrPortOf(a)
 	}
+	if err == nil {
+		return n, from, false, nil
+	}
+	select {
+	case <-e.done:
+		return 0, from, true, nil
+	default:
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return -1, from, false, nil
+	}
+	e.log.Error("rudp: read failed", "err", err)
+	return 0, from, true, fmt.Errorf("rudp: read: %w", err)
 }
 
 // flush writes the datagrams built under the lock, in the order they were
@@ -385,14 +389,51 @@ func (e *Endpoint) timerLoop(ctx context.Context) {
 	}
 }
 
-func (e *Endpoint) worker(ctx context.Context) {
+// worker runs handlers and, when it holds the read token, reads the
+// socket: it applies one datagram, passes the token on (to a worker idle
+// in this select), writes what the datagram produced and runs the handler
+// of the message it completed itself, without a hand-off to another
+// goroutine. So datagrams are applied in the order they were read, one at
+// a time, and nobody reads while every worker is busy in a handler.
+func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
+	var (
+		buf  []byte
+		ds   []delivery
+		hold bool // this worker keeps the token
+	)
 	for {
-		select {
-		case d := <-e.inbox:
-			e.handle(ctx, d)
-		case <-ctx.Done():
-			return
+		if !hold {
+			select {
+			case d := <-e.inbox:
+				e.handle(ctx, d)
+				continue
+			case <-e.readTok:
+			case <-ctx.Done():
+				return
+			}
 		}
+		if buf == nil {
+			buf = make([]byte, readBufSize)
+		}
+		n, from, done, err := e.readOne(buf)
+		if done {
+			if err != nil {
+				fail(err)
+			}
+			return // the token stays taken: the endpoint is closed
+		}
+		if n >= 0 {
+			ds = e.applyDatagram(buf[:n], from, ds[:0])
+		}
+		// Keep reading unless a handler is to run: passing the token
+		// wakes another goroutine.
+		hold = !slices.ContainsFunc(ds, func(d delivery) bool { return d.kind != kindResponse })
+		if !hold {
+			e.readTok <- struct{}{}
+		}
+		e.flush()
+		e.dispatch(ctx, ds)
+		clear(ds)
 	}
 }
 

@@ -2,6 +2,7 @@ package rudp
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
 	"time"
@@ -31,48 +32,59 @@ func (e *Endpoint) peerLocked(addr netip.AddrPort, now time.Time) (*peer, error)
 	return p, nil
 }
 
-// handleDatagram authenticates, parses and applies one datagram.
+// handleDatagram authenticates, parses and applies one datagram, writes
+// what it produced and delivers its messages (blocking while the inbox is
+// full). The workers use applyDatagram and dispatch instead.
 func (e *Endpoint) handleDatagram(b []byte, from netip.AddrPort) {
+	ds := e.applyDatagram(b, from, nil)
+	e.flush()
+	e.deliver(ds)
+}
+
+// applyDatagram authenticates, parses and applies one datagram and returns
+// ds with the messages it completed appended. Only the holder of the read
+// token (or a test's single goroutine) calls it.
+func (e *Endpoint) applyDatagram(b []byte, from netip.AddrPort, ds []delivery) []delivery {
 	e.st.datagramsReceived.Add(1)
 	if len(b) < headerLen+tagLen || !e.mac.verify(b) {
 		e.st.droppedBadMAC.Add(1)
-		return
+		return ds
 	}
 	var g datagram
 	if err := decodeDatagram(b[:len(b)-tagLen], &g); err != nil {
 		e.st.droppedMalformed.Add(1)
 		e.log.Debug("rudp: malformed datagram", "peer", from, "err", err)
-		return
+		return ds
 	}
 	if g.h.cluster != e.cfg.ClusterID {
 		e.st.droppedStale.Add(1)
-		return
+		return ds
 	}
 	if g.h.typ == typeBroadcast {
 		if g.h.node != e.nodeID || g.h.inc != e.inc { // not our own, looped back
-			e.handleBroadcast(&g, from)
+			if d, ok := e.handleBroadcast(&g, from); ok {
+				ds = append(ds, d)
+			}
 		}
-		return
+		return ds
 	}
-	ds := e.ds[:0]
-	defer func() { clear(ds); e.ds = ds[:0] }()
 	now := time.Now()
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return
+		return ds
 	}
 	p, err := e.peerLocked(from, now)
 	if err != nil {
 		e.mu.Unlock()
 		e.st.droppedStale.Add(1)
-		return
+		return ds
 	}
 	if g.h.inc != p.remoteInc {
 		if p.isRetired(g.h.inc) {
 			e.mu.Unlock()
 			e.st.droppedStale.Add(1)
-			return
+			return ds
 		}
 		e.newIncarnationLocked(p, g.h.inc, now)
 	}
@@ -107,8 +119,7 @@ func (e *Endpoint) handleDatagram(b []byte, from netip.AddrPort) {
 		}
 	}
 	e.mu.Unlock()
-	e.flush()
-	e.deliver(ds)
+	return ds
 }
 
 // newIncarnationLocked switches p to a new remote incarnation: the old
@@ -217,21 +228,7 @@ func (e *Endpoint) deliveryLocked(p *peer, kind uint8, msgID, ref uint64, payloa
 func (e *Endpoint) deliver(ds []delivery) {
 	for _, d := range ds {
 		if d.kind == kindResponse {
-			e.mu.Lock()
-			c := e.calls[d.msgID]
-			if c != nil && c.to == d.m.From {
-				delete(e.calls, d.msgID)
-			} else {
-				c = nil
-			}
-			if d.release > 0 {
-				d.p.reasmBytes -= d.release
-				e.reasmBytes -= d.release
-			}
-			e.mu.Unlock()
-			if c != nil {
-				c.resp <- d.m.Payload
-			}
+			e.completeCall(d)
 			continue
 		}
 		select {
@@ -239,6 +236,52 @@ func (e *Endpoint) deliver(ds []delivery) {
 		case <-e.done:
 			return
 		}
+	}
+}
+
+// dispatch completes calls with the responses in ds and runs the handler
+// for the other messages: the last one on this goroutine, the others on
+// idle workers through the inbox, or on this goroutine when it is full.
+func (e *Endpoint) dispatch(ctx context.Context, ds []delivery) {
+	last := -1
+	for i := range ds {
+		if ds[i].kind != kindResponse {
+			last = i
+		}
+	}
+	for i, d := range ds {
+		switch {
+		case d.kind == kindResponse:
+			e.completeCall(d)
+			continue
+		case i == last:
+		default:
+			select {
+			case e.inbox <- d:
+				continue
+			default:
+			}
+		}
+		e.handle(ctx, d)
+	}
+}
+
+// completeCall hands a response to its waiting Call, if any.
+func (e *Endpoint) completeCall(d delivery) {
+	e.mu.Lock()
+	c := e.calls[d.msgID]
+	if c != nil && c.to == d.m.From {
+		delete(e.calls, d.msgID)
+	} else {
+		c = nil
+	}
+	if d.release > 0 {
+		d.p.reasmBytes -= d.release
+		e.reasmBytes -= d.release
+	}
+	e.mu.Unlock()
+	if c != nil {
+		c.resp <- d.m.Payload
 	}
 }
 
@@ -272,7 +315,9 @@ func (e *Endpoint) sendAckLocked(p *peer, now time.Time) {
 // maxBroadcastSenders bounds the broadcast replay windows kept.
 const maxBroadcastSenders = 256
 
-func (e *Endpoint) handleBroadcast(g *datagram, from netip.AddrPort) {
+// handleBroadcast returns the delivery of a broadcast datagram, unless it
+// is a repeat.
+func (e *Endpoint) handleBroadcast(g *datagram, from netip.AddrPort) (delivery, bool) {
 	key := [2]uint64{g.h.node, g.h.inc}
 	e.mu.Lock()
 	w := e.bcastSeen[key]
@@ -290,14 +335,10 @@ func (e *Endpoint) handleBroadcast(g *datagram, from netip.AddrPort) {
 	e.mu.Unlock()
 	if !fresh {
 		e.st.duplicates.Add(1)
-		return
+		return delivery{}, false
 	}
 	e.st.messagesReceived.Add(1)
-	d := delivery{m: Message{From: from, NodeID: g.h.node, Payload: bytes.Clone(g.bcast.payload), Broadcast: true}, kind: kindOneWay}
-	select {
-	case e.inbox <- d:
-	case <-e.done:
-	}
+	return delivery{m: Message{From: from, NodeID: g.h.node, Payload: bytes.Clone(g.bcast.payload), Broadcast: true}, kind: kindOneWay}, true
 }
 
 // timeoutProbes is how many expired fragments one timeout resends.

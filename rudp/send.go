@@ -63,7 +63,7 @@ func (c *pendingCall) fail(err error) {
 // Config.MaxQueuedBytes are queued to the peer. payload must not be
 // modified until Send returns.
 func (e *Endpoint) Send(ctx context.Context, to netip.AddrPort, payload []byte) error {
-	m, err := e.submit(ctx, to, kindOneWay, 0, payload, nil)
+	m, err := e.submit(ctx, nil, to, kindOneWay, 0, payload, nil)
 	if err != nil {
 		return err
 	}
@@ -93,39 +93,49 @@ func (e *Endpoint) SendMany(ctx context.Context, to []netip.AddrPort, payload []
 // time the error wraps ctx's error but not ErrPeerUnreachable; if the peer
 // restarted after taking the request it wraps ErrPeerUnreachable.
 func (e *Endpoint) Call(ctx context.Context, to netip.AddrPort, req []byte) ([]byte, error) {
+	// A timer, not context.WithTimeout: it costs a fraction.
+	var timeout <-chan time.Time
 	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.cfg.CallTimeout)
-		defer cancel()
+		t := time.NewTimer(e.cfg.CallTimeout)
+		defer t.Stop()
+		timeout = t.C
 	}
 	c := &pendingCall{to: to, resp: make(chan []byte, 1), errc: make(chan error, 1)}
-	m, err := e.submit(ctx, to, kindRequest, 0, req, c)
+	m, err := e.submit(ctx, timeout, to, kindRequest, 0, req, c)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		e.mu.Lock()
-		delete(e.calls, m.id)
-		e.mu.Unlock()
-	}()
 	// The request's failure arrives on c.errc (finishLocked); its success
 	// needs no wake-up: the reply is what we wait for.
+	var ctxErr error
+	select {
+	case r := <-c.resp: // completeCall removed c from e.calls
+		return r, nil
+	case err := <-c.errc:
+		e.forgetCall(m.id)
+		return nil, err
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
+	case <-timeout:
+		ctxErr = context.DeadlineExceeded
+	}
+	defer e.forgetCall(m.id)
+	if err := e.abandon(m, to, ctxErr); err != nil {
+		return nil, err
+	}
 	select {
 	case r := <-c.resp:
 		return r, nil
-	case err := <-c.errc:
-		return nil, err
-	case <-ctx.Done():
-		if err := e.abandon(m, to, ctx.Err()); err != nil {
-			return nil, err
-		}
-		select {
-		case r := <-c.resp:
-			return r, nil
-		default:
-		}
-		return nil, fmt.Errorf("rudp: call %v: no reply: %w", to, ctx.Err())
+	default:
 	}
+	return nil, fmt.Errorf("rudp: call %v: no reply: %w", to, ctxErr)
+}
+
+// forgetCall stops waiting for the response to request id.
+func (e *Endpoint) forgetCall(id uint64) {
+	e.mu.Lock()
+	delete(e.calls, id)
+	e.mu.Unlock()
 }
 
 // reply sends a Call's response without waiting for its acknowledgement.
@@ -148,7 +158,7 @@ func (e *Endpoint) reply(to netip.AddrPort, ref uint64, payload []byte) error {
 }
 
 // submit waits for queue space and queues a message.
-func (e *Endpoint) submit(ctx context.Context, to netip.AddrPort, kind uint8, ref uint64, payload []byte, c *pendingCall) (*outMsg, error) {
+func (e *Endpoint) submit(ctx context.Context, timeout <-chan time.Time, to netip.AddrPort, kind uint8, ref uint64, payload []byte, c *pendingCall) (*outMsg, error) {
 	if len(payload) > e.cfg.MaxMessageSize {
 		return nil, fmt.Errorf("rudp: send to %v: %d bytes: %w", to, len(payload), ErrTooLarge)
 	}
@@ -188,6 +198,8 @@ func (e *Endpoint) submit(ctx context.Context, to netip.AddrPort, kind uint8, re
 		case <-space:
 		case <-ctx.Done():
 		case <-e.done:
+		case <-timeout:
+			return nil, fmt.Errorf("rudp: send to %v: %w", to, context.DeadlineExceeded)
 		}
 	}
 }
