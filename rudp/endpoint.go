@@ -80,7 +80,7 @@ type Endpoint struct {
 	running   atomic.Bool
 	inbox     chan delivery
 	readTok   chan struct{} // capacity 1; a worker holding its token reads the socket
-	bufPool   sync.Pool // of *[]byte with capacity MaxDatagramSize
+	bufPool   sync.Pool     // of *[]byte with capacity MaxDatagramSize
 	writeMu   sync.Mutex
 
 	mu         sync.Mutex
