@@ -134,7 +134,7 @@ func (c *Client) next(hint uint64) {
 // through the core, which forwards the proposal or the ReadIndex to the
 // leader). A request to an unreachable node is lost.
 func (c *Client) arrive(p *pending, node uint64) {
-	if !c.reachable(node) {
+	if !c.reachable(node) || c.s.halted {
 		return
 	}
 	s := c.s

@@ -82,7 +82,8 @@ type Sim struct {
 	hist      []porcupine.Operation
 	clients   []*Client
 	lastStamp int64
-	stopped   bool
+	stopped   bool // no new operations
+	halted    bool // clients gone: requests still on the way are lost
 
 	// Planted bugs (self-tests): a write that is not applied (on some
 	// nodes), and gets served from the local store of whatever node the
@@ -309,9 +310,10 @@ func (s *Sim) Idle() bool {
 
 // StopClients stops every client: no new operations start; a write still
 // in flight is recorded with an unknown outcome (Return math.MaxInt64), a
-// read in flight is dropped.
+// read in flight is dropped, and requests still on their way to a node
+// are lost.
 func (s *Sim) StopClients() {
-	s.stopped = true
+	s.stopped, s.halted = true, true
 	for _, c := range s.clients {
 		c.abandon()
 	}
@@ -368,8 +370,9 @@ func (s *Sim) busy() int {
 }
 
 // CheckReplicas proposes a marker command, waits until every node's store
-// applied it, and checks that all stores are at the same applied index
-// with the same fingerprint. All nodes must be up and connected.
+// applied it and all stores are at the same applied index, and checks
+// that they have the same fingerprint. Call it after Settle and
+// StopClients.
 func (s *Sim) CheckReplicas(limit raftsim.Time) error {
 	var idx uint64
 	data, err := kvstore.EncodeCommand(kvstore.Command{Op: kvstore.OpNoop, Time: int64(s.C.Now()) * int64(time.Millisecond)})
@@ -406,11 +409,14 @@ func (s *Sim) CheckReplicas(limit raftsim.Time) error {
 		return fmt.Errorf("kvsim: replicas: marker command not committed within %dms", limit)
 	}
 	ids := s.C.IDs()
-	all := func() bool {
-		for _, id := range ids {
-			if st := s.Store(id); !s.C.IsUp(id) || st == nil || st.Applied() < idx {
+	all := func() bool { // every store applied the marker, and all are at the same index
+		var at uint64
+		for i, id := range ids {
+			st := s.Store(id)
+			if !s.C.IsUp(id) || st == nil || st.Applied() < idx || (i > 0 && st.Applied() != at) {
 				return false
 			}
+			at = st.Applied()
 		}
 		return true
 	}
