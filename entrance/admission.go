@@ -16,6 +16,12 @@ const maxNameLen = 64
 // req.Addr (a node listening on 0.0.0.0). Joins are serialized: each one
 // decides and persists under the registry lock before the next.
 func (e *Entrance) Join(req proto.JoinRequest, from netip.AddrPort) proto.JoinResponse {
+	resp := e.join(req, from)
+	e.metrics.joins.WithLabelValues(codeWord(resp.Code)).Inc()
+	return resp
+}
+
+func (e *Entrance) join(req proto.JoinRequest, from netip.AddrPort) proto.JoinResponse {
 	addr, err := advertised(req.Addr, from)
 	if err != nil {
 		return proto.JoinResponse{Code: proto.CodeInvalid, Message: err.Error()}

@@ -51,8 +51,24 @@ type Config struct {
 	HTTPListener net.Listener
 
 	// SuspectAfter and DownAfter are the ages of a node's last sign of life
-	// after which it is shown suspect and down. Defaults 2s and 6s.
+	// (a pong, see PingInterval) after which it is shown suspect and down.
+	// Defaults 2s and 6s: 4 and 12 missed pings at the default interval.
 	SuspectAfter, DownAfter time.Duration
+	// PingInterval is how often Run pings every node that is not removed;
+	// negative turns pings off (liveness then comes from leader reports
+	// only). Default 500ms.
+	PingInterval time.Duration
+	// PingTimeout bounds one ping. Default PingInterval.
+	PingTimeout time.Duration
+	// MaxPings bounds the pings in flight at once. Default 64.
+	MaxPings int
+	// DownGrace is how long a member may stay down (beyond DownAfter, as
+	// observed since this start) before the driver removes it from the
+	// configuration through the leader, when that keeps a live quorum
+	// (package doc, "Autopilot"). 0 (the default) turns removal off.
+	DownGrace time.Duration
+	// Version is reported by the raftkv_build_info metric.
+	Version string
 	// AdminTimeout bounds one admin call to the leader. Default 2s.
 	AdminTimeout time.Duration
 	// ConfirmTimeout is how long a change the leader applied may take to
@@ -91,6 +107,17 @@ func (c *Config) setDefaults() {
 	d(&c.AdminTimeout, 2*time.Second)
 	d(&c.ConfirmTimeout, 5*time.Second)
 	d(&c.RetryInterval, 250*time.Millisecond)
+	d(&c.PingInterval, 500*time.Millisecond)
+	d(&c.PingTimeout, max(c.PingInterval, 0))
+	if c.PingTimeout == 0 {
+		c.PingTimeout = time.Second // pings are off; unused
+	}
+	if c.MaxPings == 0 {
+		c.MaxPings = 64
+	}
+	if c.Version == "" {
+		c.Version = "unknown"
+	}
 	if c.PromoteLag == 0 {
 		c.PromoteLag = 64
 	}
@@ -115,8 +142,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("entrance: MaxNodes %d below Voters %d", c.MaxNodes, c.Voters)
 	case c.SuspectAfter <= 0 || c.DownAfter < c.SuspectAfter:
 		return fmt.Errorf("entrance: need 0 < SuspectAfter %v <= DownAfter %v", c.SuspectAfter, c.DownAfter)
-	case c.AdminTimeout <= 0 || c.ConfirmTimeout <= 0 || c.RetryInterval <= 0:
+	case c.AdminTimeout <= 0 || c.ConfirmTimeout <= 0 || c.RetryInterval <= 0 || c.PingTimeout <= 0:
 		return errors.New("entrance: timeouts must be positive")
+	case c.MaxPings < 1:
+		return fmt.Errorf("entrance: MaxPings %d must be at least 1", c.MaxPings)
+	case c.DownGrace < 0:
+		return fmt.Errorf("entrance: DownGrace %v must not be negative", c.DownGrace)
 	}
 	return nil
 }
@@ -144,10 +175,18 @@ type Entrance struct {
 	notBefore time.Time          // backoff after a failed admin call
 	failures  int                // consecutive failed admin calls
 	dropped   uint64             // stale or malformed reports and requests
-	running   bool
-	closed    bool
-	runCancel context.CancelFunc
-	runDone   chan struct{}
+	// Liveness and leader tracking by pings; see liveness.go.
+	pings        map[uint64]*pingState
+	pingsSkipped uint64
+	seenTerm     uint64 // the highest term any pong or report showed
+	leaderLost   bool   // the leader's own pong says it no longer leads
+	started      time.Time
+	unsafeLogged map[uint64]bool // down nodes kept for quorum, logged once
+	metrics      *metrics
+	running      bool
+	closed       bool
+	runCancel    context.CancelFunc
+	runDone      chan struct{}
 }
 
 // New opens (or creates) the registry under cfg.DataDir. It starts no
@@ -167,7 +206,9 @@ func New(cfg Config) (*Entrance, error) {
 		return nil, err
 	}
 	e := &Entrance{cfg: cfg, log: cfg.Logger, st: st, meta: meta, nodes: nodes, wake: make(chan struct{}, 1),
-		applied: make(map[uint64]*change)}
+		applied: make(map[uint64]*change), pings: make(map[uint64]*pingState), seenTerm: meta.Term,
+		started: cfg.Now(), unsafeLogged: make(map[uint64]bool)}
+	e.metrics = newMetrics(e)
 	e.log.Info("registry loaded", "dir", cfg.DataDir, "nodes", len(nodes),
 		"cluster_id", fmt.Sprintf("%016x", meta.ClusterID), "leader", fmt.Sprintf("%016x", meta.LeaderID), "term", meta.Term)
 	return e, nil
@@ -239,7 +280,13 @@ func (e *Entrance) Run(ctx context.Context) error {
 		e.log.Info("serving http", "addr", ln.Addr().String())
 	}
 	if caller != nil {
+		e.mu.Lock()
+		e.started = e.cfg.Now()
+		e.mu.Unlock()
 		wg.Go(func() { e.drive(ctx, caller) })
+		if e.cfg.PingInterval > 0 {
+			wg.Go(func() { e.pingLoop(ctx, caller) })
+		}
 	}
 
 	<-ctx.Done()

@@ -23,8 +23,9 @@ type change struct {
 
 // drive is the membership driver: one goroutine that, whenever a join or
 // a report arrives or a retry is due, asks the leader for the next single
-// change (add the oldest joining node as a learner, else promote the
-// oldest caught-up learner while voters < Voters), one call at a time.
+// change (add the oldest joining node as a learner, else remove a node
+// down past its grace period, else promote the oldest caught-up learner
+// while voters < Voters), one call at a time.
 func (e *Entrance) drive(ctx context.Context, c Caller) {
 	t := time.NewTimer(e.cfg.RetryInterval)
 	defer t.Stop()
@@ -94,9 +95,15 @@ func (e *Entrance) next() (proto.AdminRequest, string, bool) {
 			return proto.AdminRequest{Op: proto.AdminAddLearner, NodeID: r.ID, Name: r.Name, Addr: r.Addr}, to, true
 		}
 	}
+	if req, ok := e.removalLocked(recs, now); ok {
+		return req, to, true
+	}
 	voters := 0
 	for _, r := range recs {
-		if (r.InConfig() && r.Role == RoleVoter) || (e.applied[r.ID] != nil && e.applied[r.ID].op == proto.AdminPromote) {
+		c := e.applied[r.ID]
+		switch {
+		case c != nil && c.op == proto.AdminRemove:
+		case (r.InConfig() && r.Role == RoleVoter) || (c != nil && c.op == proto.AdminPromote):
 			voters++
 		}
 	}
@@ -134,6 +141,9 @@ func (e *Entrance) result(req proto.AdminRequest, to string, resp proto.AdminRes
 		e.failures, e.notBefore = 0, time.Time{}
 		e.applied[req.NodeID] = &change{op: req.Op, sentAt: now}
 		e.log.Info("membership change applied", "op", opName(req.Op), "node_id", id, "name", req.Name, "leader_addr", to)
+		if req.Op == proto.AdminRemove {
+			e.metrics.removals.Inc()
+		}
 		e.confirmLocked()
 		return true
 	}
@@ -183,6 +193,8 @@ func opName(op proto.AdminOp) string {
 		return "add-learner"
 	case proto.AdminPromote:
 		return "promote"
+	case proto.AdminRemove:
+		return "remove"
 	}
 	return fmt.Sprintf("op(%d)", op)
 }

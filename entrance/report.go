@@ -59,14 +59,11 @@ func (e *Entrance) Report(r proto.LeaderReport, from netip.AddrPort) {
 		if meta != nil {
 			m = *meta
 		}
-		m.LeaderID, m.LeaderAddr, m.Term = r.ID, addr, r.Term
+		e.setLeaderLocked(&m, r.ID, addr, r.Term, "leader report")
 		meta = &m
-		// Decide again with the new leader (changes are idempotent there).
-		clear(e.applied)
-		e.failures, e.notBefore = 0, time.Time{}
-		e.log.Info("leader changed", "leader", fmt.Sprintf("%016x", r.ID), "name", r.Name, "addr", addr, "term", r.Term)
 	}
 	e.lastReport, e.commit, e.hintAddr = now, r.Commit, ""
+	e.leaderLost, e.seenTerm = false, max(e.seenTerm, r.Term)
 
 	listed := make(map[uint64]bool, len(r.Members)+1)
 	members := r.Members
@@ -207,7 +204,7 @@ func (e *Entrance) Peers() []proto.Peer {
 			Name:     r.Name,
 			ID:       fmt.Sprintf("%016x", r.ID),
 			Addr:     r.Addr,
-			Role:     e.roleWordLocked(r),
+			Role:     e.roleWordLocked(r, now),
 			Liveness: e.livenessLocked(r, now).String(),
 			LastSeen: r.LastSeenMS,
 			Term:     r.Term,
@@ -228,14 +225,19 @@ func (e *Entrance) sortedLocked() []*Record {
 	return recs
 }
 
-// roleWordLocked is the list-peers role: leader for the reported leader,
-// learner for learners and nodes not yet in the configuration (the
-// bootstrap node: follower), follower for the other voters. Candidate
-// needs the node's own view and comes with issue 6's pings.
-func (e *Entrance) roleWordLocked(r *Record) string {
+// roleWordLocked is the list-peers role: leader for the current leader
+// (unless its own pong says it stepped down), candidate for a node whose
+// fresh pong says it campaigns, learner for learners and nodes not yet in
+// the configuration (the bootstrap node: follower), follower for the
+// other voters.
+func (e *Entrance) roleWordLocked(r *Record, now time.Time) string {
+	ps := e.pings[r.ID]
 	switch {
-	case r.State != StateRemoved && r.ID == e.meta.LeaderID:
+	case r.State != StateRemoved && r.ID == e.meta.LeaderID && !e.leaderLost:
 		return "leader"
+	case r.State != StateRemoved && ps != nil && !ps.pongAt.IsZero() && now.Sub(ps.pongAt) <= e.cfg.SuspectAfter &&
+		(ps.role == "candidate" || ps.role == "pre-candidate"):
+		return "candidate"
 	case r.Role == RoleLearner:
 		return "learner"
 	}
