@@ -108,6 +108,7 @@ func (c *Client) send() {
 	c.s.C.After(c.delay(), "", func() { c.arrive(p, node) })
 	c.s.C.After(c.s.cfg.ClientTimeout, "", func() {
 		if c.cur == p && c.attempt == att {
+			c.s.stats.Timeouts++
 			c.next(0)
 			c.send()
 		}
@@ -148,9 +149,12 @@ func (c *Client) arrive(p *pending, node uint64) {
 	}
 	st := s.C.Status(node)
 	viaFollower := st.Lead != 0 && s.cfg.ViaFollower > 0 && s.C.Rand().Float64() < s.cfg.ViaFollower
-	if st.RaftState != raft.StateLeader && !viaFollower {
-		c.reply(p, answer{redirect: true, hint: st.Lead})
-		return
+	if st.RaftState != raft.StateLeader {
+		if !viaFollower {
+			c.reply(p, answer{redirect: true, hint: st.Lead})
+			return
+		}
+		s.stats.ViaFollower++
 	}
 	if p.in.Op == OpGet && !p.logRead {
 		err := s.C.ReadIndex(node, func(r raftsim.ReadResult) {
@@ -240,6 +244,7 @@ func (c *Client) receive(p *pending, a answer) {
 		return
 	}
 	if a.redirect || (a.out.Unknown && p.in.Op == OpGet) {
+		c.s.stats.Redirects++
 		c.attempt++ // cancel the timeout
 		c.next(a.hint)
 		backoff := raftsim.Time(5)
@@ -283,7 +288,7 @@ func (c *Client) output(p *pending, r kvstore.Result) (Output, bool) {
 		// An earlier copy may have been applied before the session
 		// expired: the outcome is unknown. Start a new session.
 		c.sess, c.seq = 0, 0
-		c.s.expired++
+		c.s.stats.Expired++
 		return Output{Unknown: true}, true
 	case p.in.Op == OpCAS && errors.Is(r.Err, kvstore.ErrCompareFailed):
 		return Output{OK: false}, true

@@ -90,7 +90,7 @@ func finish(t *testing.T, s *Sim, minOps int) CheckResult {
 	if done < minOps {
 		t.Fatalf("only %d operations completed, want >= %d (seed %#x)", done, minOps, s.Config().Seed)
 	}
-	t.Logf("seed %#x: %d ops (%d unknown), %d fingerprint checks, t=%dms, porcupine %v",
-		s.Config().Seed, res.Ops, res.Unknown, s.FingerprintChecks(), s.C.Now(), checkTime.Round(time.Millisecond))
+	t.Logf("seed %#x: %d ops (%d unknown), %d fingerprint checks, t=%dms, porcupine %v, %+v",
+		s.Config().Seed, res.Ops, res.Unknown, s.FingerprintChecks(), s.C.Now(), checkTime.Round(time.Millisecond), s.Stats())
 	return res
 }

@@ -54,6 +54,7 @@ func (m *machine) close() error { return m.store.Close() }
 func (m *machine) Apply(e raft.Entry) []byte {
 	applied := m.store.Applied()
 	if e.Index <= applied {
+		m.sim.stats.Skipped++
 		return []byte{applySkipped}
 	}
 	ents := make([]raft.Entry, 0, e.Index-applied)
@@ -80,6 +81,9 @@ func (m *machine) Apply(e raft.Entry) []byte {
 	if len(res) == 0 || res[len(res)-1].Index != e.Index {
 		m.sim.failf("node %d: apply %d: no result for the entry", m.id, e.Index)
 		return []byte{applyFailed}
+	}
+	if res[len(res)-1].Duplicate {
+		m.sim.stats.Duplicates++
 	}
 	b, err := msgpack.Marshal(&res[len(res)-1])
 	if err != nil {

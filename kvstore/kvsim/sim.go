@@ -78,7 +78,7 @@ type Sim struct {
 	err       error
 	fps       map[uint64]kvstore.Fingerprint // by applied index
 	fpChecks  int
-	expired   int
+	stats     Stats
 	hist      []porcupine.Operation
 	clients   []*Client
 	lastStamp int64
@@ -275,8 +275,19 @@ func (s *Sim) checkFingerprint(m *machine) {
 	s.fps[fp.Applied] = fp
 }
 
-// Expired returns how many answers said the client's session had expired.
-func (s *Sim) Expired() int { return s.expired }
+// Stats counts what the clients and stores went through, so tests can
+// show that a scenario exercised what it claims to.
+type Stats struct {
+	Duplicates  int // commands the session table answered without applying them (on any node)
+	Skipped     int // entries a restarted store had applied already
+	Expired     int // answers saying the client's session had expired
+	Redirects   int // requests a node refused (not leader, down, crashed, outcome unknown)
+	Timeouts    int // attempts the client gave up waiting for
+	ViaFollower int // requests a follower served through its core
+}
+
+// Stats returns the counters of the run so far.
+func (s *Sim) Stats() Stats { return s.stats }
 
 // FingerprintChecks returns how many fingerprints were compared.
 func (s *Sim) FingerprintChecks() int { return s.fpChecks }
