@@ -79,7 +79,9 @@
 //	KV_SIM_SEEDS=50 go test ./kvstore/kvsim -run TestKVSimulation -v   # 50 more random seeds
 //	KV_SIM_SEED=0x1f3a go test ./kvstore/kvsim -run '^TestKVSimulation$' -v # replay one seed
 //
-// KV_SIM_SEED also replays a scenario test under another seed. The
+// KV_SIM_SEED also replays a scenario test under another seed;
+// KV_SIM_TIME=40000 gives each randomized run 40 s of virtual faults
+// instead of 4 (soak). The
 // scenarios follow the kvraft tests of raft-anchors.md section 2.2:
 // TestKVOneClient, TestKVManyClients, TestKVUnreliable,
 // TestKVLeaderInMinorityPartition (the minority's requests complete only

@@ -19,7 +19,8 @@ var fixedSeeds = []uint64{0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x10a
 // network, snapshot frequency and a stream of faults (partitions, leader
 // isolation, crashes at random points of the Ready loop, restarts, all
 // nodes crashing, lossy links) all drawn from the seed. KV_SIM_SEED=S
-// runs only seed S; KV_SIM_SEEDS=N adds N random seeds.
+// runs only seed S; KV_SIM_SEEDS=N adds N random seeds; KV_SIM_TIME=ms
+// makes each run longer (virtual milliseconds of faults, default 4000).
 func TestKVSimulation(t *testing.T) {
 	seeds := slices.Clone(fixedSeeds)
 	if v := os.Getenv("KV_SIM_SEED"); v != "" {
@@ -74,7 +75,15 @@ func simulate(t *testing.T, seed uint64) {
 	s.Start(Workload{Keys: 1 + pick.IntN(4)})
 	rng := s.C.Rand()
 	faults := 0
-	for s.C.Now() < 4000 && s.Err() == nil {
+	dur := raftsim.Time(4000)
+	if v := os.Getenv("KV_SIM_TIME"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms <= 0 {
+			t.Fatalf("KV_SIM_TIME=%q: want milliseconds of virtual time", v)
+		}
+		dur = raftsim.Time(ms)
+	}
+	for s.C.Now() < dur && s.Err() == nil {
 		s.C.RunFor(raftsim.Time(100 + rng.IntN(300)))
 		faults++
 		ids := s.C.IDs()
