@@ -51,9 +51,12 @@ type answer struct {
 	out      Output // gets
 }
 
-// Restrict makes the client reach only the given nodes (nil: all).
+// Restrict makes the client reach only the given nodes (nil or empty: all).
 func (c *Client) Restrict(nodes []uint64) {
-	c.nodes = slices.Clone(nodes)
+	c.nodes = nil
+	if len(nodes) > 0 {
+		c.nodes = slices.Clone(nodes)
+	}
 	if len(nodes) > 0 && !slices.Contains(nodes, c.guess) {
 		c.guess = nodes[0]
 	}
