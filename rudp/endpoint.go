@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,9 @@ type Endpoint struct {
 	readTok   chan struct{} // capacity 1; a worker holding its token reads the socket
 	bufPool   sync.Pool     // of *[]byte with capacity MaxDatagramSize
 	writeMu   sync.Mutex
+	// unfinished counts the messages being sent (sum of len(peer.msgs),
+	// changed under mu): more than one means concurrent senders.
+	unfinished atomic.Int64
 
 	mu         sync.Mutex
 	closed     bool
@@ -308,7 +312,13 @@ func (e *Endpoint) readOne(buf []byte) (n int, from netip.AddrPort, done bool, e
 // writer re-checks for work after each batch. So nobody waits for a write
 // and, under load, frames queued during a write share datagrams.
 func (e *Endpoint) flush() {
-	for e.writeMu.TryLock() {
+	for first := true; e.writeMu.TryLock(); first = false {
+		if first && e.unfinished.Load() > 1 {
+			// Other senders are likely runnable (woken by the ack
+			// that completed their last message): let them queue
+			// their frames first, so that they share datagrams.
+			runtime.Gosched()
+		}
 		e.mu.Lock()
 		for _, p := range e.openPeers {
 			if p.open != nil {

@@ -220,6 +220,7 @@ func (e *Endpoint) enqueueLocked(p *peer, kind uint8, ref uint64, payload []byte
 		p.queue = append(p.queue, &m.frags[i])
 	}
 	p.msgs[m.id] = m
+	e.unfinished.Add(1)
 	p.queuedBytes += len(payload)
 	e.pumpLocked(p, now)
 	return m
@@ -359,6 +360,7 @@ func (e *Endpoint) finishLocked(p *peer, m *outMsg, err error) {
 	m.err = err
 	if p != nil {
 		delete(p.msgs, m.id)
+		e.unfinished.Add(-1)
 		p.queuedBytes -= len(m.payload)
 		p.signalSpace()
 	}
