@@ -58,7 +58,8 @@ type Config struct {
 	// negative turns pings off (liveness then comes from leader reports
 	// only). Default 500ms.
 	PingInterval time.Duration
-	// PingTimeout bounds one ping. Default PingInterval.
+	// PingTimeout bounds one ping. Default 4/5 of PingInterval, so a
+	// node's unanswered ping is over before its next one is due.
 	PingTimeout time.Duration
 	// MaxPings bounds the pings in flight at once. Default 64.
 	MaxPings int
@@ -108,7 +109,7 @@ func (c *Config) setDefaults() {
 	d(&c.ConfirmTimeout, 5*time.Second)
 	d(&c.RetryInterval, 250*time.Millisecond)
 	d(&c.PingInterval, 500*time.Millisecond)
-	d(&c.PingTimeout, max(c.PingInterval, 0))
+	d(&c.PingTimeout, max(c.PingInterval*4/5, 0))
 	if c.PingTimeout == 0 {
 		c.PingTimeout = time.Second // pings are off; unused
 	}

@@ -101,17 +101,32 @@ type fakeLeader struct {
 	maxVoters  int
 	callErr    error
 	redirect   map[netip.AddrPort]string // answer NotLeader with this address
+
+	// Pings (see ping): answered only when pings is set.
+	pings     bool
+	down      map[string]bool       // addresses that do not answer (until ctx ends)
+	pongAs    map[string]proto.Pong // addresses answering this instead
+	pingBlock chan struct{}         // when set, pings wait for it (or ctx)
+	pingCount int
+	pingNow   map[string]int // pings in flight by address
+	pingAll   int            // pings in flight
+	pingMax   int            // most pings in flight at once
+	pingMaxTo int            // most pings in flight to one address
 }
 
 func newFakeLeader(id uint64, name, addr string, term uint64) *fakeLeader {
 	f := &fakeLeader{id: id, name: name, addr: addr, term: term, commit: 1,
-		members: map[uint64]*proto.Member{}, dead: map[uint64]bool{}}
+		members: map[uint64]*proto.Member{}, dead: map[uint64]bool{},
+		down: map[string]bool{}, pongAs: map[string]proto.Pong{}, pingNow: map[string]int{}}
 	f.members[id] = &proto.Member{ID: id, Name: name, Addr: addr, Match: 1}
 	return f
 }
 
 func (f *fakeLeader) Call(ctx context.Context, to netip.AddrPort, payload []byte) ([]byte, error) {
 	kind, body, err := proto.Split(payload)
+	if err == nil && kind == proto.KindPing {
+		return f.ping(ctx, to, body)
+	}
 	if err != nil || kind != proto.KindAdmin {
 		return nil, err
 	}
@@ -154,6 +169,11 @@ func (f *fakeLeader) Call(ctx context.Context, to netip.AddrPort, payload []byte
 			f.members[req.NodeID] = &proto.Member{ID: req.NodeID, Name: req.Name, Addr: req.Addr, Learner: true}
 			f.commit++
 		}
+	case proto.AdminRemove:
+		if m != nil {
+			delete(f.members, req.NodeID)
+			f.commit++
+		}
 	case proto.AdminPromote:
 		if m == nil {
 			return answer(proto.AdminResponse{Code: proto.CodeInvalid, Message: "not a learner"})
@@ -185,6 +205,8 @@ func (f *fakeLeader) report() proto.LeaderReport {
 	for _, m := range f.members {
 		if !f.dead[m.ID] {
 			m.Match, m.Active = f.commit, true
+		} else if m.ID != f.id {
+			m.Active = false
 		}
 		r.Members = append(r.Members, *m)
 	}
@@ -209,4 +231,63 @@ func (f *fakeLeader) callsSnapshot() []proto.AdminRequest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.calls)
+}
+
+// ping answers a ping sent to address to like a node there would: the
+// member with that address answers with its role, the leader's term and
+// ID, unless its address is down (no answer until ctx ends) or pongAs
+// overrides the answer.
+func (f *fakeLeader) ping(ctx context.Context, to netip.AddrPort, body []byte) ([]byte, error) {
+	var p proto.Ping
+	if err := proto.Decode(body, &p); err != nil {
+		return nil, err
+	}
+	addr := to.String()
+	f.mu.Lock()
+	f.pingCount++
+	f.pingNow[addr]++
+	f.pingAll++
+	f.pingMax, f.pingMaxTo = max(f.pingMax, f.pingAll), max(f.pingMaxTo, f.pingNow[addr])
+	block := f.pingBlock
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.pingNow[addr]--
+		f.pingAll--
+		f.mu.Unlock()
+	}()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	var pong *proto.Pong
+	if !f.pings || f.down[addr] {
+	} else if pa, ok := f.pongAs[addr]; ok {
+		pong = &pa
+	} else {
+		for _, m := range f.members {
+			if m.Addr != addr {
+				continue
+			}
+			role := "follower"
+			switch {
+			case m.ID == f.id:
+				role = "leader"
+			case m.Learner:
+				role = "learner"
+			}
+			pong = &proto.Pong{ID: m.ID, Role: role, Term: f.term, Leader: f.id}
+		}
+	}
+	f.mu.Unlock()
+	if pong == nil {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	pong.Nonce = p.Nonce
+	return proto.MustEncode(proto.KindPing, pong), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 // pingState is what the pinger knows of one node. It lives in memory only.
 type pingState struct {
 	inFlight bool      // a ping to the node is outstanding (at most one)
+	sentAt   time.Time // when the latest ping started (rounds go oldest first)
 	pongAt   time.Time // the latest pong; zero: none since start
 	role     string    // the node's own role word in that pong
 	term     uint64    // the node's term in that pong
@@ -22,8 +24,9 @@ type pingState struct {
 
 // pingTarget is one ping to make.
 type pingTarget struct {
-	id uint64
-	to netip.AddrPort
+	id   uint64
+	to   netip.AddrPort
+	prev time.Time // the previous ping's start, restored when skipped
 }
 
 // pingLoop pings every registered node that is not removed once per
@@ -41,7 +44,7 @@ func (e *Entrance) pingLoop(ctx context.Context, c Caller) {
 			select {
 			case sem <- struct{}{}:
 			default:
-				e.pingSkipped(tg.id)
+				e.pingSkipped(tg)
 				continue
 			}
 			wg.Go(func() {
@@ -58,15 +61,22 @@ func (e *Entrance) pingLoop(ctx context.Context, c Caller) {
 	}
 }
 
-// pingTargets returns the nodes to ping now and marks them in flight.
+// pingTargets returns the nodes to ping now, the longest unpinged
+// first (so that a full MaxPings starves nobody), and marks them in
+// flight.
 func (e *Entrance) pingTargets() []pingTarget {
+	now := e.cfg.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
 		return nil
 	}
+	recs := e.sortedLocked()
+	slices.SortStableFunc(recs, func(a, b *Record) int {
+		return e.pingStateLocked(a.ID).sentAt.Compare(e.pingStateLocked(b.ID).sentAt)
+	})
 	var out []pingTarget
-	for _, r := range e.sortedLocked() {
+	for _, r := range recs {
 		if r.State == StateRemoved {
 			continue
 		}
@@ -79,8 +89,8 @@ func (e *Entrance) pingTargets() []pingTarget {
 			e.pingsSkipped++
 			continue
 		}
-		ps.inFlight = true
-		out = append(out, pingTarget{id: r.ID, to: ap})
+		out = append(out, pingTarget{id: r.ID, to: ap, prev: ps.sentAt})
+		ps.inFlight, ps.sentAt = true, now
 	}
 	return out
 }
@@ -94,12 +104,12 @@ func (e *Entrance) pingStateLocked(id uint64) *pingState {
 	return ps
 }
 
-func (e *Entrance) pingSkipped(id uint64) {
+func (e *Entrance) pingSkipped(tg pingTarget) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.pingsSkipped++
-	if ps := e.pings[id]; ps != nil {
-		ps.inFlight = false
+	if ps := e.pings[tg.id]; ps != nil {
+		ps.inFlight, ps.sentAt = false, tg.prev
 	}
 }
 

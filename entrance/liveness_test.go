@@ -1,0 +1,213 @@
+package entrance
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/raftkv/raftkv/internal/proto"
+)
+
+// nodeAddr is node i's address in these tests.
+func nodeAddr(i int) string { return fmt.Sprintf("127.0.0.1:77%02d", i) }
+
+// fakeCluster is a fake leader n1 (ID 1) of term 2 with voters n2..nVoters
+// and learners after them up to n(voters+learners), all caught up.
+func fakeCluster(voters, learners int) *fakeLeader {
+	f := newFakeLeader(1, "n1", nodeAddr(1), 2)
+	for i := 2; i <= voters+learners; i++ {
+		f.members[uint64(i)] = &proto.Member{ID: uint64(i), Name: fmt.Sprintf("n%d", i), Addr: nodeAddr(i), Learner: i > voters}
+	}
+	f.pings = true
+	return f
+}
+
+func (f *fakeLeader) set(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn()
+}
+
+// reportEvery sends the fake leader's report every 300ms until the test
+// ends.
+func reportEvery(t *testing.T, e *Entrance, f *fakeLeader) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			e.Report(f.report(), src)
+			select {
+			case <-ctx.Done():
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// peer returns node name's list-peers row.
+func peer(t *testing.T, e *Entrance, name string) proto.Peer {
+	t.Helper()
+	for _, p := range e.Peers() {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no peer %q in %+v", name, e.Peers())
+	return proto.Peer{}
+}
+
+func livenessWords(e *Entrance) string {
+	var s string
+	for _, p := range e.Peers() {
+		s += p.Name + ":" + p.Liveness + " "
+	}
+	return s
+}
+
+// TestPingLiveness: with one leader report and then none, pongs alone
+// keep every node alive; a node that stops answering becomes suspect
+// after SuspectAfter and down after DownAfter, and alive again within one
+// ping interval of answering again.
+func TestPingLiveness(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := fakeCluster(3, 0)
+		e := newTest(t, t.TempDir(), nil, f, nil)
+		e.Report(f.report(), src)
+		runDriver(t, e)
+
+		time.Sleep(10 * time.Second) // > DownAfter without reports
+		synctest.Wait()
+		if got, want := livenessWords(e), "n1:alive n2:alive n3:alive "; got != want {
+			t.Fatalf("liveness %q, want %q", got, want)
+		}
+		if age := time.Since(time.UnixMilli(peer(t, e, "n3").LastSeen)); age > 500*time.Millisecond {
+			t.Fatalf("n3 last seen %v ago; pings every 500ms", age)
+		}
+
+		f.set(func() { f.down[nodeAddr(3)] = true })
+		time.Sleep(2500 * time.Millisecond)
+		synctest.Wait()
+		if got, want := livenessWords(e), "n1:alive n2:alive n3:suspect "; got != want {
+			t.Fatalf("2.5s after n3 stopped answering: %q, want %q", got, want)
+		}
+		time.Sleep(4 * time.Second)
+		synctest.Wait()
+		if got, want := livenessWords(e), "n1:alive n2:alive n3:down "; got != want {
+			t.Fatalf("6.5s after n3 stopped answering: %q, want %q", got, want)
+		}
+		f.set(func() { f.down[nodeAddr(3)] = false })
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		if got, want := livenessWords(e), "n1:alive n2:alive n3:alive "; got != want {
+			t.Fatalf("one ping interval after n3 answers again: %q, want %q", got, want)
+		}
+	})
+}
+
+// TestPingLeaderChange: pongs show, within one ping interval and with no
+// leader report, the leader stepping down, a candidate, and a new leader
+// of a higher term; the new leader's first report is then accepted.
+func TestPingLeaderChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := fakeCluster(3, 0)
+		e := newTest(t, t.TempDir(), nil, f, nil)
+		e.Report(f.report(), src)
+		runDriver(t, e)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if id, _, term := e.Leader(); id != 1 || term != 2 || !e.ClusterView().HasLeader {
+			t.Fatalf("leader %d term %d has_leader %v, want n1 in term 2", id, term, e.ClusterView().HasLeader)
+		}
+
+		f.set(func() { f.pongAs[nodeAddr(1)] = proto.Pong{ID: 1, Role: "follower", Term: 2} })
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		if c := e.ClusterView(); c.HasLeader || peer(t, e, "n1").Role != "follower" {
+			t.Fatalf("after n1's pong says follower: has_leader %v, n1 %q", c.HasLeader, peer(t, e, "n1").Role)
+		}
+
+		f.set(func() { f.pongAs[nodeAddr(2)] = proto.Pong{ID: 2, Role: "pre-candidate", Term: 3} })
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		if c, role := e.ClusterView(), peer(t, e, "n2").Role; c.HasLeader || role != "candidate" {
+			t.Fatalf("n2 campaigning: has_leader %v, n2 %q, want false and candidate", c.HasLeader, role)
+		}
+
+		// n3 wins term 3; nobody reports yet.
+		f.set(func() { f.id, f.name, f.addr, f.term = 3, "n3", nodeAddr(3), 3; clear(f.pongAs) })
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		id, addr, term := e.Leader()
+		if id != 3 || addr != nodeAddr(3) || term != 3 || !e.ClusterView().HasLeader {
+			t.Fatalf("leader %d %s term %d, want n3 %s in term 3", id, addr, term, nodeAddr(3))
+		}
+		roles := ""
+		for _, p := range e.Peers() {
+			roles += p.Name + ":" + p.Role + " "
+		}
+		if roles != "n1:follower n2:follower n3:leader " {
+			t.Fatalf("roles %q", roles)
+		}
+		dropped := e.Dropped()
+		e.Report(f.report(), src)
+		if e.Dropped() != dropped {
+			t.Fatalf("the new leader's first report was dropped")
+		}
+	})
+}
+
+// TestPingsDoNotPileUp: pings that never get answered (each waits for its
+// timeout, ten ping intervals) stay at most one per node and MaxPings in
+// all; rounds skip the nodes still waiting.
+func TestPingsDoNotPileUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := fakeCluster(3, 2)
+		f.pingBlock = make(chan struct{})
+		e := newTest(t, t.TempDir(), nil, f, func(c *Config) {
+			c.PingInterval, c.PingTimeout, c.MaxPings = 100*time.Millisecond, time.Second, 3
+		})
+		e.Report(f.report(), src)
+		runDriver(t, e)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		f.mu.Lock()
+		count, maxAll, maxTo := f.pingCount, f.pingMax, f.pingMaxTo
+		f.mu.Unlock()
+		if maxTo != 1 || maxAll != 3 {
+			t.Fatalf("at most %d pings in flight to one node and %d in all; want 1 and 3", maxTo, maxAll)
+		}
+		// 5 s / 1 s timeout * 3 slots, plus the round in flight.
+		if count > 18 || e.PingsSkipped() == 0 {
+			t.Fatalf("%d pings sent, %d skipped", count, e.PingsSkipped())
+		}
+		close(f.pingBlock)
+		time.Sleep(200 * time.Millisecond)
+		synctest.Wait()
+		for _, p := range e.Peers() {
+			if time.Since(time.UnixMilli(p.LastSeen)) > 200*time.Millisecond {
+				t.Fatalf("%s not seen since pings are answered: %+v", p.Name, p)
+			}
+		}
+	})
+}
+
+// TestPongOfAnotherNode: an answer from a different node at a registered
+// address is no sign of life of the registered one.
+func TestPongOfAnotherNode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := fakeCluster(3, 0)
+		e := newTest(t, t.TempDir(), nil, f, nil)
+		e.Report(f.report(), src)
+		f.set(func() { f.pongAs[nodeAddr(3)] = proto.Pong{ID: 99, Role: "follower", Term: 2} })
+		runDriver(t, e)
+		time.Sleep(7 * time.Second)
+		synctest.Wait()
+		if got, want := livenessWords(e), "n1:alive n2:alive n3:down "; got != want {
+			t.Fatalf("liveness %q, want %q", got, want)
+		}
+	})
+}
