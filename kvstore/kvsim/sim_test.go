@@ -137,5 +137,8 @@ func simulate(t *testing.T, seed uint64) {
 		t.Fatal(s.Report(err))
 	}
 	t.Logf("%d fault steps", faults)
-	finish(t, s, 5)
+	// A harsh schedule may complete almost nothing while the faults last
+	// (liveness is checked after them, by Settle); the fixed seeds
+	// complete hundreds of operations each.
+	finish(t, s, 1)
 }
