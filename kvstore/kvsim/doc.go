@@ -67,8 +67,8 @@
 //	err = s.CheckReplicas(10_000)             // same applied index, same fingerprint everywhere
 //	res, err := s.CheckLinearizable(os.TempDir(), 30*time.Second) // err names the HTML file and the replay command
 //
-// Crash and restart nodes through Sim (Crash, CrashAt, Restart,
-// RestartAll), never through raftsim directly: the Sim must reopen the
+// Crash, restart, add and remove nodes through Sim (Crash, CrashAt,
+// Restart, RestartAll, AddNode, Remove), never through raftsim directly: the Sim must reopen the
 // node's store (raftsim's NewStateMachine does not say which node it
 // builds for; see /work/notes/raftsim-requests.md). For the same reason
 // raftsim's nemesis and CheckLiveness are not used.
@@ -87,7 +87,9 @@
 // TestKVLeaderInMinorityPartition (the minority's requests complete only
 // after the heal), TestKVManyPartitions, TestKVAllServersCrash,
 // TestKVSnapshotsLaggingFollower, TestKVUnreliableOneKey (appends by
-// read-then-cas land exactly once, in order), TestKVSessionExpiry and the
+// read-then-cas land exactly once, in order), TestKVSessionExpiry,
+// TestKVMembership (learners caught up from store snapshots, promoted,
+// the leader removed, under load) and the
 // randomized TestKVSimulation (8 fixed seeds; each draws cluster size,
 // clients, network, snapshot frequency, reply loss, follower forwarding,
 // session TTL and a fault stream: partitions with clients confined to a

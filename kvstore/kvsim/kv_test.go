@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftkv/raftkv/node/raft"
 	"github.com/raftkv/raftkv/node/raft/raftsim"
 )
 
@@ -303,4 +304,60 @@ func TestKVSessionExpiry(t *testing.T) {
 	if s.Stats().Expired == 0 {
 		t.Fatalf("no session expired: the test is vacuous (%d ops)", res.Ops)
 	}
+}
+
+// confChange proposes cc on the leader until some leader applies it.
+func confChange(t *testing.T, s *Sim, cc raft.ConfChange) {
+	t.Helper()
+	deadline := s.C.Now() + 40*s.C.ElectionTimeout()
+	for s.C.Now() < deadline {
+		lead := waitLeader(t, s)
+		var res *raftsim.ConfChangeResult
+		if s.C.ProposeConfChange(lead, cc, func(r raftsim.ConfChangeResult) { res = &r }) == nil {
+			s.C.RunUntil(func() bool { return res != nil || s.Err() != nil }, 4*s.C.ElectionTimeout())
+			if err := s.Err(); err != nil {
+				t.Fatal(s.Report(err))
+			}
+			if res != nil && res.Err == nil {
+				return
+			}
+		}
+		run(t, s, 5*s.C.Config().TickInterval)
+	}
+	t.Fatal(s.Report(simError(fmt.Sprintf("conf change %v %d never applied", cc.Type, cc.NodeID))))
+}
+
+// Membership changes under load: a new node joins as a learner, is caught
+// up from a snapshot of the store and promoted; the leader is removed; a
+// second node joins. Clients keep going throughout.
+func TestKVMembership(t *testing.T) {
+	s := newSim(t, Config{Seed: envSeed(t, 10), Nodes: 3, Clients: 3, Network: raftsim.Reordering(), SnapshotEvery: 15, SnapshotKeep: 3})
+	s.Start(Workload{})
+	run(t, s, 500)
+	for _, id := range []uint64{4, 5} {
+		if err := s.AddNode(id); err != nil {
+			t.Fatal(err)
+		}
+		lead := waitLeader(t, s)
+		if first, _ := s.C.Storage(lead).FirstIndex(); first <= 2 {
+			t.Fatalf("leader %d has its whole log (first index %d): the learner would not need a snapshot", lead, first)
+		}
+		confChange(t, s, raft.ConfChange{Type: raft.ConfChangeAddLearner, NodeID: id})
+		lead = waitLeader(t, s)
+		target := s.Store(lead).Applied()
+		if !s.C.RunUntil(func() bool { return s.Err() != nil || s.Store(id).Applied() >= target }, 5000) {
+			t.Fatal(s.Report(simError(fmt.Sprintf("learner %d not caught up", id))))
+		}
+		confChange(t, s, raft.ConfChange{Type: raft.ConfChangeAddVoter, NodeID: id})
+		run(t, s, 300)
+		old := waitLeader(t, s)
+		confChange(t, s, raft.ConfChange{Type: raft.ConfChangeRemoveNode, NodeID: old})
+		run(t, s, 100)
+		s.Remove(old)
+		run(t, s, 400)
+	}
+	if got := len(s.C.IDs()); got != 3 {
+		t.Fatalf("%d nodes at the end, want 3", got)
+	}
+	finish(t, s, 50)
 }

@@ -213,6 +213,28 @@ func (s *Sim) Restart(id uint64) error {
 	return nil
 }
 
+// AddNode adds a node with an empty disk and an empty store, as a machine
+// joining the cluster: it does nothing until a leader adds it (as a
+// learner) and catches it up, from a snapshot of the store.
+func (s *Sim) AddNode(id uint64) error {
+	if err := os.MkdirAll(filepath.Join(s.dir, fmt.Sprintf("n%d", id)), 0o700); err != nil {
+		return fmt.Errorf("kvsim: %w", err)
+	}
+	s.booting = id
+	defer func() { s.booting = 0 }()
+	if err := s.C.AddNode(id); err != nil {
+		return fmt.Errorf("kvsim: %w", err)
+	}
+	return nil
+}
+
+// Remove takes node id out of the simulation for good (after its removal
+// from the membership) and closes its store.
+func (s *Sim) Remove(id uint64) {
+	s.C.Remove(id)
+	s.closeMachine(id)
+}
+
 // RestartAll restarts every node that is down.
 func (s *Sim) RestartAll() error {
 	for _, id := range s.C.IDs() {
