@@ -94,7 +94,8 @@
 // clients, network, snapshot frequency, reply loss, follower forwarding,
 // session TTL and a fault stream: partitions with clients confined to a
 // side, leader isolation, crashes now or inside the Ready loop, restarts,
-// all nodes crashing, lossy links). TestStoreRetriedFailureKeepsItsError
+// all nodes crashing, lossy links, and in a third of the runs membership
+// changes: nodes join as learners, are promoted, voters are removed). TestStoreRetriedFailureKeepsItsError
 // is the regression test of a kvstore bug the simulation found (a failed
 // command retried twice was answered "ok" the second time). TestCheckerCatches* plant bugs (a write that is
 // acknowledged but not applied, reads served without ReadIndex) and

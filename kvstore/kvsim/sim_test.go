@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftkv/raftkv/node/raft"
 	"github.com/raftkv/raftkv/node/raft/raftsim"
 )
 
@@ -63,6 +64,7 @@ func simulate(t *testing.T, seed uint64) {
 	if pick.IntN(4) == 0 {
 		cfg.SessionTTL = 200 * time.Millisecond // sessions expire while clients wait out faults
 	}
+	membership := pick.IntN(3) == 0
 	cfg.Name = "TestKVSimulation"
 	cfg.Dir = t.TempDir()
 	s, err := New(cfg)
@@ -70,8 +72,9 @@ func simulate(t *testing.T, seed uint64) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	t.Logf("seed %#x: %d nodes, %d clients, network %v, snapshot every %d, reply loss %.2f, via follower %.1f, session TTL %v",
-		seed, cfg.Nodes, cfg.Clients, cfg.Network, cfg.SnapshotEvery, cfg.ReplyLoss, cfg.ViaFollower, cfg.SessionTTL)
+	t.Logf("seed %#x: %d nodes, %d clients, network %v, snapshot every %d, reply loss %.2f, via follower %.1f, session TTL %v, membership changes %v",
+		seed, cfg.Nodes, cfg.Clients, cfg.Network, cfg.SnapshotEvery, cfg.ReplyLoss, cfg.ViaFollower, cfg.SessionTTL, membership)
+	ms := &memberships{s: s, next: uint64(cfg.Nodes) + 1, ever: map[uint64]bool{}}
 	s.Start(Workload{Keys: 1 + pick.IntN(4)})
 	rng := s.C.Rand()
 	faults := 0
@@ -86,6 +89,11 @@ func simulate(t *testing.T, seed uint64) {
 	for s.C.Now() < dur && s.Err() == nil {
 		s.C.RunFor(raftsim.Time(100 + rng.IntN(300)))
 		faults++
+		if membership && rng.IntN(3) == 0 {
+			if err := ms.step(); err != nil {
+				t.Fatal(s.Report(err))
+			}
+		}
 		ids := s.C.IDs()
 		r := rng.IntN(100)
 		t.Logf("t=%dms: fault %d, leader %d, up %v, ops %d", s.C.Now(), r, s.C.Leader(), s.C.UpIDs(), len(s.hist))
@@ -136,9 +144,93 @@ func simulate(t *testing.T, seed uint64) {
 	if err := s.Err(); err != nil {
 		t.Fatal(s.Report(err))
 	}
+	if membership {
+		if err := s.RestartAll(); err != nil {
+			t.Fatal(s.Report(err))
+		}
+		ms.cleanup(true)
+		t.Logf("membership changes: %d proposed; members at the end %v", ms.proposed, s.C.IDs())
+	}
 	t.Logf("%d fault steps", faults)
 	// A harsh schedule may complete almost nothing while the faults last
 	// (liveness is checked after them, by Settle); the fixed seeds
 	// complete hundreds of operations each.
 	finish(t, s, 1)
+}
+
+// memberships drives membership changes in a randomized run: add a node
+// as a learner, promote learners, remove a voter while more than three
+// remain, and take nodes out of the simulation once the newest applied
+// membership no longer has them.
+type memberships struct {
+	s        *Sim
+	next     uint64
+	ever     map[uint64]bool // ever seen in the membership
+	proposed int
+}
+
+// latest returns the membership applied by the up node that applied the
+// most: applied changes are committed, and the latest one wins.
+func (m *memberships) latest() (raft.ConfState, uint64) {
+	var cs raft.ConfState
+	var best, who uint64
+	for _, id := range m.s.C.UpIDs() {
+		if a := m.s.C.Applied(id); a >= best {
+			best, who, cs = a, id, m.s.C.ConfState(id)
+		}
+	}
+	return cs, who
+}
+
+// cleanup removes from the simulation the nodes the newest membership
+// dropped; with final, also the nodes whose addition never committed.
+func (m *memberships) cleanup(final bool) {
+	cs, who := m.latest()
+	if who == 0 {
+		return
+	}
+	in := map[uint64]bool{}
+	for _, id := range append(slices.Clone(cs.Voters), cs.Learners...) {
+		in[id] = true
+		m.ever[id] = true
+	}
+	for _, id := range m.s.C.IDs() {
+		if (m.ever[id] || final) && !in[id] {
+			m.s.Remove(id)
+		}
+	}
+}
+
+func (m *memberships) step() error {
+	m.cleanup(false)
+	lead := m.s.C.Leader()
+	if lead == 0 {
+		return nil
+	}
+	cs := m.s.C.ConfState(lead)
+	rng := m.s.C.Rand()
+	var cc raft.ConfChange
+	switch {
+	case len(cs.Learners) > 0:
+		cc = raft.ConfChange{Type: raft.ConfChangeAddVoter, NodeID: cs.Learners[0]}
+	case len(cs.Voters) > 3 && rng.IntN(2) == 0:
+		cc = raft.ConfChange{Type: raft.ConfChangeRemoveNode, NodeID: cs.Voters[rng.IntN(len(cs.Voters))]}
+	case len(cs.Voters) < 5:
+		id := m.next
+		m.next++
+		if err := m.s.AddNode(id); err != nil {
+			return err
+		}
+		cc = raft.ConfChange{Type: raft.ConfChangeAddLearner, NodeID: id}
+	default:
+		return nil
+	}
+	if m.s.C.ProposeConfChange(lead, cc, nil) != nil {
+		if cc.Type == raft.ConfChangeAddLearner {
+			m.s.Remove(cc.NodeID) // never proposed
+		}
+		return nil
+	}
+	m.proposed++
+	return nil
 }
