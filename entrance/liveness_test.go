@@ -3,11 +3,15 @@ package entrance
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/raftkv/raftkv/internal/proto"
+	"github.com/raftkv/raftkv/rudp"
 )
 
 // nodeAddr is node i's address in these tests.
@@ -208,6 +212,78 @@ func TestPongOfAnotherNode(t *testing.T) {
 		synctest.Wait()
 		if got, want := livenessWords(e), "n1:alive n2:alive n3:down "; got != want {
 			t.Fatalf("liveness %q, want %q", got, want)
+		}
+	})
+}
+
+// TestPingOverRUDP: the entrance pings a node over real rudp with a
+// secret; the node's pong keeps it alive and, saying it leads a newer
+// term, makes it the leader without any report.
+func TestPingOverRUDP(t *testing.T) {
+	secret := []byte("s3cret")
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTest(t, t.TempDir(), nil, nil, func(c *Config) {
+		c.PacketConn, c.Secret, c.PingInterval = pc, secret, 50*time.Millisecond
+	})
+	entranceAddr := netip.MustParseAddrPort(pc.LocalAddr().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	var id, term atomic.Uint64
+	var pings atomic.Int64
+	node := newRUDPPeer(t, secret, func(ctx context.Context, m rudp.Message) []byte {
+		kind, body, err := proto.Split(m.Payload)
+		var p proto.Ping
+		if err != nil || kind != proto.KindPing || proto.Decode(body, &p) != nil {
+			return nil
+		}
+		pings.Add(1)
+		role := "follower"
+		if term.Load() > 0 {
+			role = "leader"
+		}
+		return proto.MustEncode(proto.KindPing, &proto.Pong{Nonce: p.Nonce, ID: id.Load(), Role: role, Term: term.Load()})
+	})
+	var j proto.JoinResponse
+	node.call(t, entranceAddr, proto.KindJoin, &proto.JoinRequest{Name: "n1", Addr: node.ep.AddrPort().String()}, &j)
+	if j.Code != proto.CodeOK {
+		t.Fatalf("join = %+v", j)
+	}
+	id.Store(j.NodeID)
+	joined := e.Records()[0].LastSeenMS
+	waitFor(t, "a pong to refresh last seen", func() bool { return e.Records()[0].LastSeenMS > joined })
+	term.Store(4)
+	waitFor(t, "the leader from a pong", func() bool {
+		lid, addr, lterm := e.Leader()
+		return lid == j.NodeID && addr == node.ep.AddrPort().String() && lterm == 4
+	})
+	if e.PingsSkipped() > uint64(pings.Load()) {
+		t.Fatalf("%d pings skipped, %d answered", e.PingsSkipped(), pings.Load())
+	}
+}
+
+func FuzzDecodePong(f *testing.F) {
+	f.Add(proto.MustEncode(proto.KindPing, &proto.Pong{Nonce: 1, ID: 2, Role: "leader", Term: 3, Leader: 2}))
+	f.Add(proto.MustEncode(proto.KindPing, &proto.Ping{Nonce: 1}))
+	f.Add(proto.MustEncode(proto.KindAdmin, &proto.AdminResponse{}))
+	f.Add([]byte{byte(proto.KindPing), 0xdd, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var pong proto.Pong
+		if err := decodePong(p, &pong); err == nil {
+			if k, _, _ := proto.Split(p); k != proto.KindPing {
+				t.Fatalf("decoded a pong from kind %d", k)
+			}
 		}
 	})
 }
