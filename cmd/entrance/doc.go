@@ -5,6 +5,12 @@
 // # Usage
 //
 //	entrance --listen 127.0.0.1:7700 --http 127.0.0.1:7780 --data-dir DIR [--secret-file F] [--voters 5]
+//	         [--ping-interval 500ms] [--suspect-after 2s] [--down-after 6s] [--down-grace 30s]
+//
+// The HTTP address serves a status page at / (refreshing itself every
+// 2 s), the same data as JSON at /v1/cluster, Prometheus metrics at
+// /metrics and /healthz. --down-grace 0 turns autopilot removal off;
+// --ping-interval 0 turns pings off.
 //
 // Every flag can also be given as an environment variable ENTRANCE_<FLAG>
 // (upper case, dashes as underscores: ENTRANCE_DATA_DIR); a flag on the

@@ -60,6 +60,20 @@ func voterLimit(t *testing.T, httpAddr net.Addr) int {
 	return c.Voters
 }
 
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
 // TestServe runs the command in-process: environment variables stand for
 // flags, a flag wins over its variable, HTTP serves, cancelling stops it
 // with status 0 and the registry is on disk.
@@ -99,6 +113,11 @@ func TestServe(t *testing.T) {
 			if got := voterLimit(t, a.http); got != tt.voters {
 				t.Fatalf("voter_limit %d, want %d", got, tt.voters)
 			}
+			for path, want := range map[string]string{"/": "<h1>raftkv cluster</h1>", "/metrics": `raftkv_build_info{component="entrance"`} {
+				if body := httpBody(t, "http://"+a.http.String()+path); !strings.Contains(body, want) {
+					t.Fatalf("GET %s lacks %q:\n%s", path, want, body)
+				}
+			}
 			cancel()
 			if code := <-done; code != 0 {
 				t.Fatalf("exit status %d after cancel, stderr:\n%s", code, stderr.String())
@@ -131,6 +150,10 @@ func TestUsageErrors(t *testing.T) {
 		{"argument", []string{"extra"}, nil, 2, "unexpected argument"},
 		{"bad env", []string{"--data-dir", "d"}, map[string]string{"ENTRANCE_VOTERS": "many"}, 2, "ENTRANCE_VOTERS"},
 		{"bad log level", []string{"--data-dir", "d", "--log-level", "loud"}, nil, 2, "--log-level"},
+		{"down before suspect", []string{"--data-dir", "d", "--suspect-after", "5s", "--down-after", "1s"}, nil, 2, "--suspect-after 5s"},
+		{"negative grace", []string{"--data-dir", "d", "--down-grace", "-1s"}, nil, 2, "--down-grace"},
+		{"negative ping", []string{"--data-dir", "d", "--ping-interval", "-1s"}, nil, 2, "--ping-interval"},
+		{"bad duration env", []string{"--data-dir", "d"}, map[string]string{"ENTRANCE_DOWN_GRACE": "soon"}, 2, "ENTRANCE_DOWN_GRACE"},
 		{"empty secret", []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "", "--secret-file", secret}, nil, 1, "is empty"},
 		{"bad listen", []string{"--data-dir", t.TempDir(), "--listen", "nonsense", "--http", ""}, nil, 1, "listen udp"},
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -27,8 +28,10 @@ type options struct {
 	dataDir    string
 	secretFile string
 	voters     int
-	logLevel   string
-	logFormat  string
+	// Liveness and autopilot.
+	pingInterval, suspectAfter, downAfter, downGrace time.Duration
+	logLevel                                         string
+	logFormat                                        string
 }
 
 // usageError marks a command-line mistake (exit status 2).
@@ -62,13 +65,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv
 func newRootCommand(ctx context.Context, lookupEnv func(string) (string, bool), ready readyFunc) *cobra.Command {
 	var o options
 	cmd := &cobra.Command{
-		Use:   "entrance --listen ADDR --http ADDR --data-dir DIR [--secret-file F] [--voters N]",
+		Use:   "entrance --listen ADDR --http ADDR --data-dir DIR [--secret-file F] [--voters N] [--down-grace D]",
 		Short: "Run the raftkv entrance: admission, registry, leader tracking, routing",
 		Long: `entrance is the front door of a raftkv cluster. Nodes (raftd) join through it:
 the first one founds the cluster, later ones are added as learners through the
 leader and promoted to voters once caught up, up to --voters. Leaders report to
 it, so it answers clients' "who leads" and "list peers" questions. It is not on
 the data path: the cluster keeps serving while it is down.
+
+It pings every node each --ping-interval: a node not heard from for
+--suspect-after is suspect, for --down-after down. A member down for
+--down-grace more is removed from the membership through the leader, only if
+the voters left still hold a live quorum, and a caught-up learner is promoted
+in its place. --http serves a status page at /, the same data as JSON at
+/v1/cluster, Prometheus metrics at /metrics and /healthz.
 
 Every flag can be set by an environment variable ENTRANCE_<FLAG> (for example
 ENTRANCE_DATA_DIR); a flag given on the command line wins.`,
@@ -93,10 +103,15 @@ ENTRANCE_DATA_DIR); a flag given on the command line wins.`,
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	fl := cmd.Flags()
 	fl.StringVar(&o.listen, "listen", "127.0.0.1:7700", "UDP address for nodes and clients (rudp)")
-	fl.StringVar(&o.http, "http", "127.0.0.1:7780", `HTTP address for /healthz and /v1/cluster ("" turns it off)`)
+	fl.StringVar(&o.http, "http", "127.0.0.1:7780", `HTTP address for the status page /, /v1/cluster, /metrics and /healthz ("" turns it off)`)
 	fl.StringVar(&o.dataDir, "data-dir", "", "directory of the registry (required)")
 	fl.StringVar(&o.secretFile, "secret-file", "", "file holding the cluster secret (surrounding whitespace is ignored)")
 	fl.IntVar(&o.voters, "voters", 5, "most voters; further nodes stay learners")
+	fl.DurationVar(&o.pingInterval, "ping-interval", 500*time.Millisecond, "how often every node is pinged (0 turns pings off)")
+	fl.DurationVar(&o.suspectAfter, "suspect-after", 2*time.Second, "a node not heard from this long is suspect")
+	fl.DurationVar(&o.downAfter, "down-after", 6*time.Second, "a node not heard from this long is down")
+	fl.DurationVar(&o.downGrace, "down-grace", 30*time.Second,
+		"a node down this long (after --down-after) is removed from the membership if a live quorum remains (0 turns removal off)")
 	fl.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&o.logFormat, "log-format", "text", "text or json (to stderr)")
 	return cmd
@@ -161,6 +176,18 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 	if o.listen == "" {
 		return usagef("--listen is required")
 	}
+	switch {
+	case o.pingInterval < 0:
+		return usagef("--ping-interval %v: want 0 (off) or more", o.pingInterval)
+	case o.suspectAfter <= 0 || o.downAfter < o.suspectAfter:
+		return usagef("--suspect-after %v, --down-after %v: want 0 < suspect-after <= down-after", o.suspectAfter, o.downAfter)
+	case o.downGrace < 0:
+		return usagef("--down-grace %v: want 0 (off) or more", o.downGrace)
+	}
+	pingInterval := o.pingInterval
+	if pingInterval == 0 {
+		pingInterval = -1 // off
+	}
 	log, err := newLogger(o, stderr)
 	if err != nil {
 		return err
@@ -180,7 +207,9 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 			return fmt.Errorf("listen http %s: %w", o.http, err)
 		}
 	}
-	cfg := entrance.Config{DataDir: o.dataDir, Voters: o.voters, PacketConn: pc, Secret: secret, Logger: log}
+	cfg := entrance.Config{DataDir: o.dataDir, Voters: o.voters, PacketConn: pc, Secret: secret, Logger: log,
+		PingInterval: pingInterval, SuspectAfter: o.suspectAfter, DownAfter: o.downAfter, DownGrace: o.downGrace,
+		Version: version()}
 	if ln != nil {
 		cfg.HTTPListener = ln
 	}
@@ -193,7 +222,8 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 		return err
 	}
 	log.Info("entrance starting", "version", version(), "listen", pc.LocalAddr().String(), "http", o.http,
-		"data_dir", o.dataDir, "voters", o.voters, "authenticated", secret != nil)
+		"data_dir", o.dataDir, "voters", o.voters, "authenticated", secret != nil,
+		"ping_interval", o.pingInterval, "suspect_after", o.suspectAfter, "down_after", o.downAfter, "down_grace", o.downGrace)
 	if ready != nil {
 		var ha net.Addr
 		if ln != nil {
