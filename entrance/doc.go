@@ -53,7 +53,8 @@
 // One goroutine (started by Run) makes membership changes through the
 // leader with AdminRequest calls, one call at a time: first
 // AdminAddLearner for the oldest node still joining (name and address in
-// the request, for the ConfChange context), else AdminPromote for the
+// the request, for the ConfChange context), else AdminRemove for a node
+// down past its grace period (see Autopilot), else AdminPromote for the
 // oldest learner that is alive, has Match > 0 and Match + PromoteLag >=
 // the leader's commit, while the voters (counting promotions the leader
 // applied that no report shows yet) are fewer than Voters (default 5; the
@@ -82,19 +83,55 @@
 //
 // # Liveness
 //
-// Until the pings of issue 6, a node's last seen time is: for the leader,
-// the arrival of its report; for another member, the arrival of a report
-// that marks it Active (the leader heard from it within an election
-// timeout: Raft's RecentActive) or in which its Match grew; for a node not
-// yet a member, the arrival of its join or rejoin. The liveness word is
-// "removed" for removed nodes, else "alive" when last seen at most
-// SuspectAfter ago (default 2s), "suspect" up to DownAfter (default 6s),
-// "down" beyond. So when the leader dies every row ages to down until a
-// new leader reports, and the entrance's view is only as fresh as the
-// reports (every 300-500 ms). The role word is "leader" for the latest
-// reported leader, "learner" for learners and nodes not yet added,
-// "follower" for other voters; "candidate" needs the nodes' own view
-// (pings, issue 6).
+// Run pings every node that is not removed (proto.KindPing over a rudp
+// Call, timeout PingTimeout) every PingInterval (default 500ms). At most
+// one ping per node is in flight and at most MaxPings in all; a node
+// whose previous ping is still out, or that finds no free slot, is
+// skipped that round, and rounds go longest-unpinged first, so pings never
+// pile up and nobody starves. A pong counts only when its nonce and node
+// ID match the registered node (another process at that address is no
+// sign of life).
+//
+// A node's last seen time is the latest of: its pong; for the leader, the
+// arrival of its report; for another member, a report that marks it
+// Active (the leader heard from it within an election timeout) or in
+// which its Match grew; for a node not yet a member, its join or rejoin.
+// The liveness word is "removed" for removed nodes, else "alive" when
+// last seen at most SuspectAfter ago (default 2s, 4 missed pings),
+// "suspect" up to DownAfter (default 6s, 12 missed pings), "down"
+// beyond; a node that answers again is alive at once. Changes of the
+// word are logged.
+//
+// A pong carries the node's role, term and leader, so leader changes
+// show within one ping interval, before any report: a pong saying
+// "leader" in a term above the current one, or naming the leader of such
+// a term, makes that node the leader (persisted; the membership driver
+// starts over with it, and waits for its first report before promoting
+// or removing anything); the current leader's pong saying it no longer
+// leads (a step down) or any pong of a newer term with no leader means
+// there is no leader for now (HasLeader false, role word "follower" for
+// the old leader). The role word is "leader" for the current leader,
+// "candidate" for a node whose pong of the last SuspectAfter says it
+// campaigns, "learner" for learners and nodes not yet added, "follower"
+// for other voters.
+//
+// # Autopilot
+//
+// With DownGrace > 0 (cmd/entrance: --down-grace, default 30s; the
+// library's zero value is off) the membership driver removes a member
+// (not the leader) that has been down for DownAfter + DownGrace with
+// AdminRemove through the leader. Only what this entrance observed
+// counts: a last seen time from before its start does not start the
+// grace period. A voter is removed only when removalSafe allows it: the
+// live ("alive", not suspect) voters are at least a quorum of the current
+// configuration, and the voters left still hold a live quorum of the new
+// one; a down learner may always go. Adding joined nodes comes first,
+// then one removal, then promotions: the removal frees a voter slot and
+// the oldest caught-up live learner is promoted in its place. Removals
+// wait for a report since the start or the last leader change, and go one
+// change at a time like every other (the node shows "removed" once the
+// leader's report no longer lists it). raftkv_entrance_removals_total
+// counts the removals the leader applied.
 //
 // # Wire
 //
@@ -106,14 +143,27 @@
 //
 // # HTTP
 //
-// GET /healthz answers "ok"; GET /v1/cluster answers a Cluster as JSON:
-// cluster ID, leader, term, voter limit and the list-peers rows.
+// GET / is a small HTML page (html/template, embedded; no script) that
+// refreshes itself every 2 s: cluster ID, leader, term, the leader's
+// commit index and per node its name, ID, address, role, liveness, last
+// seen, term, match and lag (leader commit - match, members only). GET
+// /v1/cluster answers a Cluster as JSON (the same data: the list-peers
+// rows, leader_commit, has_leader); GET /healthz answers "ok"; GET
+// /metrics serves the Entrance's own Prometheus registry (no global
+// state): raftkv_entrance_nodes{state=joining|alive|suspect|down|removed},
+// raftkv_entrance_has_leader, raftkv_entrance_term (highest seen),
+// raftkv_entrance_leader_changes_seen_total,
+// raftkv_entrance_removals_total,
+// raftkv_entrance_joins_total{result=ok|refused|invalid|...},
+// raftkv_build_info{version,goversion,component="entrance"}, and the Go
+// runtime and process collectors.
 //
 // # Usage
 //
 //	pc, _ := net.ListenPacket("udp", "127.0.0.1:7700")
 //	ln, _ := net.Listen("tcp", "127.0.0.1:7780")
-//	e, err := entrance.New(entrance.Config{DataDir: dir, PacketConn: pc, HTTPListener: ln, Logger: log})
+//	e, err := entrance.New(entrance.Config{DataDir: dir, PacketConn: pc, HTTPListener: ln, Logger: log,
+//		DownGrace: 30 * time.Second}) // pings every 500ms; removal after 6s + 30s down
 //	if err != nil { ... }
 //	defer e.Close()
 //	err = e.Run(ctx) // until ctx is done

@@ -41,8 +41,8 @@ func (r Role) String() string {
 // Joining: admitted (it has an ID) but no leader has listed it in the
 // configuration yet. Alive, Suspect, Down: a member, by the age of its last
 // sign of life (see the package doc); the registry stores Alive for every
-// member and the liveness word is computed when read, so issue 6's pings
-// only have to move LastSeen. Removed: it was in the configuration and a
+// member and the liveness word is computed when read, so pings only move
+// LastSeen. Removed: it was in the configuration and a
 // leader's report no longer lists it; its ID is never handed out again.
 //
 // ONLY APPEND: values are persisted.
