@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -26,7 +27,11 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	// Built without -race even under `go test -race`: the daemons are the
 	// system under test here, and a race build would triple the run time.
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "../../cmd/raftd", "../../cmd/entrance", "../../cmd/raftctl")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator), "../../cmd/raftd", "../../cmd/entrance", "../../cmd/raftctl")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building the binaries failed:", err)
