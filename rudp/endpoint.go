@@ -442,7 +442,11 @@ func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
 			e.readTok <- struct{}{}
 		}
 		e.flush()
-		e.dispatch(ctx, ds)
+		if e.dispatch(ctx, ds) {
+			// Let the woken caller run now, on this thread, rather
+			// than after this goroutine's next read finds nothing.
+			runtime.Gosched()
+		}
 		clear(ds)
 	}
 }

@@ -241,8 +241,9 @@ func (e *Endpoint) deliver(ds []delivery) {
 
 // dispatch completes calls with the responses in ds and runs the handler
 // for the other messages: the last one on this goroutine, the others on
-// idle workers through the inbox, or on this goroutine when it is full.
-func (e *Endpoint) dispatch(ctx context.Context, ds []delivery) {
+// idle workers through the inbox, or on this goroutine when it is full. It
+// reports whether it woke a waiting Call.
+func (e *Endpoint) dispatch(ctx context.Context, ds []delivery) (woke bool) {
 	last := -1
 	for i := range ds {
 		if ds[i].kind != kindResponse {
@@ -252,7 +253,7 @@ func (e *Endpoint) dispatch(ctx context.Context, ds []delivery) {
 	for i, d := range ds {
 		switch {
 		case d.kind == kindResponse:
-			e.completeCall(d)
+			woke = e.completeCall(d) || woke
 			continue
 		case i == last:
 		default:
@@ -264,10 +265,12 @@ func (e *Endpoint) dispatch(ctx context.Context, ds []delivery) {
 		}
 		e.handle(ctx, d)
 	}
+	return woke
 }
 
-// completeCall hands a response to its waiting Call, if any.
-func (e *Endpoint) completeCall(d delivery) {
+// completeCall hands a response to its waiting Call, if any, and reports
+// whether there was one.
+func (e *Endpoint) completeCall(d delivery) bool {
 	e.mu.Lock()
 	c := e.calls[d.msgID]
 	if c != nil && c.to == d.m.From {
@@ -283,6 +286,7 @@ func (e *Endpoint) completeCall(d delivery) {
 	if c != nil {
 		c.resp <- d.m.Payload
 	}
+	return c != nil
 }
 
 // ackBlockLocked fills a with p's receive state.
