@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -29,7 +28,8 @@ func testMain(m *testing.M) int {
 	// system under test here, and a race build would triple the run time.
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		fmt.Fprintln(os.Stderr, "e2e: the go command is needed to build the daemons:", err)
+		return 1
 	}
 	cmd := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator), "../../cmd/raftd", "../../cmd/entrance", "../../cmd/raftctl")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
