@@ -167,26 +167,27 @@ type memberships struct {
 	next     uint64
 	ever     map[uint64]bool // ever seen in the membership
 	proposed int
+	best     raft.ConfState // the newest membership applied anywhere
+	bestAt   uint64         // the applied index it was seen at
 }
 
-// latest returns the membership applied by the up node that applied the
-// most: applied changes are committed, and the latest one wins.
+// latest returns the newest membership any node has applied: applied
+// changes are committed, so the one applied at the highest index is the
+// current one (a node that is up now may lag behind nodes that are down).
 func (m *memberships) latest() (raft.ConfState, uint64) {
-	var cs raft.ConfState
-	var best, who uint64
 	for _, id := range m.s.C.UpIDs() {
-		if a := m.s.C.Applied(id); a >= best {
-			best, who, cs = a, id, m.s.C.ConfState(id)
+		if a := m.s.C.Applied(id); a > m.bestAt {
+			m.bestAt, m.best = a, m.s.C.ConfState(id)
 		}
 	}
-	return cs, who
+	return m.best, m.bestAt
 }
 
 // cleanup removes from the simulation the nodes the newest membership
 // dropped; with final, also the nodes whose addition never committed.
 func (m *memberships) cleanup(final bool) {
-	cs, who := m.latest()
-	if who == 0 {
+	cs, at := m.latest()
+	if at == 0 {
 		return
 	}
 	in := map[uint64]bool{}
