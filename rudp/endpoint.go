@@ -83,6 +83,7 @@ type Endpoint struct {
 	readTok   chan struct{} // capacity 1; a worker holding its token reads the socket
 	bufPool   sync.Pool     // of *[]byte with capacity MaxDatagramSize
 	writeMu   sync.Mutex
+	timers    sync.Pool // of *time.Timer, stopped, for Call's CallTimeout
 	// unfinished counts the messages being sent (sum of len(peer.msgs),
 	// changed under mu): more than one means concurrent senders.
 	unfinished atomic.Int64

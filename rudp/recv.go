@@ -283,10 +283,7 @@ func (e *Endpoint) completeCall(d delivery) bool {
 		e.reasmBytes -= d.release
 	}
 	e.mu.Unlock()
-	if c != nil {
-		c.resp <- d.m.Payload
-	}
-	return c != nil
+	return c != nil && c.complete(callResult{resp: d.m.Payload})
 }
 
 // ackBlockLocked fills a with p's receive state.

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,14 +47,27 @@ func (f *outFrag) size() int {
 type pendingCall struct {
 	to   netip.AddrPort
 	msg  *outMsg
-	resp chan []byte // capacity 1
-	errc chan error  // capacity 1
-	once sync.Once
+	done chan callResult // capacity 1; receives the first outcome only
+	sent atomic.Bool
 }
 
-func (c *pendingCall) fail(err error) {
-	c.once.Do(func() { c.errc <- err })
+// callResult is a response, or the failure of a request.
+type callResult struct {
+	resp []byte
+	err  error
 }
+
+// complete delivers the call's outcome unless one was delivered already,
+// and reports whether it did.
+func (c *pendingCall) complete(r callResult) bool {
+	if !c.sent.CompareAndSwap(false, true) {
+		return false
+	}
+	c.done <- r
+	return true
+}
+
+func (c *pendingCall) fail(err error) { c.complete(callResult{err: err}) }
 
 // Send delivers payload to the peer at to, at most once, and returns when
 // the peer has acknowledged all of it. It retries until then, until ctx is
@@ -93,27 +107,36 @@ func (e *Endpoint) SendMany(ctx context.Context, to []netip.AddrPort, payload []
 // time the error wraps ctx's error but not ErrPeerUnreachable; if the peer
 // restarted after taking the request it wraps ErrPeerUnreachable.
 func (e *Endpoint) Call(ctx context.Context, to netip.AddrPort, req []byte) ([]byte, error) {
-	// A timer, not context.WithTimeout: it costs a fraction.
+	// A (reused) timer, not context.WithTimeout: it costs a fraction.
 	var timeout <-chan time.Time
 	if _, ok := ctx.Deadline(); !ok {
-		t := time.NewTimer(e.cfg.CallTimeout)
-		defer t.Stop()
+		t, _ := e.timers.Get().(*time.Timer)
+		if t == nil {
+			t = time.NewTimer(e.cfg.CallTimeout)
+		} else {
+			t.Reset(e.cfg.CallTimeout)
+		}
+		defer func() {
+			t.Stop() // no stale tick can be received after Stop (Go 1.23+)
+			e.timers.Put(t)
+		}()
 		timeout = t.C
 	}
-	c := &pendingCall{to: to, resp: make(chan []byte, 1), errc: make(chan error, 1)}
+	c := &pendingCall{to: to, done: make(chan callResult, 1)}
 	m, err := e.submit(ctx, timeout, to, kindRequest, 0, req, c)
 	if err != nil {
 		return nil, err
 	}
-	// The request's failure arrives on c.errc (finishLocked); its success
-	// needs no wake-up: the reply is what we wait for.
+	// The request's failure arrives on c.done too (finishLocked); its
+	// success needs no wake-up: the reply is what we wait for.
 	var ctxErr error
 	select {
-	case r := <-c.resp: // completeCall removed c from e.calls
-		return r, nil
-	case err := <-c.errc:
-		e.forgetCall(m.id)
-		return nil, err
+	case r := <-c.done:
+		if r.err != nil {
+			e.forgetCall(m.id)
+			return nil, r.err
+		}
+		return r.resp, nil // completeCall removed c from e.calls
 	case <-ctx.Done():
 		ctxErr = ctx.Err()
 	case <-timeout:
@@ -124,8 +147,10 @@ func (e *Endpoint) Call(ctx context.Context, to netip.AddrPort, req []byte) ([]b
 		return nil, err
 	}
 	select {
-	case r := <-c.resp:
-		return r, nil
+	case r := <-c.done:
+		if r.err == nil {
+			return r.resp, nil
+		}
 	default:
 	}
 	return nil, fmt.Errorf("rudp: call %v: no reply: %w", to, ctxErr)
