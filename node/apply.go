@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/raftkv/raftkv/kvstore"
 	"github.com/raftkv/raftkv/node/raft"
@@ -142,9 +143,13 @@ func (n *Node) applyRun(batch []raft.Entry) error {
 			}
 		}
 	}
+	start := time.Now()
 	res, err := n.kv.Apply(batch)
 	if err != nil {
 		return err
+	}
+	if !n.cfg.NoSync {
+		n.met.commitDur.Observe(time.Since(start).Seconds())
 	}
 	n.deliver(batch, cmds, res)
 	return nil

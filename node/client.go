@@ -217,6 +217,7 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 		return n.errResponse(errBusy)
 	}
 	defer n.waiting.Add(-1)
+	n.proposing.Add(1)
 	var res kvstore.Result
 	for attempt := 0; ; attempt++ {
 		res, err = n.propose(ctx, req.ClientID, req.Seq, cmd)
@@ -227,7 +228,9 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 		}
 		break
 	}
+	n.proposing.Add(-1)
 	if err != nil {
+		n.met.failed.Inc()
 		return n.errResponse(err)
 	}
 	resp := proto.ClientResponse{Revision: int64(res.Rev), Deleted: int64(res.Deleted)}

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of Config.
@@ -88,6 +90,12 @@ type Config struct {
 	Seed uint64
 	// Logger receives events; nil discards them.
 	Logger *slog.Logger
+	// Registry receives the node's Prometheus metrics (Node.Registry); nil
+	// gives the node a registry of its own, with the Go and process
+	// collectors. Never share one registry between nodes.
+	Registry *prometheus.Registry
+	// Version labels raftkv_build_info; empty means "unknown".
+	Version string
 }
 
 func (c *Config) validate() error {

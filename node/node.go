@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/raftkv/raftkv/kvstore"
 	"github.com/raftkv/raftkv/node/raft"
 	"github.com/raftkv/raftkv/rudp"
@@ -70,6 +72,11 @@ type Node struct {
 
 	// Set by Run before the loop starts; read-only afterwards.
 	ep        *rudp.Endpoint
+	epp       atomic.Pointer[rudp.Endpoint] // ep, for scrapes
+	kvp       atomic.Pointer[kvstore.Store] // kv, for scrapes
+	met       *metrics
+	commit    atomic.Uint64 // the commit index of the last HardState
+	proposing atomic.Int64  // client writes between proposal and answer
 	meta      *metaDB
 	rlog      *kvstore.LogStore
 	kv        *kvstore.Store
@@ -144,10 +151,15 @@ func New(cfg Config) (*Node, error) {
 		addrs:       map[uint64]netip.AddrPort{},
 	}
 	n.logp.Store(cfg.Logger.With("name", cfg.Name))
+	n.met = newMetrics(n)
 	return n, nil
 }
 
 func (n *Node) logger() *slog.Logger { return n.logp.Load() }
+
+// Registry returns the node's Prometheus registry (Config.Registry, or
+// one of its own): serve it with promhttp.HandlerFor.
+func (n *Node) Registry() *prometheus.Registry { return n.met.reg }
 
 // Close stops a running node (Run returns) and is idempotent. It does not
 // wait for Run to return.
@@ -248,6 +260,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("node: transport: %w", err)
 	}
 	n.ep = ep
+	n.epp.Store(ep)
 	epDone = make(chan error, 1)
 	go func() { epDone <- ep.Run(life) }()
 
@@ -317,6 +330,7 @@ func (n *Node) openStores() error {
 		n.meta.Close()
 		return err
 	}
+	n.kvp.Store(n.kv)
 	return nil
 }
 
@@ -567,8 +581,15 @@ func (n *Node) processReady() error {
 	if !rd.HardState.IsEmpty() {
 		n.term.Store(rd.HardState.Term)
 	}
+	start := time.Now()
 	if err := n.rlog.Save(rd.HardState, rd.Entries, rd.Snapshot, rd.MustSync); err != nil {
 		return err
+	}
+	if rd.MustSync && !n.cfg.NoSync {
+		n.met.fsyncDuration.Observe(time.Since(start).Seconds())
+	}
+	if !rd.HardState.IsEmpty() {
+		n.commit.Store(rd.HardState.Commit)
 	}
 	if !rd.Snapshot.IsEmpty() {
 		n.barrier()
@@ -593,7 +614,9 @@ func (n *Node) processReady() error {
 }
 
 func (n *Node) onSoftState(ss raft.SoftState) {
-	n.lead.Store(ss.Lead)
+	if prev := n.lead.Swap(ss.Lead); ss.Lead != 0 && ss.Lead != prev {
+		n.met.leaderChanges.Inc()
+	}
 	n.role.Store(uint32(ss.RaftState))
 	isLeader := ss.RaftState == raft.StateLeader
 	switch {
@@ -644,6 +667,7 @@ func (n *Node) maybeSnapshot() error {
 			return err
 		}
 	}
+	n.met.snapshots.Inc()
 	n.logger().Info("snapshot created", "index", snap.Meta.Index, "bytes", len(snap.Data))
 	return nil
 }
