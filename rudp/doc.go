@@ -86,7 +86,13 @@
 //
 // Small fragments to one peer share a datagram when they are produced
 // while another goroutine is writing to the socket (one writer at a time,
-// nobody waits for it), so batching costs no latency when idle.
+// nobody waits for it), so batching costs no latency when idle. When more
+// than one message is unfinished, the writer first yields the processor
+// once (runtime.Gosched), so that senders woken by the same ack add their
+// frames to its batch: under load about 2.5 small messages share a data
+// datagram and an ack. With one message in flight (a lone Call) nothing
+// yields. Likewise the reader yields after handing a response to its
+// Call, so the caller runs at once.
 //
 // Reassembly reserves a whole message's bytes when its first fragment
 // arrives, within MaxReassemblyBytesPerPeer and MaxReassemblyBytes; a
