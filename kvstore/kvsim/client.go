@@ -38,6 +38,7 @@ type pending struct {
 	in       Input
 	call     int64
 	done     func(Output)
+	sess     uint64 // writes: the session and sequence number every copy carries
 	seq      uint64
 	logRead  bool
 	register *pending // set on a session registration: the write waiting for it
@@ -90,7 +91,7 @@ func (c *Client) Do(in Input, done func(Output)) {
 		return
 	}
 	c.seq++
-	p.seq = c.seq
+	p.sess, p.seq = c.sess, c.seq
 	c.cur = p
 	c.send()
 }
@@ -187,7 +188,9 @@ func (c *Client) arrive(p *pending, node uint64) {
 		cmd.Compare = &kvstore.Compare{Target: kvstore.CompareValue, Value: []byte(p.in.Expect)}
 	}
 	if p.seq != 0 {
-		cmd.Session, cmd.Seq = c.sess, p.seq
+		// The pending's own session: a copy still on its way after the
+		// client moved to a new session must not lose its session.
+		cmd.Session, cmd.Seq = p.sess, p.seq
 	}
 	data, err := kvstore.EncodeCommand(cmd)
 	if err != nil {
@@ -266,10 +269,9 @@ func (c *Client) receive(p *pending, a answer) {
 			c.s.failf("client %d: register session: result %+v", c.ID, a.res)
 			return
 		}
-		c.sess, c.seq = a.res.Session, 0
+		c.sess, c.seq = a.res.Session, 1
 		w := p.register
-		c.seq++
-		w.seq = c.seq
+		w.sess, w.seq = c.sess, c.seq
 		c.cur = w
 		c.send()
 		return
@@ -296,7 +298,7 @@ func (c *Client) output(p *pending, r kvstore.Result) (Output, bool) {
 	case p.in.Op == OpCAS && errors.Is(r.Err, kvstore.ErrCompareFailed):
 		return Output{OK: false}, true
 	case r.Err != nil:
-		c.s.failf("client %d: %v %q (session %d, seq %d): unexpected result %v", c.ID, p.in.Op, p.in.Key, c.sess, p.seq, r.Err)
+		c.s.failf("client %d: %v %q (session %d, seq %d): unexpected result %v", c.ID, p.in.Op, p.in.Key, p.sess, p.seq, r.Err)
 		return Output{}, false
 	}
 	switch p.in.Op {
