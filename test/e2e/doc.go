@@ -10,11 +10,11 @@
 // during writes (TestKillAllDuringWrites), porcupine-checked histories while
 // nodes are killed and restarted (TestLinearizableUnderCrashes; on failure
 // it writes an HTML visualization and prints its path), compare-and-swaps
-// retried across leader kills (TestCASAcrossLeaderKill), and the data path
+// retried across leader kills (TestCASAcrossLeaderKill), the data path
 // without the entrance (TestEntranceDownEndpointsServe), and `make run`'s
-// deploy/local-cluster.sh: it builds, serves raftctl and stops everything on
-// Ctrl-C (TestLocalClusterScript). On failure the
-// daemons' logs and the clients' debug log are kept in os.TempDir().
+// deploy/local-cluster.sh, which must build, serve raftctl and stop every
+// process on Ctrl-C (TestLocalClusterScript). On failure the daemons' logs
+// and the clients' debug log are kept in os.TempDir().
 //
 // # Usage
 //
