@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,12 @@ type Config struct {
 	// restart, and its leader reports to it. When zero, NodeID and
 	// Bootstrap below stand for the entrance's answer.
 	Entrance netip.AddrPort
+	// FindEntrance, when Entrance is zero, finds the entrance (LAN
+	// discovery: internal/discovery's Finder.Find). A node with an empty
+	// DataDir calls it before joining (Run waits); a restarted node serves
+	// at once and calls it in the background, then rejoins and reports.
+	// An error other than ctx's ends Run (empty DataDir) or is logged.
+	FindEntrance func(ctx context.Context) (netip.AddrPort, error)
 	// NodeID is the node's ID when there is no entrance and DataDir holds
 	// none yet. Ignored with an entrance.
 	NodeID uint64
@@ -150,7 +157,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("node: config: MaxWaiting %d and HandlerWorkers %d must be positive", c.MaxWaiting, c.HandlerWorkers)
 	case c.SnapshotCatchUpEntries > c.SnapshotEntries:
 		return fmt.Errorf("node: config: SnapshotCatchUpEntries %d > SnapshotEntries %d", c.SnapshotCatchUpEntries, c.SnapshotEntries)
-	case !c.Entrance.IsValid() && c.NodeID == 0 && c.Bootstrap:
+	case !c.Entrance.IsValid() && c.FindEntrance == nil && c.NodeID == 0 && c.Bootstrap:
 		return errors.New("node: config: Bootstrap without an entrance needs NodeID")
 	}
 	return nil

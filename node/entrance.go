@@ -19,14 +19,37 @@ func parseAddr(s string) (netip.AddrPort, error) {
 	return netip.ParseAddrPort(s)
 }
 
+// entrance returns the entrance's address: Config.Entrance, or the one
+// Config.FindEntrance found (zero until then).
+func (n *Node) entrance() netip.AddrPort {
+	if a := n.entranceAddr.Load(); a != nil {
+		return *a
+	}
+	return netip.AddrPort{}
+}
+
+// findEntrance asks Config.FindEntrance for the entrance's address.
+func (n *Node) findEntrance(ctx context.Context) error {
+	a, err := n.cfg.FindEntrance(ctx)
+	if err != nil {
+		return fmt.Errorf("node: find the entrance: %w", err)
+	}
+	if !a.IsValid() {
+		return fmt.Errorf("node: find the entrance: invalid address %v", a)
+	}
+	n.entranceAddr.Store(&a)
+	n.logger().Info("found the entrance", "entrance", a.String())
+	return nil
+}
+
 // join sends one JoinRequest to the entrance.
 func (n *Node) join(ctx context.Context, id, cluster uint64) (proto.JoinResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req := proto.MustEncode(proto.KindJoin, proto.JoinRequest{Name: n.cfg.Name, Addr: n.cfg.AdvertiseAddr.String(), NodeID: id, ClusterID: cluster})
-	b, err := n.ep.Call(ctx, n.cfg.Entrance, req)
+	b, err := n.ep.Call(ctx, n.entrance(), req)
 	if err != nil {
-		return proto.JoinResponse{}, fmt.Errorf("node: join via %s: %w", n.cfg.Entrance, err)
+		return proto.JoinResponse{}, fmt.Errorf("node: join via %s: %w", n.entrance(), err)
 	}
 	kind, body, err := proto.Split(b)
 	if err != nil {
@@ -58,7 +81,7 @@ func backoff(ctx context.Context, attempt int) bool {
 // admit gets this node's identity: from the entrance (retrying until it
 // answers), or from Config without one.
 func (n *Node) admit(ctx context.Context) (Identity, error) {
-	if !n.cfg.Entrance.IsValid() {
+	if !n.entrance().IsValid() {
 		if n.cfg.NodeID == 0 {
 			return Identity{}, ErrNoIdentity
 		}
@@ -69,7 +92,7 @@ func (n *Node) admit(ctx context.Context) (Identity, error) {
 		switch {
 		case err == nil && resp.Code == proto.CodeOK && resp.NodeID != 0:
 			n.logger().Info("admitted", "node_id", fmt.Sprintf("%016x", resp.NodeID), "bootstrap", resp.Bootstrap,
-				"cluster_id", fmt.Sprintf("%016x", resp.ClusterID), "entrance", n.cfg.Entrance.String())
+				"cluster_id", fmt.Sprintf("%016x", resp.ClusterID), "entrance", n.entrance().String())
 			return Identity{NodeID: resp.NodeID, ClusterID: resp.ClusterID, Name: n.cfg.Name, Bootstrap: resp.Bootstrap}, nil
 		case err == nil && resp.Code == proto.CodeRefused:
 			return Identity{}, fmt.Errorf("%w: %s", ErrRefused, resp.Message)
@@ -96,7 +119,7 @@ func (n *Node) rejoin(ctx context.Context, ident Identity) {
 					"entrance_cluster_id", fmt.Sprintf("%016x", resp.ClusterID))
 				return
 			}
-			n.logger().Info("rejoined", "entrance", n.cfg.Entrance.String())
+			n.logger().Info("rejoined", "entrance", n.entrance().String())
 			return
 		case err == nil && resp.Code == proto.CodeRefused:
 			n.logger().Error("entrance refused the rejoin", "msg", resp.Message)
@@ -126,7 +149,7 @@ func (n *Node) reportLoop(ctx context.Context) {
 		case <-t.C:
 		case <-n.reportc:
 		}
-		if !n.IsLeader() {
+		if !n.IsLeader() || !n.entrance().IsValid() {
 			continue
 		}
 		rep, ok := n.leaderReport(ctx)
@@ -134,7 +157,7 @@ func (n *Node) reportLoop(ctx context.Context) {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, n.cfg.ReportInterval)
-		err := n.ep.Send(sctx, n.cfg.Entrance, proto.MustEncode(proto.KindLeaderReport, rep))
+		err := n.ep.Send(sctx, n.entrance(), proto.MustEncode(proto.KindLeaderReport, rep))
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			n.logger().Debug("leader report failed", "err", err)

@@ -77,11 +77,13 @@ type Node struct {
 	met       *metrics
 	commit    atomic.Uint64 // the commit index of the last HardState
 	proposing atomic.Int64  // client writes between proposal and answer
-	meta      *metaDB
-	rlog      *kvstore.LogStore
-	kv        *kvstore.Store
-	id        atomic.Uint64
-	clusterID atomic.Uint64
+	// entranceAddr is Config.Entrance or what FindEntrance found.
+	entranceAddr atomic.Pointer[netip.AddrPort]
+	meta         *metaDB
+	rlog         *kvstore.LogStore
+	kv           *kvstore.Store
+	id           atomic.Uint64
+	clusterID    atomic.Uint64
 
 	// Channels into the loop.
 	recvc    chan raft.Message
@@ -152,6 +154,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.logp.Store(cfg.Logger.With("name", cfg.Name))
 	n.met = newMetrics(n)
+	if cfg.Entrance.IsValid() {
+		n.entranceAddr.Store(&cfg.Entrance)
+	}
 	return n, nil
 }
 
@@ -264,7 +269,16 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	epDone = make(chan error, 1)
 	go func() { epDone <- ep.Run(life) }()
 
+	finding := !n.entrance().IsValid() && n.cfg.FindEntrance != nil
 	if !known {
+		if finding {
+			if err := n.findEntrance(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
 		ident, err = n.admit(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -276,8 +290,20 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			return err
 		}
 		n.id.Store(ident.NodeID)
-	} else if n.cfg.Entrance.IsValid() {
+	} else if n.entrance().IsValid() {
 		wg.Go(func() { n.rejoin(life, ident) })
+	} else if finding {
+		// A restarted node serves at once; it looks for the entrance in
+		// the background, then rejoins and reports to it.
+		wg.Go(func() {
+			if err := n.findEntrance(life); err != nil {
+				if life.Err() == nil {
+					n.logger().Warn("no entrance found", "err", err)
+				}
+				return
+			}
+			n.rejoin(life, ident)
+		})
 	}
 	n.clusterID.Store(ident.ClusterID)
 	n.logp.Store(n.logger().With("node_id", fmt.Sprintf("%016x", ident.NodeID)))
@@ -286,7 +312,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if err := n.startCore(ident); err != nil {
 		return err
 	}
-	if n.cfg.Entrance.IsValid() {
+	if n.entrance().IsValid() || finding {
 		wg.Go(func() { n.reportLoop(life) })
 	}
 	wg.Go(func() { n.announce(life) })

@@ -4,7 +4,8 @@
 //
 // # Usage
 //
-//	raftd --name n1 --listen 127.0.0.1:7701 --data-dir DIR --entrance 127.0.0.1:7700 [--secret-file F]
+//	raftd --name n1 --listen 127.0.0.1:7701 --data-dir DIR [--entrance 127.0.0.1:7700] [--secret-file F]
+//	      [--discovery-port 7799] [--discovery-addr 192.168.1.255,...]
 //	      [--advertise ADDR] [--http ADDR] [--tick-interval 100ms] [--snapshot-entries 10000]
 //	      [--log-level info] [--log-format text]
 //
@@ -14,12 +15,26 @@
 // given as an environment variable RAFTD_<FLAG> (upper case, dashes as
 // underscores: RAFTD_DATA_DIR); a flag on the command line wins.
 //
+// Without --entrance the node finds the entrance by LAN broadcast
+// (internal/discovery): it sends a Discover datagram to UDP port
+// --discovery-port of every interface's subnet broadcast address (or of
+// --discovery-addr; never 255.255.255.255), retrying with backoff, and
+// logs "found the entrance" (entrance=ADDR) when the entrance's responder
+// answers. A node with an empty data dir waits for that answer before it
+// joins; a restarted node serves at once and looks in the background.
+//
 // With --http, GET /healthz answers "ok" once the node serves and GET
 // /v1/status the node's status as JSON (id, name, role, term, leader,
-// commit, applied, last and snapshot index, revision, uptime).
+// commit, applied, last and snapshot index, revision, uptime). GET /metrics
+// serves Prometheus metrics in etcd's style: raftkv_server_* (has_leader,
+// is_leader, term, leader_changes_seen_total, proposals_*),
+// raftkv_disk_log_fsync_duration_seconds,
+// raftkv_disk_backend_commit_duration_seconds, raftkv_rudp_* (the
+// transport's counters, dropped_total by reason), raftkv_build_info, and
+// the Go and process collectors.
 //
 // Logs are slog lines on stderr. Lines tests and operators can rely on:
-// "admitted" (first join), "rejoined", "serving" (the node answers
+// "found the entrance", "admitted" (first join), "rejoined", "serving" (the node answers
 // requests), "became leader", "lost leadership", "removed from the
 // cluster; stopping", "shut down", "raftd stopped".
 //

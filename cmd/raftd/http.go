@@ -8,13 +8,17 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/raftkv/raftkv/node"
 )
 
-// newHTTPServer serves /healthz ("ok" once the node serves, 503 before)
-// and /v1/status (the node's view of itself as JSON).
+// newHTTPServer serves /healthz ("ok" once the node serves, 503 before),
+// /v1/status (the node's view of itself as JSON) and /metrics (the node's
+// Prometheus registry).
 func newHTTPServer(n *node.Node) *http.Server {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.Registry(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-n.Ready():

@@ -61,7 +61,9 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{"no name", []string{"--data-dir", dir, "--entrance", "127.0.0.1:1"}, nil, "--name is required"},
 		{"no data dir", []string{"--name", "n1", "--entrance", "127.0.0.1:1"}, nil, "--data-dir is required"},
-		{"no entrance", []string{"--name", "n1", "--data-dir", dir}, nil, "--entrance is required until LAN discovery lands"},
+		{"limited broadcast", []string{"--name", "n1", "--data-dir", dir, "--discovery-addr", "255.255.255.255"}, nil, "not 255.255.255.255"},
+		{"bad discovery addr", []string{"--name", "n1", "--data-dir", dir, "--discovery-addr", "10.0.0.255,nowhere"}, nil, "--discovery-addr \"nowhere\""},
+		{"bad discovery port", []string{"--name", "n1", "--data-dir", dir, "--discovery-port", "0"}, nil, "--discovery-port 0"},
 		{"bad entrance", []string{"--name", "n1", "--data-dir", dir, "--entrance", "nowhere"}, nil, "want ip:port"},
 		{"bad env", []string{"--name", "n1", "--data-dir", dir}, map[string]string{"RAFTD_TICK_INTERVAL": "soon"}, "RAFTD_TICK_INTERVAL"},
 		{"bad flag", []string{"--bogus"}, nil, "unknown flag"},

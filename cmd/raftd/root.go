@@ -13,10 +13,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/raftkv/raftkv/internal/discovery"
 	"github.com/raftkv/raftkv/node"
 )
 
@@ -44,6 +47,8 @@ type options struct {
 	snapshotEntries uint64
 	logLevel        string
 	logFormat       string
+	discoveryPort   int
+	discoveryAddrs  []string
 }
 
 // usageError marks a command-line mistake (exit status 2).
@@ -86,7 +91,7 @@ func isUsage(err error) bool {
 func newRootCommand(ctx context.Context, lookupEnv func(string) (string, bool), ready readyFunc) *cobra.Command {
 	var o options
 	cmd := &cobra.Command{
-		Use:   "raftd --name NAME --listen ADDR --data-dir DIR --entrance ADDR [--secret-file F]",
+		Use:   "raftd --name NAME --listen ADDR --data-dir DIR [--entrance ADDR] [--secret-file F]",
 		Short: "Run one raftkv node",
 		Long: `raftd is one node of a raftkv cluster: it keeps a copy of the replicated log and
 key-value store under --data-dir and talks to the other nodes, the entrance and
@@ -97,9 +102,14 @@ founds the cluster, later ones are added as learners and promoted to voters by
 the leader once they caught up. The node ID it gets is kept in the data dir, so
 a restart with the same data dir comes back as the same node.
 
+Without --entrance the node finds the entrance on its LAN: it broadcasts to UDP
+port --discovery-port (7799) of every interface's subnet broadcast address (or
+of --discovery-addr) until the entrance answers, authenticated with the secret.
+
 Every flag can be set by an environment variable RAFTD_<FLAG> (for example
 RAFTD_DATA_DIR); a flag given on the command line wins.`,
 		Example: `  raftd --name n1 --listen 127.0.0.1:7701 --data-dir ./data/n1 --entrance 127.0.0.1:7700
+  raftd --name n2 --listen 10.0.0.2:7701 --data-dir ./data/n2   # finds the entrance by broadcast
   RAFTD_SECRET_FILE=/etc/raftkv/secret raftd --name n2 --listen 10.0.0.2:7701 --data-dir /var/lib/raftkv --entrance 10.0.0.1:7700`,
 		Version: version(),
 		Args: func(_ *cobra.Command, args []string) error {
@@ -123,9 +133,11 @@ RAFTD_DATA_DIR); a flag given on the command line wins.`,
 	fl.StringVar(&o.listen, "listen", "127.0.0.1:7701", "UDP address for nodes, the entrance and clients (rudp)")
 	fl.StringVar(&o.advertise, "advertise", "", "address others reach this node at (default: --listen; required when --listen has no IP)")
 	fl.StringVar(&o.dataDir, "data-dir", "", "directory of the log, the store and the node's identity (required)")
-	fl.StringVar(&o.entrance, "entrance", "", "entrance address, ip:port (required until LAN discovery lands)")
+	fl.StringVar(&o.entrance, "entrance", "", `entrance address, ip:port ("": find it by LAN broadcast)`)
+	fl.IntVar(&o.discoveryPort, "discovery-port", discovery.DefaultPort, "UDP port of the entrance's discovery responder (without --entrance)")
+	fl.StringSliceVar(&o.discoveryAddrs, "discovery-addr", nil, "broadcast addresses to look for the entrance at, comma-separated (default: every interface's subnet broadcast)")
 	fl.StringVar(&o.secretFile, "secret-file", "", "file holding the cluster secret (surrounding whitespace is ignored)")
-	fl.StringVar(&o.http, "http", "", `HTTP address for /healthz and /v1/status ("": off)`)
+	fl.StringVar(&o.http, "http", "", `HTTP address for /healthz, /v1/status and /metrics ("": off)`)
 	fl.DurationVar(&o.tickInterval, "tick-interval", node.DefaultTickInterval, "duration of one Raft tick (election timeout: 10 ticks)")
 	fl.Uint64Var(&o.snapshotEntries, "snapshot-entries", node.DefaultSnapshotEntries, "applied entries between snapshots (log compaction)")
 	fl.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -182,38 +194,47 @@ func readSecret(path string) ([]byte, error) {
 }
 
 // check validates the options that need no I/O.
-func (o *options) check() (entrance, advertise netip.AddrPort, err error) {
+func (o *options) check() (entrance, advertise netip.AddrPort, bcast []netip.Addr, err error) {
 	switch {
 	case o.name == "":
-		return entrance, advertise, usagef("--name is required")
+		return entrance, advertise, nil, usagef("--name is required")
 	case strings.ContainsAny(o.name, " \t\n"):
-		return entrance, advertise, usagef("--name %q: no spaces", o.name)
+		return entrance, advertise, nil, usagef("--name %q: no spaces", o.name)
 	case o.dataDir == "":
-		return entrance, advertise, usagef("--data-dir is required")
+		return entrance, advertise, nil, usagef("--data-dir is required")
 	case o.listen == "":
-		return entrance, advertise, usagef("--listen is required")
-	case o.entrance == "":
-		return entrance, advertise, usagef("--entrance is required until LAN discovery lands")
+		return entrance, advertise, nil, usagef("--listen is required")
+	case o.discoveryPort < 1 || o.discoveryPort > 65535:
+		return entrance, advertise, nil, usagef("--discovery-port %d: want 1-65535", o.discoveryPort)
 	case o.tickInterval <= 0:
-		return entrance, advertise, usagef("--tick-interval %v: want a positive duration", o.tickInterval)
+		return entrance, advertise, nil, usagef("--tick-interval %v: want a positive duration", o.tickInterval)
 	case o.snapshotEntries < 1:
-		return entrance, advertise, usagef("--snapshot-entries %d: want at least 1", o.snapshotEntries)
+		return entrance, advertise, nil, usagef("--snapshot-entries %d: want at least 1", o.snapshotEntries)
 	}
-	entrance, err = netip.ParseAddrPort(o.entrance)
-	if err != nil {
-		return entrance, advertise, usagef("--entrance %q: want ip:port", o.entrance)
+	if o.entrance != "" {
+		entrance, err = netip.ParseAddrPort(o.entrance)
+		if err != nil {
+			return entrance, advertise, nil, usagef("--entrance %q: want ip:port", o.entrance)
+		}
+	}
+	for _, s := range o.discoveryAddrs {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() || a.IsUnspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return entrance, advertise, nil, usagef("--discovery-addr %q: want an IPv4 subnet broadcast address such as 192.168.1.255 (not 255.255.255.255)", s)
+		}
+		bcast = append(bcast, a)
 	}
 	if o.advertise != "" {
 		if advertise, err = netip.ParseAddrPort(o.advertise); err != nil || advertise.Addr().IsUnspecified() {
-			return entrance, advertise, usagef("--advertise %q: want a reachable ip:port", o.advertise)
+			return entrance, advertise, nil, usagef("--advertise %q: want a reachable ip:port", o.advertise)
 		}
 	}
-	return entrance, advertise, nil
+	return entrance, advertise, bcast, nil
 }
 
 // serve runs the node until ctx is done or the node stops by itself.
 func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) error {
-	entrance, advertise, err := o.check()
+	entrance, advertise, bcast, err := o.check()
 	if err != nil {
 		return err
 	}
@@ -246,10 +267,18 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 			return fmt.Errorf("listen http %s: %w", o.http, err)
 		}
 	}
-	n, err := node.New(node.Config{
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := node.Config{
 		Name: o.name, DataDir: o.dataDir, PacketConn: pc, AdvertiseAddr: advertise, Secret: secret,
 		Entrance: entrance, TickInterval: o.tickInterval, SnapshotEntries: o.snapshotEntries, Logger: log,
-	})
+		Registry: reg, Version: version(),
+	}
+	if !entrance.IsValid() {
+		f := &discovery.Finder{Port: o.discoveryPort, Broadcast: bcast, Secret: secret, Name: o.name, Logger: log}
+		cfg.FindEntrance = f.Find
+	}
+	n, err := node.New(cfg)
 	if err != nil {
 		pc.Close()
 		if ln != nil {
@@ -257,8 +286,12 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 		}
 		return err
 	}
+	entranceWord := entrance.String()
+	if !entrance.IsValid() {
+		entranceWord = fmt.Sprintf("discovery on port %d", o.discoveryPort)
+	}
 	log.Info("raftd starting", "version", version(), "name", o.name, "listen", pc.LocalAddr().String(),
-		"advertise", advertise.String(), "data_dir", o.dataDir, "entrance", entrance.String(),
+		"advertise", advertise.String(), "data_dir", o.dataDir, "entrance", entranceWord,
 		"authenticated", secret != nil, "tick_interval", o.tickInterval, "http", o.http)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
