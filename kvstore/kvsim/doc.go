@@ -90,7 +90,7 @@
 // read-then-cas land exactly once, in order), TestKVSessionExpiry,
 // TestKVMembership (learners caught up from store snapshots, promoted,
 // the leader removed, under load) and the
-// randomized TestKVSimulation (8 fixed seeds; each draws cluster size,
+// randomized TestKVSimulation (9 fixed seeds; each draws cluster size,
 // clients, network, snapshot frequency, reply loss, follower forwarding,
 // session TTL and a fault stream: partitions with clients confined to a
 // side, leader isolation, crashes now or inside the Ready loop, restarts,

@@ -13,8 +13,10 @@ import (
 	"github.com/raftkv/raftkv/node/raft/raftsim"
 )
 
-// fixedSeeds run in every `go test`.
-var fixedSeeds = []uint64{0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x10a}
+// fixedSeeds run in every `go test`. 0x71f28cbf8d86df67 caught a harness
+// bug (a late copy of a write sent without its expired session, so the
+// store applied it a second time).
+var fixedSeeds = []uint64{0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x10a, 0x71f28cbf8d86df67}
 
 // TestKVSimulation runs randomized schedules: cluster size, clients,
 // network, snapshot frequency and a stream of faults (partitions, leader
