@@ -58,7 +58,9 @@
 // admitted) and keeps the node ID and cluster ID it gets in node.db; the
 // first node admitted founds a one-node cluster (the bootstrap convention
 // of node/raft). A restarted node serves at once and rejoins in the
-// background. Without an entrance, Config.NodeID and Config.Bootstrap stand
+// background. Config.FindEntrance stands for an unknown entrance address
+// (LAN discovery): a new node waits for it before joining, a restarted one
+// looks in the background. Without an entrance, Config.NodeID and Config.Bootstrap stand
 // for the entrance's answer and members are added with Admin on the leader.
 // ConfChange contexts carry {Name, Addr}; applying them maintains the
 // members table (replicated, carried by snapshots), from which peers'
@@ -69,6 +71,24 @@
 // from the configuration stops (Run returns nil; the leader also tells it
 // with AdminStop, since it stops replicating to it). The leader reports to
 // the entrance on election and every Config.ReportInterval.
+//
+// # Metrics
+//
+// Every Node has its own prometheus.Registry (Config.Registry or a new
+// one; Node.Registry), so several nodes fit in one process. Names follow
+// etcd's: raftkv_server_has_leader, _is_leader, _term,
+// _leader_changes_seen_total (a new non-zero leader), _snapshots_total,
+// _proposals_committed_total and _applied_total (gauges: the commit and
+// applied index, as in etcd), _proposals_pending (client writes between
+// proposal and answer), _proposals_failed_total (client writes answered
+// with an error: not leader, dropped, timed out, shutting down);
+// raftkv_disk_log_fsync_duration_seconds (Raft log saves that fsync) and
+// raftkv_disk_backend_commit_duration_seconds (state machine batches),
+// histograms with ExponentialBuckets(0.001, 2, 14), not observed with
+// NoSync; raftkv_rudp_* read from rudp's Stats at scrape time
+// (datagrams/messages sent and received, retransmits, duplicates,
+// dropped_total{reason}, unreachable, peer restarts, peers, reassembly
+// bytes); raftkv_build_info{version,goversion,component="raftd"}.
 //
 // # Files
 //
