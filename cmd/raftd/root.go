@@ -275,7 +275,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 		Registry: reg, Version: version(),
 	}
 	if !entrance.IsValid() {
-		f := &discovery.Finder{Port: o.discoveryPort, Broadcast: bcast, Secret: secret, Name: o.name, Logger: log}
+		f := &discovery.Finder{Port: o.discoveryPort, Broadcast: bcast, Secret: secret, Name: o.name, Logger: log.With("name", o.name)}
 		cfg.FindEntrance = f.Find
 	}
 	n, err := node.New(cfg)
