@@ -141,14 +141,11 @@ type Config struct {
 	// MaxPeers bounds the number of addresses with state; idle peers are
 	// forgotten first. Default 1024.
 	MaxPeers int
-	// HandlerWorkers is the number of goroutines running Handler; they also
-	// take turns reading the socket, so while all of them are in handlers
-	// nothing is read. Default 8.
+	// HandlerWorkers is the number of goroutines running Handler (they
+	// also take turns reading the socket with one spare reader). Default 8.
 	HandlerWorkers int
-	// InboxLen is how many delivered messages may wait for an idle worker
-	// (a datagram can complete several; the worker that read it runs the
-	// last one itself, and the others too when the inbox is full). Default
-	// 256.
+	// InboxLen is how many delivered messages may wait for an idle worker.
+	// When it is full and every worker is busy, reading stops. Default 256.
 	InboxLen int
 }
 

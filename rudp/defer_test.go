@@ -215,3 +215,43 @@ func TestDeferOutsideCalls(t *testing.T) {
 		}
 	})
 }
+
+// TestHandlersCallingOutWithAllWorkersBusy: handlers that Call another
+// endpoint and wait for its reply occupy every worker; the replies (and the
+// acks Send waits for) must still be read.
+func TestHandlersCallingOutWithAllWorkersBusy(t *testing.T) {
+	for _, workers := range []int{1, 3} {
+		t.Run(fmt.Sprint(workers), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				n := newNet(t, 26)
+				c := start(t, listenMem(t, n, "127.0.0.3:1"), testConfig(t, 3, echo))
+				var b *Endpoint // set before any request is sent
+				cfg := testConfig(t, 2, func(ctx context.Context, m Message) []byte {
+					r, err := b.Call(ctx, c.AddrPort(), m.Payload)
+					if err != nil {
+						return []byte(err.Error())
+					}
+					if err := b.Send(ctx, c.AddrPort(), []byte("note")); err != nil {
+						return []byte(err.Error())
+					}
+					return r
+				})
+				cfg.HandlerWorkers = workers
+				b = start(t, listenMem(t, n, "127.0.0.2:1"), cfg)
+				a := start(t, listenMem(t, n, "127.0.0.1:1"), testConfig(t, 1, nil))
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				var wg sync.WaitGroup
+				for i := range 3 * workers {
+					wg.Go(func() {
+						req := fmt.Sprintf("relay %d", i)
+						if r, err := a.Call(ctx, b.AddrPort(), []byte(req)); err != nil || string(r) != req {
+							t.Errorf("relayed Call %d = %q, %v", i, r, err)
+						}
+					})
+				}
+				wg.Wait()
+			})
+		})
+	}
+}

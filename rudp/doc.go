@@ -43,9 +43,10 @@
 //   - Messages are not ordered, neither between nor within peers; handlers
 //     run concurrently on Config.HandlerWorkers goroutines.
 //   - A handler that blocks holds a worker (Message.Defer answers a Call
-//     without holding one). The workers also take turns reading the
-//     socket, so when all are busy nothing is read and the kernel buffer,
-//     then the peers' retransmissions, absorb the backlog. If that lasts
+//     without holding one). A handler may Send and Call: responses and
+//     acks are read even while every worker is busy. When all workers are
+//     busy and Config.InboxLen messages wait, reading stops and the kernel
+//     buffer, then the peers' retransmissions, absorb the backlog. If that lasts
 //     longer than the peers' PeerTimeout they report this endpoint
 //     unreachable.
 //
@@ -79,10 +80,12 @@
 // MaxQueuedBytes queued; senders past that wait, respecting their context.
 //
 // The socket is read by the handler workers in turn: the worker holding a
-// read token reads and applies one datagram, passes the token on, writes
-// the acks or data it produced, and runs the handler of the message it
-// completed itself, so a request reaches its handler, and a response its
-// Call, without an extra hand-off between goroutines.
+// read token reads and applies one datagram, passes the token on if a
+// handler is to run (and keeps reading otherwise), writes the acks or data
+// it produced, and runs the handler of the message it completed itself, so
+// a request reaches its handler without a hand-off between goroutines. A
+// spare reader takes its turns too but never runs handlers (it queues them
+// in the inbox), so reading goes on while every worker is in a handler.
 //
 // Small fragments to one peer share a datagram when they are produced
 // while another goroutine is writing to the socket (one writer at a time,

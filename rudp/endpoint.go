@@ -205,6 +205,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	for range e.cfg.HandlerWorkers {
 		wg.Go(func() { e.worker(ctx, fail) })
 	}
+	wg.Go(func() { e.spareReader(ctx, fail) })
 	select {
 	case <-ctx.Done():
 	case <-e.done:
@@ -447,6 +448,39 @@ func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
 			// Let the woken caller run now, on this thread, rather
 			// than after this goroutine's next read finds nothing.
 			runtime.Gosched()
+		}
+		clear(ds)
+	}
+}
+
+// spareReader takes its turn with the read token like a worker but never
+// runs a handler: it queues messages for the workers (blocking while the
+// inbox is full) and always passes the token on. So while every worker is
+// in a handler, even one waiting for a Call's response or a Send's ack,
+// the socket is still read.
+func (e *Endpoint) spareReader(ctx context.Context, fail func(error)) {
+	buf := make([]byte, readBufSize)
+	var ds []delivery
+	for {
+		select {
+		case <-e.readTok:
+		case <-ctx.Done():
+			return
+		}
+		n, from, done, err := e.readOne(buf)
+		if done {
+			if err != nil {
+				fail(err)
+			}
+			return
+		}
+		if n >= 0 {
+			ds = e.applyDatagram(buf[:n], from, ds[:0])
+		}
+		e.readTok <- struct{}{}
+		e.flush()
+		if e.deliver(ds) {
+			runtime.Gosched() // as in worker
 		}
 		clear(ds)
 	}

@@ -224,19 +224,21 @@ func (e *Endpoint) deliveryLocked(p *peer, kind uint8, msgID, ref uint64, payloa
 }
 
 // deliver hands completed messages to waiting calls or to the handler
-// workers; it blocks while the inbox is full.
-func (e *Endpoint) deliver(ds []delivery) {
+// workers; it blocks while the inbox is full. It reports whether it woke a
+// waiting Call.
+func (e *Endpoint) deliver(ds []delivery) (woke bool) {
 	for _, d := range ds {
 		if d.kind == kindResponse {
-			e.completeCall(d)
+			woke = e.completeCall(d) || woke
 			continue
 		}
 		select {
 		case e.inbox <- d:
 		case <-e.done:
-			return
+			return woke
 		}
 	}
+	return woke
 }
 
 // dispatch completes calls with the responses in ds and runs the handler
