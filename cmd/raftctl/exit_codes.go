@@ -25,7 +25,9 @@ func newExitCodesTopic() *cobra.Command {
   3  unavailable: no leader, no quorum, the cluster or entrance did not
      answer in time (--timeout). A write that ends like this may or may not
      have been applied ("outcome unknown"); it is never applied twice.
-  4  unauthorized: refused by the cluster (wrong secret, refused operation)
+  4  unauthorized: the cluster or entrance refused the operation. (A wrong
+     --secret-file shows as 3: nodes drop datagrams that fail authentication
+     without answering, so the cluster looks unreachable.)
   5  compare failed: a compare-and-swap's condition did not hold
 
 Errors are printed on stderr as one line starting with "Error:".`,
