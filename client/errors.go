@@ -24,7 +24,9 @@ var (
 	// is in progress or a quorum is gone).
 	ErrNoLeader = errors.New("client: no leader")
 	// ErrUnauthorized means a node or the entrance refused the request
-	// (for example a wrong cluster secret, or an admin operation refused).
+	// (CodeRefused). A wrong Config.Secret is not reported this way: nodes
+	// drop datagrams that fail authentication unanswered, so it shows as
+	// ErrTimeout.
 	ErrUnauthorized = errors.New("client: unauthorized")
 	// ErrCompareFailed means a compare-and-swap's condition did not hold;
 	// nothing was written.
