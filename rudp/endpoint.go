@@ -217,22 +217,32 @@ func (e *Endpoint) Run(ctx context.Context) error {
 }
 
 // Close stops the endpoint: pending Send and Call return ErrClosed and the
-// PacketConn is closed. It is idempotent and does not wait for Run.
+// PacketConn is closed. Acks not sent yet (they wait up to AckDelay) are
+// sent first, so that peers do not retransmit what this endpoint received
+// (a reply to a Call made just before Close, say) until their PeerTimeout.
+// It is idempotent and does not wait for Run.
 func (e *Endpoint) Close() error {
 	var err error
 	e.closeOnce.Do(func() {
 		close(e.done)
+		now := time.Now()
 		e.mu.Lock()
 		e.closed = true
 		e.timer.Stop()
 		for _, p := range e.peers {
 			e.failPeerLocked(p, ErrClosed)
+			if p.recvInit && !p.ackDue.IsZero() {
+				e.sendAckLocked(p, now)
+			}
 		}
 		for id, c := range e.calls {
 			c.fail(ErrClosed)
 			delete(e.calls, id)
 		}
 		e.mu.Unlock()
+		e.writeMu.Lock() // after any write in progress
+		e.writeBatch()
+		e.writeMu.Unlock()
 		err = e.pc.Close()
 	})
 	return err
@@ -321,33 +331,7 @@ func (e *Endpoint) flush() {
 			// their frames first, so that they share datagrams.
 			runtime.Gosched()
 		}
-		e.mu.Lock()
-		for _, p := range e.openPeers {
-			if p.open != nil {
-				e.sealOpenLocked(p)
-			}
-		}
-		clear(e.openPeers)
-		e.openPeers = e.openPeers[:0]
-		out := e.out
-		e.out, e.outSpare = e.outSpare[:0], nil
-		e.mu.Unlock()
-		for _, d := range out {
-			var err error
-			if e.udp != nil {
-				_, err = e.udp.WriteToUDPAddrPort(*d.buf, d.to)
-			} else {
-				_, err = e.pc.WriteTo(*d.buf, net.UDPAddrFromAddrPort(d.to))
-			}
-			e.st.datagramsSent.Add(1)
-			if err != nil {
-				e.st.writeErrors.Add(1)
-				e.log.Debug("rudp: write failed", "peer", d.to, "err", err)
-			}
-			*d.buf = (*d.buf)[:0]
-			e.bufPool.Put(d.buf)
-		}
-		clear(out)
+		out := e.writeBatch()
 		e.writeMu.Unlock()
 		e.mu.Lock()
 		if e.outSpare == nil {
@@ -359,6 +343,39 @@ func (e *Endpoint) flush() {
 			return
 		}
 	}
+}
+
+// writeBatch seals the open datagrams and writes everything queued. The
+// caller holds writeMu; it returns the emptied batch for reuse.
+func (e *Endpoint) writeBatch() []outDatagram {
+	e.mu.Lock()
+	for _, p := range e.openPeers {
+		if p.open != nil {
+			e.sealOpenLocked(p)
+		}
+	}
+	clear(e.openPeers)
+	e.openPeers = e.openPeers[:0]
+	out := e.out
+	e.out, e.outSpare = e.outSpare[:0], nil
+	e.mu.Unlock()
+	for _, d := range out {
+		var err error
+		if e.udp != nil {
+			_, err = e.udp.WriteToUDPAddrPort(*d.buf, d.to)
+		} else {
+			_, err = e.pc.WriteTo(*d.buf, net.UDPAddrFromAddrPort(d.to))
+		}
+		e.st.datagramsSent.Add(1)
+		if err != nil {
+			e.st.writeErrors.Add(1)
+			e.log.Debug("rudp: write failed", "peer", d.to, "err", err)
+		}
+		*d.buf = (*d.buf)[:0]
+		e.bufPool.Put(d.buf)
+	}
+	clear(out)
+	return out
 }
 
 // newBuf returns an empty datagram buffer.

@@ -583,3 +583,26 @@ func TestCloseFailsPendingSends(t *testing.T) {
 		}
 	})
 }
+
+// TestCloseSendsPendingAcks: a caller that closes right after its Call
+// returns has acknowledged the reply, so the replier does not retransmit
+// it until PeerTimeout.
+func TestCloseSendsPendingAcks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newNet(t, 27)
+		a := start(t, listenMem(t, n, "127.0.0.1:1"), testConfig(t, 1, nil))
+		b := start(t, listenMem(t, n, "127.0.0.2:1"), testConfig(t, 2, echo))
+		if r, err := a.Call(context.Background(), b.AddrPort(), []byte("bye")); err != nil || string(r) != "bye" {
+			t.Fatalf("Call = %q, %v", r, err)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * b.cfg.PeerTimeout)
+		synctest.Wait()
+		if s := b.Stats(); s.MessagesSent != 1 || s.Unreachable != 0 || s.Retransmits != 0 {
+			t.Fatalf("replier: %d messages acknowledged, %d given up, %d retransmits; want 1, 0, 0",
+				s.MessagesSent, s.Unreachable, s.Retransmits)
+		}
+	})
+}

@@ -65,6 +65,16 @@ func (p *peer) idle() bool {
 	return len(p.msgs) == 0 && len(p.partials) == 0 && p.reasmBytes == 0 && p.ackDue.IsZero() && p.open == nil
 }
 
+// onlyReplies reports whether every unfinished message to p is a reply.
+func (p *peer) onlyReplies() bool {
+	for _, m := range p.msgs {
+		if m.kind != kindResponse {
+			return false
+		}
+	}
+	return true
+}
+
 func (p *peer) isRetired(inc uint64) bool {
 	for _, r := range p.retired[:p.nRetired] {
 		if r == inc {

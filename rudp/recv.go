@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 )
@@ -362,7 +363,11 @@ func (e *Endpoint) onTimer(now time.Time) time.Time {
 			}
 		}
 		if len(p.inflight) > 0 && now.Sub(p.progressAt) > e.cfg.PeerTimeout {
-			e.log.Warn("rudp: peer unreachable", "peer", p.addr, "silent_for", now.Sub(p.progressAt))
+			lvl := slog.LevelWarn
+			if p.onlyReplies() {
+				lvl = slog.LevelDebug // a caller that went away
+			}
+			e.log.Log(context.Background(), lvl, "rudp: peer unreachable", "peer", p.addr, "silent_for", now.Sub(p.progressAt))
 			e.failPeerLocked(p, ErrPeerUnreachable)
 		}
 		// On a timeout, back off (RFC 6298 5.5) and resend only the oldest
