@@ -68,10 +68,10 @@
 //	res, err := s.CheckLinearizable(os.TempDir(), 30*time.Second) // err names the HTML file and the replay command
 //
 // Crash, restart, add and remove nodes through Sim (Crash, CrashAt,
-// Restart, RestartAll, AddNode, Remove), never through raftsim directly: the Sim must reopen the
-// node's store (raftsim's NewStateMachine does not say which node it
-// builds for; see /work/notes/raftsim-requests.md). For the same reason
-// raftsim's nemesis and CheckLiveness are not used.
+// Restart, RestartAll, AddNode, Remove), never through raftsim directly:
+// the Sim must reopen the node's store (raftsim's NewStateMachine does not
+// say which node it builds for; see /work/notes/raftsim-requests.md). For
+// the same reason raftsim's nemesis and CheckLiveness are not used.
 //
 // # Tests
 //
@@ -81,25 +81,28 @@
 //
 // KV_SIM_SEED also replays a scenario test under another seed;
 // KV_SIM_TIME=40000 gives each randomized run 40 s of virtual faults
-// instead of 4 (soak). The
-// scenarios follow the kvraft tests of raft-anchors.md section 2.2:
+// instead of 4 (soak).
+//
+// The scenarios follow the kvraft tests of raft-anchors.md section 2.2:
 // TestKVOneClient, TestKVManyClients, TestKVUnreliable,
 // TestKVLeaderInMinorityPartition (the minority's requests complete only
 // after the heal), TestKVManyPartitions, TestKVAllServersCrash,
 // TestKVSnapshotsLaggingFollower, TestKVUnreliableOneKey (appends by
-// read-then-cas land exactly once, in order), TestKVSessionExpiry,
-// TestKVMembership (learners caught up from store snapshots, promoted,
-// the leader removed, under load) and the
-// randomized TestKVSimulation (9 fixed seeds; each draws cluster size,
-// clients, network, snapshot frequency, reply loss, follower forwarding,
-// session TTL and a fault stream: partitions with clients confined to a
-// side, leader isolation, crashes now or inside the Ready loop, restarts,
-// all nodes crashing, lossy links, and in a third of the runs membership
-// changes: nodes join as learners, are promoted, voters are removed). TestStoreRetriedFailureKeepsItsError
-// is the regression test of a kvstore bug the simulation found (a failed
-// command retried twice was answered "ok" the second time). TestCheckerCatches* plant bugs (a write that is
-// acknowledged but not applied, reads served without ReadIndex) and
-// require the checker to fail. On a failure the test prints the seed,
-// the replay command and raftsim's recent events, and writes porcupine's
-// visualization to an HTML file in os.TempDir().
+// read-then-cas land exactly once, in order); and further
+// TestKVSessionExpiry, TestKVMembership (learners caught up from store
+// snapshots, promoted, the leader removed, under load) and the randomized
+// TestKVSimulation (9 fixed seeds; each draws cluster size, clients,
+// network, snapshot frequency, reply loss, follower forwarding, session
+// TTL and a fault stream: partitions with clients confined to a side,
+// leader isolation, crashes now or inside the Ready loop, restarts, all
+// nodes crashing, lossy links, and in a third of the runs membership
+// changes). Scenarios assert that they exercised their faults (Stats).
+//
+// TestCheckerCatches* plant bugs (a write acknowledged but not applied,
+// reads served without ReadIndex, one replica skipping writes) and require
+// the checks to fail. TestStoreRetriedFailureKeepsItsError is the
+// regression test of a kvstore bug the simulation found (a failed command
+// retried twice was answered "ok" the second time). On a failure a test
+// prints the seed, the replay command and raftsim's recent events, and
+// writes porcupine's visualization to an HTML file in os.TempDir().
 package kvsim
