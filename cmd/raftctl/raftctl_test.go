@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -24,6 +25,14 @@ type fakeKV struct {
 	peers []client.Peer
 	err   error
 	calls []string
+
+	mu sync.Mutex // guards status and calls from the admin methods
+	// status is each node's status by address; a missing address does not
+	// answer.
+	status map[string]*client.NodeStatus
+	// onTransfer and onStop, when set, answer TransferLeader and StopNode.
+	onTransfer func(leaderAddr string, id uint64) error
+	onStop     func(addr string, id uint64, keep bool) error
 }
 
 func (k *fakeKV) Put(_ context.Context, key string, value []byte) (*client.WriteResult, error) {
@@ -90,6 +99,32 @@ func (k *fakeKV) ListPeers(context.Context) ([]client.Peer, error) {
 }
 
 func (k *fakeKV) Close() error { return nil }
+
+func (k *fakeKV) Status(ctx context.Context, addr string) (*client.NodeStatus, error) {
+	k.mu.Lock()
+	st, ok := k.status[addr]
+	k.mu.Unlock()
+	if !ok {
+		<-ctx.Done()
+		return nil, fmt.Errorf("client: status of %s: %w: %w", addr, client.ErrUnavailable, client.ErrTimeout)
+	}
+	cp := *st
+	return &cp, nil
+}
+
+func (k *fakeKV) TransferLeader(_ context.Context, leaderAddr string, id uint64) error {
+	k.mu.Lock()
+	k.calls = append(k.calls, fmt.Sprintf("transfer %s %016x", leaderAddr, id))
+	k.mu.Unlock()
+	return k.onTransfer(leaderAddr, id)
+}
+
+func (k *fakeKV) StopNode(_ context.Context, addr string, id uint64, keep bool) error {
+	k.mu.Lock()
+	k.calls = append(k.calls, fmt.Sprintf("stop %s %016x keep=%v", addr, id, keep))
+	k.mu.Unlock()
+	return k.onStop(addr, id, keep)
+}
 
 type result struct {
 	code           int

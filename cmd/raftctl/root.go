@@ -32,6 +32,9 @@ type kv interface {
 	Delete(ctx context.Context, key string) (*client.WriteResult, error)
 	DeletePrefix(ctx context.Context, prefix string) (*client.WriteResult, error)
 	ListPeers(ctx context.Context) ([]client.Peer, error)
+	Status(ctx context.Context, addr string) (*client.NodeStatus, error)
+	TransferLeader(ctx context.Context, leaderAddr string, id uint64) error
+	StopNode(ctx context.Context, addr string, id uint64, keepMembership bool) error
 	Close() error
 }
 
@@ -193,6 +196,10 @@ Environment: ` + envEntrance + `, ` + envEndpoints + ` (comma-separated) and
 		newGetCommand(f),
 		newDelCommand(f),
 		newListPeersCommand(f),
+		newStatusCommand(f),
+		newTransferLeaderCommand(f),
+		newStopNodeCommand(f),
+		newBenchCommand(f),
 		newVersionCommand(f),
 		newExitCodesTopic(),
 	)

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/raftkv/raftkv/client"
+)
+
+type stopOptions struct {
+	keep bool
+	wait time.Duration
+}
+
+func newStopNodeCommand(f *factory) *cobra.Command {
+	var opts stopOptions
+	cmd := &cobra.Command{
+		Use:   "stop-node NAME",
+		Short: "Make the node NAME leave the cluster and exit",
+		Long: `Ask the node NAME to stop. Unless --keep-membership, it first leaves the
+membership (a leader hands leadership to the most caught-up voter first);
+the node answers once its removal is committed, then its process exits 0.
+raftctl waits (at most --wait) until the node no longer answers and, with
+an entrance, until list-peers shows it removed.
+
+--keep-membership only stops the process, for maintenance: the node stays a
+voter and rejoins when restarted with the same data dir. Stopping a voter
+of a three-node cluster this way leaves two voters of three, so one more
+failure loses the quorum.
+
+Exit 1 when NAME is not a node or the node refuses (the last voter cannot
+leave); 3 when it does not stop before --wait ends.`,
+		Example: `  raftctl stop-node n3
+  raftctl stop-node n1 --keep-membership
+  raftctl -o json stop-node n2 --wait 1m`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.wait <= 0 {
+				return usagef("--wait must be positive")
+			}
+			return runStopNode(cmd.Context(), f, cmd, args[0], opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.keep, "keep-membership", false, "only stop the process; the node stays a member")
+	cmd.Flags().DurationVar(&opts.wait, "wait", 30*time.Second, "how long to wait for the node to leave and stop")
+	return cmd
+}
+
+type jsonStop struct {
+	Name    string `json:"name"`
+	ID      string `json:"id"`
+	Stopped bool   `json:"stopped"`
+	Removed bool   `json:"removed"`
+}
+
+func runStopNode(ctx context.Context, f *factory, cmd *cobra.Command, name string, opts stopOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, opts.wait)
+	defer cancel()
+	return f.withKV(ctx, func(c kv) error {
+		peers, err := c.ListPeers(ctx)
+		if err != nil {
+			return err
+		}
+		target, err := findPeer(peers, name)
+		if err != nil {
+			return err
+		}
+		if target.Liveness == "removed" {
+			return fmt.Errorf("stop %s: it was already removed from the cluster", name)
+		}
+		probeT := min(f.opts.timeout, probeTimeout)
+		idStr := target.ID
+		if idStr == "" {
+			pctx, pcancel := context.WithTimeout(ctx, probeT)
+			st, err := c.Status(pctx, target.Addr)
+			pcancel()
+			if err != nil {
+				return fmt.Errorf("stop %s: %w", name, err)
+			}
+			idStr = st.ID
+		}
+		id, err := parseID(idStr)
+		if err != nil {
+			return fmt.Errorf("stop %s: %w", name, err)
+		}
+
+		answered := true
+		if err := c.StopNode(ctx, target.Addr, id, opts.keep); err != nil {
+			// No answer: the node may have stopped before its answer
+			// left; what follows finds out.
+			if !errors.Is(err, client.ErrUnavailable) || ctx.Err() != nil {
+				if ctx.Err() != nil {
+					return timedOut("stop "+name, opts.wait, err.Error())
+				}
+				return fmt.Errorf("stop %s: %w", name, err)
+			}
+			answered = false
+		}
+
+		// Wait until it no longer answers.
+		err = poll(ctx, func() (bool, error) {
+			pctx, pcancel := context.WithTimeout(ctx, min(probeT, 500*time.Millisecond))
+			defer pcancel()
+			_, err := c.Status(pctx, target.Addr)
+			return err != nil && ctx.Err() == nil, nil
+		})
+		if err != nil {
+			return timedOut("stop "+name, opts.wait, name+" still answers")
+		}
+
+		removed := false
+		if !opts.keep {
+			switch {
+			case f.opts.entrance != "":
+				err = poll(ctx, func() (bool, error) {
+					ps, err := c.ListPeers(ctx)
+					if err != nil {
+						return false, nil
+					}
+					p, err := findPeer(ps, name)
+					return err != nil || p.Liveness == "removed", nil
+				})
+				if err != nil {
+					return timedOut("stop "+name, opts.wait, name+" stopped, but the entrance does not list it as removed")
+				}
+				removed = true
+			case answered:
+				// The node answers only once its removal is committed.
+				removed = true
+			default:
+				return fmt.Errorf("stop %s: it stopped without answering; whether it left the membership is unknown: %w",
+					name, client.ErrOutcomeUnknown)
+			}
+		}
+
+		if f.opts.output == "json" {
+			return writeJSON(cmd.OutOrStdout(), jsonStop{Name: name, ID: idStr, Stopped: true, Removed: removed})
+		}
+		if removed {
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s left the cluster and stopped\n", name)
+		} else {
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s stopped (still a member)\n", name)
+		}
+		return err
+	})
+}
