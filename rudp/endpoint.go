@@ -467,6 +467,7 @@ func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
 			runtime.Gosched()
 		}
 		clear(ds)
+		ds = ds[:0]
 	}
 }
 
@@ -500,6 +501,7 @@ func (e *Endpoint) spareReader(ctx context.Context, fail func(error)) {
 			runtime.Gosched() // as in worker
 		}
 		clear(ds)
+		ds = ds[:0]
 	}
 }
 
