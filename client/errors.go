@@ -3,7 +3,6 @@ package client
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/raftkv/raftkv/internal/proto"
 )
@@ -54,7 +53,7 @@ type ServerError struct {
 }
 
 func (e *ServerError) Error() string {
-	if e.Message == "" || strings.Contains(e.Message, e.Code.String()) {
+	if e.Message == "" || e.Message == e.Code.String() {
 		return "client: " + e.Code.String()
 	}
 	return fmt.Sprintf("client: %s: %s", e.Code, e.Message)
