@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +40,8 @@ type fakeCluster struct {
 	seen     []proto.ClientRequest              // every client request received, in order
 	inflight map[uint64]bool                    // ClientIDs with a request being served
 	overlap  bool                               // two requests of one ClientID were in flight together
+	ids      map[uint64]string                  // node ID -> address, for AdminTransferLeader
+	admin    []string                           // every admin request: "addr {op ...}"
 }
 
 func newFakeCluster(leader string, addrs ...string) *fakeCluster {
@@ -79,11 +82,31 @@ func (fc *fakeCluster) Call(ctx context.Context, addr string, payload []byte) ([
 	}
 	if kind == proto.KindAdmin {
 		defer fc.mu.Unlock()
-		role := "follower"
-		if addr == fc.leader {
-			role = "leader"
+		var req proto.AdminRequest
+		if err := proto.Decode(body, &req); err != nil {
+			return nil, err
 		}
-		return proto.MustEncode(kind, &proto.AdminResponse{Status: &proto.NodeStatus{Name: "n-" + addr, Role: role, Term: 2}})[1:], nil
+		fc.admin = append(fc.admin, addr+" "+fmt.Sprint(req))
+		var resp proto.AdminResponse
+		switch req.Op {
+		case proto.AdminTransferLeader:
+			if addr != fc.leader {
+				resp = proto.AdminResponse{Code: proto.CodeNotLeader, LeaderAddr: fc.leader}
+			} else if to, ok := fc.ids[req.NodeID]; ok {
+				fc.leader = to
+			} else {
+				resp = proto.AdminResponse{Code: proto.CodeInvalid, Message: "not a voter"}
+			}
+		case proto.AdminStop:
+			n.down = true
+		default:
+			role := "follower"
+			if addr == fc.leader {
+				role = "leader"
+			}
+			resp.Status = &proto.NodeStatus{Name: "n-" + addr, Role: role, Term: 2}
+		}
+		return proto.MustEncode(kind, &resp)[1:], nil
 	}
 	var req proto.ClientRequest
 	if err := proto.Decode(body, &req); err != nil {
@@ -464,5 +487,51 @@ func TestMalformedRepliesBackOff(t *testing.T) {
 	// attempts, not a busy loop.
 	if g.calls > 100 {
 		t.Fatalf("%d attempts in 50ms: no backoff after malformed replies", g.calls)
+	}
+}
+
+// TestTransferLeaderFollowsRedirect: asked of a follower, the transfer is
+// redirected to the leader, which moves leadership; an unknown target is
+// an ErrInvalid answer, not retried.
+func TestTransferLeaderFollowsRedirect(t *testing.T) {
+	fc := newFakeCluster("n1", "n1", "n2", "n3")
+	fc.ids = map[uint64]string{1: "n1", 2: "n2", 3: "n3"}
+	c := newTestClient(t, Config{Endpoints: []string{"n1", "n2", "n3"}, Transport: fc})
+	if err := c.TransferLeader(t.Context(), "n2", 3); err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	leader, admin := fc.leader, slices.Clone(fc.admin)
+	fc.mu.Unlock()
+	if leader != "n3" || len(admin) != 2 || !strings.HasPrefix(admin[0], "n2 ") || !strings.HasPrefix(admin[1], "n1 ") {
+		t.Fatalf("leader %s, admin requests %q; want n3 after n2 -> redirect -> n1", leader, admin)
+	}
+	if err := c.TransferLeader(t.Context(), "n3", 9); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not a voter") {
+		t.Fatalf("transfer to an unknown node: %v, want ErrInvalid with the node's message", err)
+	}
+	if err := c.TransferLeader(t.Context(), "n3", 0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("transfer to node 0: %v, want ErrInvalid", err)
+	}
+}
+
+// TestStopNode: one AdminStop carrying the ID and KeepMembership; a node
+// that does not answer is ErrUnavailable and ErrTimeout once ctx ends.
+func TestStopNode(t *testing.T) {
+	fc := newFakeCluster("n1", "n1", "n2")
+	c := newTestClient(t, Config{Endpoints: []string{"n1", "n2"}, Transport: fc})
+	if err := c.StopNode(t.Context(), "n2", 7, true); err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	admin := slices.Clone(fc.admin)
+	fc.mu.Unlock()
+	want := []string{"n2 " + fmt.Sprint(proto.AdminRequest{Op: proto.AdminStop, NodeID: 7, KeepMembership: true})}
+	if !slices.Equal(admin, want) {
+		t.Fatalf("admin requests %q, want %q", admin, want)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.StopNode(ctx, "n2", 7, false); !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("stop of a node that does not answer: %v, want ErrUnavailable and ErrTimeout", err)
 	}
 }
