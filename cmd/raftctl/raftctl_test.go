@@ -36,6 +36,8 @@ type fakeKV struct {
 }
 
 func (k *fakeKV) Put(_ context.Context, key string, value []byte) (*client.WriteResult, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	k.calls = append(k.calls, "put "+key)
 	if k.err != nil {
 		return nil, k.err
@@ -45,6 +47,8 @@ func (k *fakeKV) Put(_ context.Context, key string, value []byte) (*client.Write
 }
 
 func (k *fakeKV) Get(_ context.Context, key string, o client.GetOptions) (*client.GetResult, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	k.calls = append(k.calls, fmt.Sprintf("get %s rev=%d prefix=%v serializable=%v", key, o.Revision, o.Prefix, o.Serializable))
 	if k.err != nil {
 		return nil, k.err
