@@ -60,3 +60,41 @@ func BenchmarkListPeers(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPong measures taking in one pong (the steady state: no leader
+// change, nothing written).
+func BenchmarkPong(b *testing.B) {
+	e, err := New(Config{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	f := fakeCluster(5, 0)
+	e.Report(f.report(), src)
+	pong := proto.Pong{ID: 3, Role: "follower", Term: 2, Leader: 1}
+	for b.Loop() {
+		e.Pong(3, pong)
+	}
+}
+
+// BenchmarkPingRound measures choosing one round of ping targets among
+// 1000 registered nodes (the pings themselves are rudp calls).
+func BenchmarkPingRound(b *testing.B) {
+	e, err := New(Config{DataDir: b.TempDir(), MaxNodes: 2000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	for i := range 1000 {
+		join(e, fmt.Sprintf("n%d", i+1), fmt.Sprintf("127.0.%d.%d:7700", i/250, i%250+1), 0)
+	}
+	for b.Loop() {
+		tgs := e.pingTargets()
+		if len(tgs) != 1000 {
+			b.Fatalf("%d targets", len(tgs))
+		}
+		for _, tg := range tgs {
+			e.pingSkipped(tg)
+		}
+	}
+}
