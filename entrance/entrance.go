@@ -179,8 +179,9 @@ type Entrance struct {
 	// Liveness and leader tracking by pings; see liveness.go.
 	pings        map[uint64]*pingState
 	pingsSkipped uint64
-	seenTerm     uint64 // the highest term any pong or report showed
-	leaderLost   bool   // the leader's own pong says it no longer leads
+	seenTerm     uint64    // the highest term any pong or report showed
+	leaderLost   bool      // the leader's own pong says it no longer leads
+	leaderSince  time.Time // when the current leader was learned
 	started      time.Time
 	unsafeLogged map[uint64]bool // down nodes kept for quorum, logged once
 	metrics      *metrics

@@ -116,6 +116,7 @@ func (e *Entrance) pingSkipped(tg pingTarget) {
 // ping makes one ping and records the answer or its absence.
 func (e *Entrance) ping(ctx context.Context, c Caller, tg pingTarget) {
 	nonce := e.nonce()
+	sent := e.cfg.Now()
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.PingTimeout)
 	reply, err := c.Call(cctx, tg.to, proto.MustEncode(proto.KindPing, &proto.Ping{Nonce: nonce}))
 	cancel()
@@ -149,7 +150,7 @@ func (e *Entrance) ping(ctx context.Context, c Caller, tg pingTarget) {
 		e.log.Debug("ping unanswered", "node_id", fmt.Sprintf("%016x", tg.id), "addr", tg.to.String(), "err", err)
 		return
 	}
-	e.Pong(tg.id, pong)
+	e.pong(tg.id, pong, sent)
 }
 
 func (e *Entrance) nonce() uint64 {
@@ -173,7 +174,12 @@ func decodePong(p []byte, pong *proto.Pong) error {
 // Pong takes in node id's answer to a ping: the node is alive now, and
 // its own view (role, term, leader) may show a leader change before any
 // leader report does. Pongs of unknown or removed nodes are ignored.
-func (e *Entrance) Pong(id uint64, pong proto.Pong) {
+func (e *Entrance) Pong(id uint64, pong proto.Pong) { e.pong(id, pong, e.cfg.Now()) }
+
+// pong is Pong for a ping sent at sent: a pong to a ping sent before the
+// current leader was learned may predate its election (a candidate's
+// pong), so it cannot tell that the leader stepped down.
+func (e *Entrance) pong(id uint64, pong proto.Pong, sent time.Time) {
 	now := e.cfg.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -195,7 +201,7 @@ func (e *Entrance) Pong(id uint64, pong proto.Pong) {
 		if lr := e.nodes[pong.Leader]; lr != nil && lr.State != StateRemoved && lr.Addr != "" {
 			e.pongLeaderLocked(pong.Leader, lr.Addr, pong.Term, "pong of a follower")
 		}
-	case id == e.meta.LeaderID && pong.Term >= e.meta.Term && pong.Role != "leader":
+	case id == e.meta.LeaderID && pong.Term >= e.meta.Term && pong.Role != "leader" && !sent.Before(e.leaderSince):
 		// The leader stepped down (check quorum) or an election began.
 		if !e.leaderLost {
 			e.log.Info("leader stepped down", "leader", fmt.Sprintf("%016x", id), "name", r.Name,
@@ -225,6 +231,7 @@ func (e *Entrance) pongLeaderLocked(id uint64, addr string, term uint64, via str
 // installs it) and resets the membership driver for it.
 func (e *Entrance) setLeaderLocked(m *Meta, id uint64, addr string, term uint64, via string) {
 	m.LeaderID, m.LeaderAddr, m.Term = id, addr, term
+	e.leaderSince = e.cfg.Now()
 	// Decide again with the new leader (changes are idempotent there).
 	clear(e.applied)
 	e.failures, e.notBefore = 0, time.Time{}

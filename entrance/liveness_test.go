@@ -287,3 +287,26 @@ func FuzzDecodePong(f *testing.F) {
 		}
 	})
 }
+
+// TestStalePongOfTheNewLeader: a candidate's pong that arrives after the
+// node's report as leader of the same term does not mark it stepped
+// down; a pong to a later ping does.
+func TestStalePongOfTheNewLeader(t *testing.T) {
+	clk := newClock()
+	f := fakeCluster(3, 0)
+	e := newTest(t, t.TempDir(), clk, f, nil)
+	e.Report(f.report(), src)
+	sent := clk.Now()
+	clk.Advance(100 * time.Millisecond)
+	f.set(func() { f.id, f.term = 2, 3 })
+	e.Report(f.report(), src)
+	e.pong(2, proto.Pong{ID: 2, Role: "candidate", Term: 3}, sent)
+	if c := e.ClusterView(); !c.HasLeader || peer(t, e, "n2").Role != "leader" {
+		t.Fatalf("a stale candidate pong: has_leader %v, n2 %q", c.HasLeader, peer(t, e, "n2").Role)
+	}
+	clk.Advance(100 * time.Millisecond)
+	e.Pong(2, proto.Pong{ID: 2, Role: "follower", Term: 3})
+	if c := e.ClusterView(); c.HasLeader || peer(t, e, "n2").Role != "follower" {
+		t.Fatalf("a fresh follower pong of the leader: has_leader %v, n2 %q", c.HasLeader, peer(t, e, "n2").Role)
+	}
+}
