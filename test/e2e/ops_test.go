@@ -96,6 +96,48 @@ func TestStatusAndTransferLeader(t *testing.T) {
 	if out, errOut, code := c.raftctl(entr, "get", "k"); code != 0 || out != "v\n" {
 		t.Fatalf("get after the transfer: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+
+	// bench put and get through the binary.
+	for _, op := range []string{"put", "get"} {
+		out, errOut, code := c.raftctl(entr, "-o", "json", "bench", op, "--clients", "4", "--requests", "200", "--keys", "20", "--value-size", "64")
+		var res struct {
+			OK        int                             `json:"ok"`
+			Errors    int                             `json:"errors"`
+			OpsPerSec float64                         `json:"ops_per_sec"`
+			Latency   struct{ P50, P99, Max float64 } `json:"latency_ms"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 || res.OK != 200 || res.Errors != 0 ||
+			res.OpsPerSec <= 0 || res.Latency.P50 <= 0 || res.Latency.Max < res.Latency.P99 {
+			t.Fatalf("bench %s: exit %d, %v, stderr %q:\n%s", op, code, err, errOut, out)
+		}
+		t.Logf("bench %s (4 clients, -race test, plain binaries): %.0f ops/s, p50 %.2f ms, p99 %.2f ms", op, res.OpsPerSec, res.Latency.P50, res.Latency.P99)
+	}
+
+	// stop-node --keep-membership stops a follower without removing it; it
+	// comes back when restarted.
+	lead := c.leader(5 * time.Second)
+	f := (lead + 1) % 3
+	name := c.nodes[f].name
+	out, errOut, code = c.raftctl(entr, "stop-node", name, "--keep-membership")
+	if code != 0 || out != name+" stopped (still a member)\n" {
+		t.Fatalf("stop-node %s --keep-membership: exit %d, stdout %q, stderr %q", name, code, out, errOut)
+	}
+	waitFor(t, 10*time.Second, func() bool { return !c.nodes[f].running() }, func() string { return name + " still runs" })
+	if ec := c.nodes[f].exitCode(); ec != 0 {
+		t.Fatalf("%s exited %d, want 0", name, ec)
+	}
+	rows = statusRows(t, c)
+	if rows[name][3] != "unreachable" {
+		t.Fatalf("status after stop-node --keep-membership: %s row %v, want unreachable", name, rows[name])
+	}
+	if out, errOut, code := c.raftctl(entr, "put", "k", "v2"); code != 0 {
+		t.Fatalf("put with %s stopped: exit %d, stdout %q, stderr %q", name, code, out, errOut)
+	}
+	c.nodes[f].start()
+	waitFor(t, 15*time.Second, func() bool {
+		r := statusRows(t, c)[name] // the whole table: exit 0 while name is still down
+		return r[3] == "follower" && r[5] != "-"
+	}, func() string { return name + " did not come back as a follower" })
 }
 
 // TestStopNodeLeaderAndFollower: stop-node on the leader (3 -> 2 voters),
