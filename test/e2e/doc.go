@@ -13,7 +13,14 @@
 // retried across leader kills (TestCASAcrossLeaderKill), the data path
 // without the entrance (TestEntranceDownEndpointsServe), and `make run`'s
 // deploy/local-cluster.sh, which must build, serve raftctl and stop every
-// process on Ctrl-C (TestLocalClusterScript). On failure the daemons' logs
+// process on Ctrl-C (TestLocalClusterScript). The operations commands:
+// raftctl status shows three nodes that name one leader, transfer-leader
+// moves leadership to a follower, bench put/get runs through the binary,
+// and stop-node --keep-membership stops a follower that rejoins on restart
+// (TestStatusAndTransferLeader); stop-node on the leader (3 -> 2 voters)
+// and then on a follower (2 -> 1) while a client writes: each process exits
+// 0, is listed as removed, and no acknowledged write is lost
+// (TestStopNodeLeaderAndFollower). On failure the daemons' logs
 // and the clients' debug log are kept in os.TempDir().
 //
 // # Usage
