@@ -17,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftkv/raftkv/internal/discovery"
 	"go.uber.org/goleak"
+	"net/netip"
+	"strconv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -225,5 +228,59 @@ func TestSignalShutdown(t *testing.T) {
 				t.Fatalf("exit after %v: %v\n%s", sig, err, strings.Join(log, "\n"))
 			}
 		})
+	}
+}
+
+// TestDiscoveryAnswered: a raftd-style Finder broadcasting on loopback
+// learns the entrance's rudp address from the running command, and only
+// with the right secret.
+func TestDiscoveryAnswered(t *testing.T) {
+	free, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := free.LocalAddr().(*net.UDPAddr).Port
+	free.Close()
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readyc := make(chan net.Addr, 1)
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	args := []string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--http", "", "--secret-file", secretFile,
+		"--discovery-port", strconv.Itoa(port)}
+	go func() {
+		done <- run(ctx, args, io.Discard, &stderr, envOf(nil), func(u, _ net.Addr) { readyc <- u })
+	}()
+	var udp net.Addr
+	select {
+	case udp = <-readyc:
+	case code := <-done:
+		t.Fatalf("exited %d before serving: %s", code, stderr.String())
+	}
+	find := func(secret string, timeout time.Duration) (netip.AddrPort, error) {
+		fctx, fcancel := context.WithTimeout(ctx, timeout)
+		defer fcancel()
+		f := discovery.Finder{Port: port, Broadcast: []netip.Addr{netip.MustParseAddr("127.255.255.255")},
+			Secret: []byte(secret), Name: "test", MinInterval: 20 * time.Millisecond}
+		return f.Find(fctx)
+	}
+	got, err := find("s3cret", 10*time.Second)
+	if err != nil {
+		t.Fatalf("Find: %v\n%s", err, stderr.String())
+	}
+	if got.String() != udp.String() {
+		t.Fatalf("found %v, want the entrance's %v", got, udp)
+	}
+	if got, err := find("wrong", 300*time.Millisecond); err == nil {
+		t.Fatalf("Find with a wrong secret found %v", got)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit status %d, stderr:\n%s", code, stderr.String())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/raftkv/raftkv/entrance"
+	"github.com/raftkv/raftkv/internal/discovery"
 )
 
 // envPrefix is the prefix of the environment variables standing for flags.
@@ -30,8 +32,10 @@ type options struct {
 	voters     int
 	// Liveness and autopilot.
 	pingInterval, suspectAfter, downAfter, downGrace time.Duration
-	logLevel                                         string
-	logFormat                                        string
+	// discoveryPort is where raftd discovery broadcasts are answered (0: off).
+	discoveryPort int
+	logLevel      string
+	logFormat     string
 }
 
 // usageError marks a command-line mistake (exit status 2).
@@ -112,6 +116,8 @@ ENTRANCE_DATA_DIR); a flag given on the command line wins.`,
 	fl.DurationVar(&o.downAfter, "down-after", 6*time.Second, "a node not heard from this long is down")
 	fl.DurationVar(&o.downGrace, "down-grace", 30*time.Second,
 		"a node down this long (after --down-after) is removed from the membership if a live quorum remains (0 turns removal off)")
+	fl.IntVar(&o.discoveryPort, "discovery-port", discovery.DefaultPort,
+		"UDP port on which raftd discovery broadcasts are answered, bound on 0.0.0.0 with SO_REUSEADDR (0 turns it off)")
 	fl.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&o.logFormat, "log-format", "text", "text or json (to stderr)")
 	return cmd
@@ -169,6 +175,9 @@ func readSecret(path string) ([]byte, error) {
 func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) error {
 	if o.dataDir == "" {
 		return usagef("--data-dir is required")
+	}
+	if o.discoveryPort < 0 || o.discoveryPort > 65535 {
+		return usagef("--discovery-port %d: want 0 (off) to 65535", o.discoveryPort)
 	}
 	if o.voters < 1 {
 		return usagef("--voters %d: want at least 1", o.voters)
@@ -231,7 +240,11 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 		}
 		ready(pc.LocalAddr(), ha)
 	}
+	resp := startDiscovery(ctx, &o, pc.LocalAddr(), secret, log)
 	runErr := e.Run(ctx)
+	if resp != nil {
+		resp.Close()
+	}
 	closeErr := e.Close()
 	if runErr != nil {
 		return runErr
@@ -257,4 +270,33 @@ func version() string {
 		}
 	}
 	return v
+}
+
+// startDiscovery answers raftd discovery broadcasts with the entrance's
+// rudp address, so that a raftd started without --entrance finds it. It is
+// best effort: a port that cannot be bound is logged and the entrance runs
+// without it (nodes can still be given --entrance).
+func startDiscovery(ctx context.Context, o *options, listen net.Addr, secret []byte, log *slog.Logger) *discovery.Responder {
+	if o.discoveryPort == 0 {
+		return nil
+	}
+	addr, err := netip.ParseAddrPort(listen.String())
+	if err != nil {
+		log.Warn("discovery off: entrance address not ip:port", "addr", listen.String(), "err", err)
+		return nil
+	}
+	dpc, err := discovery.Listen(ctx, o.discoveryPort)
+	if err != nil {
+		log.Warn("discovery off: cannot bind the discovery port; give nodes --entrance", "port", o.discoveryPort, "err", err)
+		return nil
+	}
+	resp, err := discovery.NewResponder(discovery.ResponderConfig{Addr: addr, PacketConn: dpc, Secret: secret, Logger: log})
+	if err != nil {
+		dpc.Close()
+		log.Warn("discovery off", "err", err)
+		return nil
+	}
+	go resp.Run(ctx)
+	log.Info("answering discovery broadcasts", "port", o.discoveryPort, "addr", addr.String())
+	return resp
 }
