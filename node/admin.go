@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 
@@ -301,12 +302,25 @@ func (n *Node) Status(ctx context.Context) (proto.NodeStatus, error) {
 		if rs.Lead != 0 {
 			st.Leader = fmt.Sprintf("%016x", rs.Lead)
 		}
+		first, ferr := n.rlog.FirstIndex()
+		last, lerr := n.rlog.LastIndex()
+		if ferr == nil && lerr == nil && last >= first {
+			st.LogEntries = last - first + 1
+		}
 	})
 	if err != nil {
 		return proto.NodeStatus{}, err
 	}
 	if ks, err := n.kv.Status(); err == nil {
 		st.Revision = int64(ks.Rev)
+	}
+	if fi, err := os.Stat(n.rlog.Path()); err == nil {
+		st.LogBytes = fi.Size()
+	}
+	if ep := n.epp.Load(); ep != nil {
+		rs := ep.Stats()
+		st.RudpSent, st.RudpReceived, st.RudpRetransmits = rs.DatagramsSent, rs.DatagramsReceived, rs.Retransmits
+		st.RudpDropped = rs.DroppedBadMAC + rs.DroppedMalformed + rs.DroppedStale + rs.DroppedNoBuffer
 	}
 	return st, nil
 }

@@ -300,6 +300,20 @@ type NodeStatus struct {
 	Snapshot  uint64 `msgpack:"s" json:"snapshot_index"`
 	Revision  int64  `msgpack:"v" json:"revision"`
 	UptimeMS  int64  `msgpack:"u" json:"uptime_ms"`
+
+	// Appended for issue 6 (ONLY APPEND). LogEntries counts the entries
+	// raft.db holds (last index minus the compaction point); LogBytes is
+	// raft.db's file size, which bbolt never shrinks (freed pages are
+	// reused). The Rudp* fields are the node's rudp endpoint counters since
+	// it started: datagrams written (retransmissions included) and read,
+	// fragments sent again, and datagrams dropped (bad MAC, malformed,
+	// stale, no reassembly buffer).
+	LogEntries      uint64 `msgpack:"le" json:"log_entries"`
+	LogBytes        int64  `msgpack:"lb" json:"log_bytes"`
+	RudpSent        uint64 `msgpack:"rs" json:"rudp_sent"`
+	RudpReceived    uint64 `msgpack:"rr" json:"rudp_received"`
+	RudpRetransmits uint64 `msgpack:"rx" json:"rudp_retransmits"`
+	RudpDropped     uint64 `msgpack:"rd" json:"rudp_dropped"`
 }
 
 // AdminResponse answers an AdminRequest.
