@@ -23,7 +23,8 @@ func newOpsFake() *fakeKV {
 		k.peers = append(k.peers, client.Peer{Name: name, ID: id, Addr: addr, Role: "follower", Liveness: "alive"})
 		if i < 3 {
 			k.status[addr] = &client.NodeStatus{ID: id, Name: name, Addr: addr, Role: "follower", Term: 4,
-				Leader: fmt.Sprintf("%016x", 1), Commit: 20, Applied: 19, LastIndex: 21, Snapshot: 10, Revision: 7, UptimeMS: 61_000}
+				Leader: fmt.Sprintf("%016x", 1), Commit: 20, Applied: 19, LastIndex: 21, Snapshot: 10, Revision: 7, UptimeMS: 61_000,
+				LogEntries: 11, LogBytes: 1536 * 1024, RudpSent: 300, RudpReceived: 290, RudpRetransmits: 4, RudpDropped: 1}
 		}
 	}
 	k.status["a1"].Role = "leader"
@@ -33,10 +34,10 @@ func newOpsFake() *fakeKV {
 func TestStatusTable(t *testing.T) {
 	k := newOpsFake()
 	r := execute(t, k, nil, "--timeout", "50ms", "status")
-	want := `NAME  ID                ADDRESS  ROLE         TERM  LEADER  COMMIT  APPLIED  LAST  SNAPSHOT  REVISION  UPTIME
-n1    0000000000000001  a1       leader       4     n1      20      19       21    10        7         1m1s
-n2    0000000000000002  a2       follower     4     n1      20      19       21    10        7         1m1s
-n3    0000000000000003  a3       unreachable  -     -       -       -        -     -         -         -
+	want := `NAME  ID                ADDRESS  ROLE         TERM  LEADER  COMMIT  APPLIED  LAST  SNAPSHOT  REVISION  UPTIME  LOG  LOG_SIZE  SENT  RECV  RETX  DROP
+n1    0000000000000001  a1       leader       4     n1      20      19       21    10        7         1m1s    11   1.5MiB    300   290   4     1
+n2    0000000000000002  a2       follower     4     n1      20      19       21    10        7         1m1s    11   1.5MiB    300   290   4     1
+n3    0000000000000003  a3       unreachable  -     -       -       -        -     -         -         -       -    -         -     -     -     -
 `
 	if r.code != exitOK || r.stderr != "" {
 		t.Fatalf("status: exit %d, stderr %q", r.code, r.stderr)
@@ -58,7 +59,9 @@ func TestStatusJSONAndName(t *testing.T) {
 		t.Fatalf("status -o json: exit %d, %v:\n%s", r.code, err, r.stdout)
 	}
 	if rows[0]["name"] != "n1" || rows[0]["role"] != "leader" || rows[0]["leader_name"] != "n1" || rows[0]["reachable"] != true ||
-		rows[0]["applied_index"] != 19.0 || rows[0]["uptime_ms"] != 61000.0 {
+		rows[0]["applied_index"] != 19.0 || rows[0]["uptime_ms"] != 61000.0 ||
+		rows[0]["log_entries"] != 11.0 || rows[0]["log_bytes"] != 1572864.0 || rows[0]["rudp_sent"] != 300.0 ||
+		rows[0]["rudp_received"] != 290.0 || rows[0]["rudp_retransmits"] != 4.0 || rows[0]["rudp_dropped"] != 1.0 {
 		t.Fatalf("row n1: %v", rows[0])
 	}
 	if rows[2]["reachable"] != false || rows[2]["error"] == nil || rows[2]["role"] != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,7 +19,10 @@ func newStatusCommand(f *factory) *cobra.Command {
 		Short: "Show each node's own view: role, term, leader, indexes, uptime",
 		Long: `Ask every node (or only NAME) for its status: role, term, the leader it
 knows, commit and applied index, last log index, snapshot index, the
-store's revision and uptime. The nodes are the ones list-peers names.
+store's revision, uptime, the log size (LOG: entries raft.db holds since
+compaction; LOG_SIZE: raft.db's file size, which never shrinks) and the
+rudp datagram counters since the node started (SENT, RECV, RETX
+retransmitted fragments, DROP datagrams dropped as bad/stale/unbuffered). The nodes are the ones list-peers names.
 
 Without NAME, a node that does not answer is shown as unreachable (or
 removed, when the entrance says so); that is not an error unless no node
@@ -104,7 +108,7 @@ func printStatus(cmd *cobra.Command, output string, views []nodeView, peers []cl
 		return writeJSON(cmd.OutOrStdout(), rows)
 	}
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tADDRESS\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED\tLAST\tSNAPSHOT\tREVISION\tUPTIME")
+	fmt.Fprintln(tw, "NAME\tID\tADDRESS\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED\tLAST\tSNAPSHOT\tREVISION\tUPTIME\tLOG\tLOG_SIZE\tSENT\tRECV\tRETX\tDROP")
 	for _, v := range views {
 		p := v.peer
 		if v.st == nil {
@@ -112,7 +116,7 @@ func printStatus(cmd *cobra.Command, output string, views []nodeView, peers []cl
 			if p.Liveness == "removed" {
 				word = "removed"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\n", p.Name, dash(p.ID), p.Addr, word)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", p.Name, dash(p.ID), p.Addr, word)
 			continue
 		}
 		s := v.st
@@ -120,11 +124,28 @@ func printStatus(cmd *cobra.Command, output string, views []nodeView, peers []cl
 		if leader == "" {
 			leader = dash(s.Leader)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Name, dash(s.ID), p.Addr, s.Role, s.Term,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%d\t%d\t%d\t%d\n", p.Name, dash(s.ID), p.Addr, s.Role, s.Term,
 			leader, s.Commit, s.Applied, s.LastIndex, s.Snapshot, s.Revision,
-			(time.Duration(s.UptimeMS) * time.Millisecond).Round(time.Second))
+			(time.Duration(s.UptimeMS) * time.Millisecond).Round(time.Second),
+			s.LogEntries, byteSize(s.LogBytes), s.RudpSent, s.RudpReceived, s.RudpRetransmits, s.RudpDropped)
 	}
 	return tw.Flush()
+}
+
+// byteSize formats n bytes with a binary unit: 512B, 32KiB, 1.5MiB.
+func byteSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	v, i := float64(n), -1
+	for v >= unit && i < 3 {
+		v /= unit
+		i++
+	}
+	s := strconv.FormatFloat(v, 'f', 1, 64)
+	s = strings.TrimSuffix(s, ".0")
+	return s + [...]string{"KiB", "MiB", "GiB", "TiB"}[i]
 }
 
 func dash(s string) string {
