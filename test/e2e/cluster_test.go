@@ -122,6 +122,7 @@ type cluster struct {
 	httpAddr   string
 	nodes      []*proc
 	addrs      []string // node UDP addresses, by index
+	nodeArgs   []string // extra flags of every raftd
 }
 
 // freeUDPAddr returns a loopback UDP address that was free a moment ago.
@@ -149,22 +150,28 @@ func freeTCPAddr(t *testing.T) string {
 // shows n voters and one leader.
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), entrAddr: freeUDPAddr(t), httpAddr: freeTCPAddr(t)}
+	return startClusterWith(t, n, clusterOpts{})
+}
+
+// clusterOpts are extra command-line flags for a test cluster's processes.
+type clusterOpts struct {
+	entranceArgs []string // appended to the entrance's flags
+	nodeArgs     []string // appended to every raftd's flags (addNode too)
+}
+
+// startClusterWith is startCluster with extra flags.
+func startClusterWith(t *testing.T, n int, opts clusterOpts) *cluster {
+	t.Helper()
+	c := &cluster{t: t, dir: t.TempDir(), entrAddr: freeUDPAddr(t), httpAddr: freeTCPAddr(t), nodeArgs: opts.nodeArgs}
 	c.secretFile = filepath.Join(c.dir, "secret")
 	if err := os.WriteFile(c.secretFile, []byte("e2e-cluster-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.entrance = c.newProc("entrance", filepath.Join(binDir, "entrance"), "--listen", c.entrAddr, "--http", c.httpAddr,
-		"--data-dir", filepath.Join(c.dir, "entrance"), "--secret-file", c.secretFile)
+	c.entrance = c.newProc("entrance", append([]string{filepath.Join(binDir, "entrance"), "--listen", c.entrAddr, "--http", c.httpAddr,
+		"--data-dir", filepath.Join(c.dir, "entrance"), "--secret-file", c.secretFile}, opts.entranceArgs...)...)
 	c.entrance.start()
 	for i := range n {
-		name := fmt.Sprintf("n%d", i+1)
-		addr := freeUDPAddr(t)
-		c.addrs = append(c.addrs, addr)
-		p := c.newProc(name, filepath.Join(binDir, "raftd"), "--name", name, "--listen", addr,
-			"--data-dir", filepath.Join(c.dir, name), "--entrance", c.entrAddr, "--secret-file", c.secretFile)
-		c.nodes = append(c.nodes, p)
-		p.start()
+		c.addNode(fmt.Sprintf("n%d", i+1))
 	}
 	t.Cleanup(func() {
 		var wg sync.WaitGroup
@@ -187,6 +194,21 @@ func startCluster(t *testing.T, n int) *cluster {
 	})
 	c.waitFormed(n)
 	return c
+}
+
+// addNode starts one more raftd named name (with the cluster's node flags
+// and then extra) on a free address and returns it; it is c.nodes[len-1].
+func (c *cluster) addNode(name string, extra ...string) *proc {
+	c.t.Helper()
+	addr := freeUDPAddr(c.t)
+	args := []string{filepath.Join(binDir, "raftd"), "--name", name, "--listen", addr,
+		"--data-dir", filepath.Join(c.dir, name), "--entrance", c.entrAddr, "--secret-file", c.secretFile}
+	args = append(append(args, c.nodeArgs...), extra...)
+	p := c.newProc(name, args...)
+	c.addrs = append(c.addrs, addr)
+	c.nodes = append(c.nodes, p)
+	p.start()
+	return p
 }
 
 func (c *cluster) newProc(name string, args ...string) *proc {
