@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"regexp"
@@ -297,6 +298,26 @@ func TestJoinDuringWritesCatchUpBySnapshot(t *testing.T) {
 	peers, err := c.listPeers(t.Context())
 	if err != nil || voters(peers) != 5 {
 		t.Fatalf("list-peers: %v, %+v; want 5 voters", err, peers)
+	}
+
+	// raftctl status shows the log size and rudp counters of every node.
+	out, errOut, code := c.raftctl("--entrance="+c.entrAddr, "-o", "json", "status")
+	var rows []struct {
+		Name       string `json:"name"`
+		Snapshot   uint64 `json:"snapshot_index"`
+		LastIndex  uint64 `json:"last_index"`
+		LogEntries uint64 `json:"log_entries"`
+		LogBytes   int64  `json:"log_bytes"`
+		Sent       uint64 `json:"rudp_sent"`
+		Received   uint64 `json:"rudp_received"`
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || code != 0 || len(rows) != 5 {
+		t.Fatalf("status -o json: exit %d, %v, stderr %q:\n%s", code, err, errOut, out)
+	}
+	for _, r := range rows {
+		if r.LogEntries == 0 || r.LogEntries >= r.LastIndex || r.LogBytes <= 0 || r.Sent == 0 || r.Received == 0 {
+			t.Fatalf("status of %s: %+v; want a compacted log (0 < log_entries < last_index), log_bytes and rudp counters", r.Name, r)
+		}
 	}
 }
 

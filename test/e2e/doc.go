@@ -20,7 +20,17 @@
 // (TestStatusAndTransferLeader); stop-node on the leader (3 -> 2 voters)
 // and then on a follower (2 -> 1) while a client writes: each process exits
 // 0, is listed as removed, and no acknowledged write is lost
-// (TestStopNodeLeaderAndFollower). On failure the daemons' logs
+// (TestStopNodeLeaderAndFollower). Autopilot: with --voters 3 and short
+// liveness flags, a SIGKILLed follower voter is listed down, then removed,
+// and the learner n4 is promoted while writes keep succeeding
+// (TestAutopilotRemovesKilledNode). A fourth and fifth node join during
+// writes on a cluster that compacts every 50 entries, install a snapshot,
+// catch up (serializable reads see every acknowledged write) and become
+// voters; raftctl status shows log size and rudp counters
+// (TestJoinDuringWritesCatchUpBySnapshot). With --secret-file, raftctl with
+// a wrong or no secret exits 3 (as `raftctl help exit-codes` documents) and
+// changes nothing, and a raftd with a wrong secret is never admitted
+// (TestAuthentication). On failure the daemons' logs
 // and the clients' debug log are kept in os.TempDir().
 //
 // # Usage
