@@ -11,7 +11,7 @@
 // on .100 through `ip netns exec`. The test writes and reads, cuts one
 // follower off by taking its bridge-side veth down (a silent partition both
 // ways), waits until list-peers reports it suspect and then down (the
-// entrance runs with --suspect-after 1s --down-after 2s --down-grace 0, so
+// entrance runs with --suspect-after 1s --down-after 3s --down-grace 0, so
 // the node is never removed), writes and reads again with the follower cut
 // off, brings the link up, and waits until the follower is alive again and
 // has the write it missed. Processes are stopped by pid (SIGTERM, then
