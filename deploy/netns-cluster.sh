@@ -227,6 +227,10 @@ cmd_up() {
 	local ready=0
 	for _ in $(seq 1 60); do
 		check_alive
+		if ((EXITED == 1)); then
+			echo "a process exited during start-up; see the logs in $DATA/logs" >&2
+			exit 1
+		fi
 		if "${CTL[@]}" --timeout 1s list-peers 2>/dev/null |
 			awk -v n="$nodes" -v v="$voters" 'NR > 1 && $5 == "alive" { a++ }
 				$5 == "alive" && $4 == "leader" { l++ } $4 == "leader" || $4 == "follower" { f++ }
@@ -290,6 +294,7 @@ add_host() { # name, last octet
 }
 
 declare -A REPORTED=()
+EXITED=0
 start() { # name, host, then the command
 	local name=$1 host=$2
 	shift 2
@@ -306,6 +311,7 @@ check_alive() {
 		IFS=: read -r name pid exe <<<"$item"
 		if ! kill -0 "$pid" 2>/dev/null && [[ -z "${REPORTED[$name]:-}" ]]; then
 			REPORTED[$name]=1
+			EXITED=1
 			echo "$name (pid $pid) exited; its log, $DATA/logs/$name.log, ends with:" >&2
 			tail -n 10 "$DATA/logs/$name.log" >&2 || true
 		fi
@@ -329,6 +335,7 @@ up)
 	shift || true
 	cmd_up "$@"
 	;;
+--fresh | -n) cmd_up "$@" ;;
 down) cmd_down ;;
 ctl)
 	shift
