@@ -77,7 +77,8 @@ start() { # name, then the command
 	echo "started $name (pid $!): $*"
 }
 
-start entrance "$BIN/entrance" --listen "$HOST:$BASE" --http "$HOST:$HTTP" --data-dir "$DATA/entrance"
+start entrance "$BIN/entrance" --listen "$HOST:$BASE" --http "$HOST:$HTTP" --data-dir "$DATA/entrance" \
+	--discovery-port 0 # a loopback cluster: do not answer LAN discovery broadcasts
 for i in 1 2 3; do
 	start "n$i" "$BIN/raftd" --name "n$i" --listen "$HOST:$((BASE + i))" --data-dir "$DATA/n$i" \
 		--entrance "$HOST:$BASE"

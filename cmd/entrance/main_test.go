@@ -94,7 +94,8 @@ func TestServe(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			env := map[string]string{"ENTRANCE_DATA_DIR": dir, "ENTRANCE_LISTEN": "127.0.0.1:0", "ENTRANCE_HTTP": "127.0.0.1:0"}
+			env := map[string]string{"ENTRANCE_DATA_DIR": dir, "ENTRANCE_LISTEN": "127.0.0.1:0", "ENTRANCE_HTTP": "127.0.0.1:0",
+				"ENTRANCE_DISCOVERY_PORT": "0"}
 			for k, v := range tt.env {
 				env[k] = v
 			}
@@ -181,7 +182,7 @@ func TestSignalShutdown(t *testing.T) {
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", t.TempDir())
+			cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", t.TempDir(), "--discovery-port", "0")
 			stderr, err := cmd.StderrPipe()
 			if err != nil {
 				t.Fatal(err)

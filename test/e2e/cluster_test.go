@@ -168,7 +168,8 @@ func startClusterWith(t *testing.T, n int, opts clusterOpts) *cluster {
 		t.Fatal(err)
 	}
 	c.entrance = c.newProc("entrance", append([]string{filepath.Join(binDir, "entrance"), "--listen", c.entrAddr, "--http", c.httpAddr,
-		"--data-dir", filepath.Join(c.dir, "entrance"), "--secret-file", c.secretFile}, opts.entranceArgs...)...)
+		"--data-dir", filepath.Join(c.dir, "entrance"), "--secret-file", c.secretFile,
+		"--discovery-port", "0"}, opts.entranceArgs...)...)
 	c.entrance.start()
 	for i := range n {
 		c.addNode(fmt.Sprintf("n%d", i+1))
