@@ -25,6 +25,7 @@
 //	errs := ep.SendMany(ctx, peers, msg)    // fan-out, one error per peer
 //	err = ep.Broadcast(bcastAddr, hello)    // one unreliable datagram
 //	if errors.Is(err, rudp.ErrPeerUnreachable) { ... } // deadline or PeerTimeout
+//	if errors.Is(err, rudp.ErrAuthFailed) { ... }      // and the peer refused our secret
 //
 //	// A handler that must wait (a Raft commit) answers later instead of
 //	// holding a worker; the return value is then ignored:
@@ -110,7 +111,9 @@
 // the sender's node ID and incarnation, and the nonce is the sender's packet
 // number, so nonces never repeat under a key. Only those three header
 // fields, at fixed offsets, are read before the tag is checked; failures
-// are counted and dropped. The duplicate window doubles as replay
+// are counted and dropped, and those naming this cluster are answered with
+// a rate-limited, unauthenticated "auth failed" notice, so that a peer with
+// a different secret learns why it gets no answer (ErrAuthFailed). The duplicate window doubles as replay
 // protection. (HMAC-SHA256 cost about 2µs per datagram here, without
 // SHA-NI; GCM with AES-NI costs a fraction of that.)
 //
@@ -128,7 +131,8 @@
 //
 //	off  size  field
 //	  0     1  version        ProtocolVersion
-//	  1     1  type           1 data, 2 ack (no ack block: a "hello"), 3 broadcast
+//	  1     1  type           1 data, 2 ack (no ack block: a "hello"), 3 broadcast,
+//	                          4 "auth failed" notice (header only, no tag; see below)
 //	  2     1  flags          0x01: an ack block follows the header; other bits 0
 //	  3     1  key ID         0 (reserved for key rotation)
 //	  4     8  cluster ID
@@ -159,6 +163,17 @@
 //	        8    seq          per sender incarnation, for replay protection
 //	        -    payload      the rest, up to the tag
 //	  end-16  16  tag
+//
+// An "auth failed" notice (type 4) is exactly the 44-byte header, flags and
+// key ID 0, with no tag: it names the cluster and the notifier's node ID
+// and incarnation, and echoes the rejected datagram's sender incarnation
+// (as dst incarnation) and packet number. It is sent in answer to a
+// datagram of this cluster whose tag fails, at most 4 per second per
+// source address and 32 per second in all, and is always shorter
+// than the datagram that caused it (at least 60 bytes), so it cannot
+// amplify a reflection attack. It is unauthenticated: a hint that only
+// changes the error of a Send or Call that fails anyway (ErrAuthFailed
+// besides ErrPeerUnreachable), never its outcome.
 //
 // # Caveats
 //

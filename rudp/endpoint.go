@@ -22,6 +22,12 @@ var (
 	// caller's deadline or before the peer made no progress for
 	// Config.PeerTimeout. The peer may or may not have received it.
 	ErrPeerUnreachable = errors.New("rudp: peer unreachable")
+	// ErrAuthFailed is wrapped, besides ErrPeerUnreachable, by the error
+	// of a Send or Call that failed after the peer's address answered with
+	// an "auth failed" notice during it: the peer could not verify our
+	// datagrams, most likely because its cluster secret differs. The notice
+	// is unauthenticated, so this is a diagnosis, not a proof.
+	ErrAuthFailed = errors.New("rudp: peer rejected our authentication: the cluster secrets differ")
 	// ErrClosed is returned by operations on a closed endpoint.
 	ErrClosed = errors.New("rudp: endpoint closed")
 	// ErrTooLarge is returned for a message above Config.MaxMessageSize or a
@@ -53,6 +59,8 @@ type Stats struct {
 	Unreachable       uint64 // messages given up (deadline or PeerTimeout)
 	PeerRestarts      uint64 // new incarnations seen from known addresses
 	WriteErrors       uint64 // failed socket writes (treated as loss)
+	NoticesSent       uint64 // "auth failed" notices sent (answers to datagrams with a bad tag)
+	NoticesReceived   uint64 // "auth failed" notices received from addresses we were sending to
 	ReassemblyBytes   int64  // bytes now reserved for reassembly and waiting deliveries
 	Peers             int    // addresses with state
 }
@@ -61,7 +69,7 @@ type counters struct {
 	datagramsSent, datagramsReceived, messagesSent, messagesReceived atomic.Uint64
 	retransmits, duplicates, droppedBadMAC, droppedMalformed         atomic.Uint64
 	droppedStale, droppedNoBuffer, partialsExpired, unreachable      atomic.Uint64
-	peerRestarts, writeErrors                                        atomic.Uint64
+	peerRestarts, writeErrors, noticesSent, noticesReceived          atomic.Uint64
 }
 
 // Endpoint sends and receives messages over one net.PacketConn. It is safe
@@ -103,6 +111,7 @@ type Endpoint struct {
 	openPeers  []*peer                    // peers that may have an open datagram
 	nextWake   time.Time                  // when timer will next fire
 	timer      *time.Timer                // drives timerLoop; reset under mu
+	notices    noticeLimiter              // rate of "auth failed" notices sent
 
 	st counters
 }
@@ -268,6 +277,8 @@ func (e *Endpoint) Stats() Stats {
 		Unreachable:       e.st.unreachable.Load(),
 		PeerRestarts:      e.st.peerRestarts.Load(),
 		WriteErrors:       e.st.writeErrors.Load(),
+		NoticesSent:       e.st.noticesSent.Load(),
+		NoticesReceived:   e.st.noticesReceived.Load(),
 		ReassemblyBytes:   int64(reasm),
 		Peers:             peers,
 	}

@@ -32,6 +32,16 @@ import (
 // receiver drops the old one's datagrams and the sender restarts its
 // unfinished messages towards the new one.
 //
+// A datagram whose tag does not verify is dropped unparsed. If its header
+// names this cluster, it is answered (rate-limited) with an "auth failed"
+// notice: the bare 44-byte header with type 4 and no tag, echoing the
+// rejected datagram's sender incarnation as dstInc and its packet number
+// as pn. It is never answered in turn. Its receiver only remembers, for
+// the sending address, that it refused our authentication: a Send or Call
+// to it that fails anyway (deadline, PeerTimeout) then also wraps
+// ErrAuthFailed. Anyone can forge a notice, so it never ends an exchange
+// nor changes delivery.
+//
 // The byte layout of every datagram is the table under "Wire format" in
 // the package documentation (doc.go); change both together.
 
@@ -44,6 +54,10 @@ const (
 	typeData      = 1 // header, optional ack block, one or more data frames
 	typeAck       = 2 // header, optional ack block (none: a "hello" that only names the sender)
 	typeBroadcast = 3 // header, broadcast frame; unreliable, not acknowledged
+	// typeAuthFailed is an "auth failed" notice: the bare header, without
+	// a tag, answering a datagram whose tag did not verify. The peers share
+	// no key, so it is unauthenticated: only a hint for error messages.
+	typeAuthFailed = 4
 )
 
 // Header flags.
@@ -213,6 +227,48 @@ func decodeHeader(b []byte) (header, error) {
 		return h, malformed("key ID %d", h.keyID)
 	case h.inc == 0:
 		return h, malformed("zero incarnation")
+	}
+	return h, nil
+}
+
+// noticeLen is the length of an "auth failed" notice: a header, no tag.
+const noticeLen = headerLen
+
+// appendNotice encodes the "auth failed" notice that endpoint (node, inc)
+// of cluster sends in answer to the rejected datagram bad (at least
+// headerLen bytes long; its sender incarnation and packet number are
+// echoed).
+func appendNotice(b []byte, cluster, node, inc uint64, bad []byte) []byte {
+	return appendHeader(b, header{
+		version: ProtocolVersion, typ: typeAuthFailed, cluster: cluster, node: node, inc: inc,
+		dstInc: binary.BigEndian.Uint64(bad[incOffset:]),
+		pn:     binary.BigEndian.Uint64(bad[pnOffset:]),
+	})
+}
+
+// decodeNotice parses and checks an "auth failed" notice (untrusted: it
+// carries no tag).
+func decodeNotice(b []byte) (header, error) {
+	if len(b) != noticeLen {
+		return header{}, malformed("notice of %d bytes, want %d", len(b), noticeLen)
+	}
+	h := header{
+		version: b[0], typ: b[1], flags: b[2], keyID: b[3],
+		cluster: binary.BigEndian.Uint64(b[4:]),
+		node:    binary.BigEndian.Uint64(b[12:]),
+		inc:     binary.BigEndian.Uint64(b[20:]),
+		dstInc:  binary.BigEndian.Uint64(b[28:]),
+		pn:      binary.BigEndian.Uint64(b[36:]),
+	}
+	switch {
+	case h.version != ProtocolVersion:
+		return h, malformed("version %d", h.version)
+	case h.typ != typeAuthFailed:
+		return h, malformed("notice of type %d", h.typ)
+	case h.flags != 0 || h.keyID != 0:
+		return h, malformed("notice with flags %#x key ID %d", h.flags, h.keyID)
+	case h.inc == 0 || h.dstInc == 0:
+		return h, malformed("notice with zero incarnation")
 	}
 	return h, nil
 }

@@ -192,7 +192,7 @@ func FuzzDecodeAck(f *testing.F) {
 }
 
 // FuzzHandleDatagram feeds authenticated sequences of datagrams (the fuzzer
-// controls everything but the tag) through the whole receive path of an
+// controls everything but the tag; "auth failed" notices go untagged) through the whole receive path of an
 // endpoint that is not running: parser, incarnation logic, windows, acks and
 // reassembly must never panic nor exceed their memory bounds.
 func FuzzHandleDatagram(f *testing.F) {
@@ -207,6 +207,7 @@ func FuzzHandleDatagram(f *testing.F) {
 	}
 	f.Add(seq(g["data"], g["ack"], g["hello"], g["broadcast"], g["response"]))
 	f.Add(seq(g["data"], g["data"]))
+	f.Add(seq(appendNotice(nil, 7, 1, 2, g["data"]), g["data"], appendNotice(nil, 7, 1, 2, g["data"])))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		n := newNet(t, 1)
 		cfg := Config{ClusterID: 7, Secret: testSecret, Logger: testLogger(t), InboxLen: 64,
@@ -227,8 +228,8 @@ func FuzzHandleDatagram(f *testing.F) {
 				// Let the fuzzer's datagrams address this incarnation.
 				copy(d[28:36], binary.BigEndian.AppendUint64(nil, e.Incarnation()))
 			}
-			if len(d) < headerLen {
-				e.handleDatagram(d, from) // too short to carry a tag
+			if len(d) < headerLen || (len(d) == noticeLen && d[1] == typeAuthFailed) {
+				e.handleDatagram(d, from) // too short to carry a tag, or a notice (never tagged)
 				continue
 			}
 			e.handleDatagram(sealAs(e, d), from)

@@ -18,6 +18,9 @@ type peer struct {
 	retired    [retiredIncarnations]uint64
 	nRetired   int
 	lastHeard  time.Time
+	// authFailedAt is when this address last sent an "auth failed"
+	// notice answering this incarnation (unauthenticated; zero if never).
+	authFailedAt time.Time
 
 	// Receive side, for remoteInc.
 	recvInit   bool      // win is valid

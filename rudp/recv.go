@@ -47,8 +47,13 @@ func (e *Endpoint) handleDatagram(b []byte, from netip.AddrPort) {
 // token (or a test's single goroutine) calls it.
 func (e *Endpoint) applyDatagram(b []byte, from netip.AddrPort, ds []delivery) []delivery {
 	e.st.datagramsReceived.Add(1)
+	if len(b) == noticeLen && b[1] == typeAuthFailed {
+		e.handleNotice(b, from) // untagged: a hint at most
+		return ds
+	}
 	if len(b) < headerLen+tagLen || !e.mac.verify(b) {
 		e.st.droppedBadMAC.Add(1)
+		e.answerBadMAC(b, from)
 		return ds
 	}
 	var g datagram

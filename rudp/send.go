@@ -23,6 +23,7 @@ type outMsg struct {
 	finished bool
 	err      error      // the outcome, once finished
 	done     chan error // capacity 1; receives the outcome once; nil for calls and replies
+	start    time.Time  // when it was queued
 	one      [1]outFrag // frags of a one-fragment message (saves an allocation)
 }
 
@@ -234,7 +235,7 @@ func (e *Endpoint) submit(ctx context.Context, timeout <-chan time.Time, to neti
 func (e *Endpoint) enqueueLocked(p *peer, kind uint8, ref uint64, payload []byte, done chan error, now time.Time) *outMsg {
 	e.nextMsgID++
 	n := max(1, (len(payload)+e.chunk-1)/e.chunk)
-	m := &outMsg{id: e.nextMsgID, kind: kind, ref: ref, payload: payload, unacked: n, done: done}
+	m := &outMsg{id: e.nextMsgID, kind: kind, ref: ref, payload: payload, unacked: n, done: done, start: now}
 	if n == 1 {
 		m.frags = m.one[:]
 	} else {
@@ -352,7 +353,7 @@ func (e *Endpoint) abandon(m *outMsg, to netip.AddrPort, ctxErr error) error {
 	p := e.peers[to]
 	var err error
 	if errors.Is(ctxErr, context.DeadlineExceeded) {
-		err = fmt.Errorf("rudp: send to %v: %w: %w", to, ErrPeerUnreachable, ctxErr)
+		err = fmt.Errorf("rudp: send to %v: %w: %w", to, withAuthHintLocked(p, m, ErrPeerUnreachable), ctxErr)
 	} else {
 		err = fmt.Errorf("rudp: send to %v: %w", to, ctxErr)
 	}
@@ -419,7 +420,7 @@ func (e *Endpoint) failPeerLocked(p *peer, err error) {
 	p.inflightBytes = 0
 	e.discardOpenLocked(p)
 	for _, m := range ms {
-		e.finishLocked(p, m, fmt.Errorf("rudp: send to %v: %w", p.addr, err))
+		e.finishLocked(p, m, fmt.Errorf("rudp: send to %v: %w", p.addr, withAuthHintLocked(p, m, err)))
 	}
 }
 
