@@ -26,17 +26,21 @@ func (c *Client) retryEntrance(ctx context.Context, what string, kind proto.Kind
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	pause := c.cfg.MinBackoff
-	var lastErr error
+	var lastErr, refused error
 	for {
 		err := c.call(ctx, c.cfg.Entrance, kind, req, resp)
 		if err == nil {
 			return nil
 		}
 		lastErr = err
+		if errors.Is(err, ErrUnauthorized) {
+			refused = err
+		}
 		if c.backoff(ctx, &pause) != nil {
 			break
 		}
 	}
+	lastErr = keepRefusal(lastErr, refused)
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return fmt.Errorf("client: %s: %w (last error: %w)", what, context.Canceled, lastErr)
 	}
@@ -84,13 +88,16 @@ func (c *Client) Status(ctx context.Context, addr string) (*NodeStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	pause := c.cfg.MinBackoff
-	var lastErr error
+	var lastErr, refused error
 	for {
 		var resp proto.AdminResponse
 		err := c.call(ctx, addr, proto.KindAdmin, &proto.AdminRequest{Op: proto.AdminStatus}, &resp)
 		switch {
 		case err != nil:
 			lastErr = err
+			if errors.Is(err, ErrUnauthorized) {
+				refused = err
+			}
 		case resp.Code != proto.CodeOK:
 			return nil, fmt.Errorf("client: status of %s: %w", addr, &ServerError{Code: resp.Code, Message: resp.Message})
 		case resp.Status == nil:
@@ -99,7 +106,7 @@ func (c *Client) Status(ctx context.Context, addr string) (*NodeStatus, error) {
 			return resp.Status, nil
 		}
 		if c.backoff(ctx, &pause) != nil {
-			return nil, fmt.Errorf("client: status of %s: %w: %w (last error: %w)", addr, ErrUnavailable, ErrTimeout, lastErr)
+			return nil, fmt.Errorf("client: status of %s: %w: %w (last error: %w)", addr, ErrUnavailable, ErrTimeout, keepRefusal(lastErr, refused))
 		}
 	}
 }
@@ -120,7 +127,7 @@ func (c *Client) adminOnce(ctx context.Context, addr string, req proto.AdminRequ
 	}
 	reply, err := c.tr.Call(ctx, addr, payload)
 	if err != nil {
-		return nil, err
+		return nil, authRefused(err)
 	}
 	var resp proto.AdminResponse
 	if err := decodeReply(reply, &resp); err != nil {

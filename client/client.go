@@ -282,7 +282,7 @@ func (c *Client) call(ctx context.Context, addr string, kind proto.Kind, req, re
 	defer cancel()
 	reply, err := c.tr.Call(actx, addr, payload)
 	if err != nil {
-		return err
+		return authRefused(err)
 	}
 	if err := decodeReply(reply, resp); err != nil {
 		return fmt.Errorf("client: reply from %s: %w", addr, err)
@@ -381,9 +381,13 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 		hops     int // redirects followed since the last pause
 		avoid    = map[string]bool{}
 		pause    = c.cfg.MinBackoff
+		refused  error // the last error that wraps ErrUnauthorized
 	)
 loop:
 	for ctx.Err() == nil {
+		if errors.Is(lastErr, ErrUnauthorized) {
+			refused = lastErr
+		}
 		addr, perr := c.pick(ctx, redirect, avoid)
 		redirect = ""
 		if addr == "" {
@@ -400,6 +404,7 @@ loop:
 		reply, err := c.tr.Call(actx, addr, payload)
 		acancel()
 		sent = true
+		err = authRefused(err)
 		if err != nil {
 			c.log.Debug("attempt failed", "op", what, "addr", addr, "err", err)
 			lastErr = fmt.Errorf("%s: %w", addr, err)
@@ -475,6 +480,7 @@ loop:
 	if lastErr == nil {
 		lastErr = cause
 	}
+	lastErr = keepRefusal(lastErr, refused)
 	if write && sent {
 		return nil, fmt.Errorf("client: %s: %w: %w (last error: %w)", what, ErrOutcomeUnknown, cause, lastErr)
 	}

@@ -26,7 +26,11 @@
 // ErrCompareFailed, ErrTimeout, ErrUnavailable, ErrNoLeader,
 // ErrUnauthorized, ErrOutcomeUnknown, ErrCompacted, ErrInvalid, ErrClosed.
 // A definitive answer other than OK is a *ServerError carrying the wire code
-// and the node's message.
+// and the node's message. A Config.Secret that differs from the cluster's
+// shows as ErrUnauthorized (wrapping rudp.ErrAuthFailed) once the operation
+// has timed out: the nodes answer datagrams they cannot verify with an
+// unauthenticated "auth failed" notice, which only explains a failure and
+// never ends an operation early.
 //
 // # Usage
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/raftkv/raftkv/internal/proto"
+	"github.com/raftkv/raftkv/rudp"
 )
 
 // Sentinel errors. Every error a Client returns wraps at most a few of
@@ -23,9 +24,11 @@ var (
 	// is in progress or a quorum is gone).
 	ErrNoLeader = errors.New("client: no leader")
 	// ErrUnauthorized means a node or the entrance refused the request
-	// (CodeRefused). A wrong Config.Secret is not reported this way: nodes
-	// drop datagrams that fail authentication unanswered, so it shows as
-	// ErrTimeout.
+	// (CodeRefused), or that an operation failed (timed out) after a node
+	// or the entrance answered that it could not verify our datagrams:
+	// Config.Secret differs from the cluster's (rudp.ErrAuthFailed is then
+	// wrapped too, and so are ErrTimeout and ErrUnavailable or
+	// ErrOutcomeUnknown as for any attempt that got no answer).
 	ErrUnauthorized = errors.New("client: unauthorized")
 	// ErrCompareFailed means a compare-and-swap's condition did not hold;
 	// nothing was written.
@@ -96,3 +99,23 @@ func (e *KeyNotFoundError) Error() string {
 
 // Unwrap returns ErrNotFound.
 func (e *KeyNotFoundError) Unwrap() error { return ErrNotFound }
+
+// authRefused returns err, a transport's error, also wrapping
+// ErrUnauthorized if the peer refused our authentication
+// (rudp.ErrAuthFailed: the cluster secret differs).
+func authRefused(err error) error {
+	if err == nil || !errors.Is(err, rudp.ErrAuthFailed) || errors.Is(err, ErrUnauthorized) {
+		return err
+	}
+	return fmt.Errorf("%w (check the cluster secret): %w", ErrUnauthorized, err)
+}
+
+// keepRefusal returns last, or refused (an earlier attempt's error that
+// wraps ErrUnauthorized) when last does not wrap it: that a node refused
+// our secret explains a failure better than the last timeout does.
+func keepRefusal(last, refused error) error {
+	if refused != nil && !errors.Is(last, ErrUnauthorized) {
+		return refused
+	}
+	return last
+}

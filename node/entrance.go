@@ -10,6 +10,7 @@ import (
 
 	"github.com/raftkv/raftkv/internal/proto"
 	"github.com/raftkv/raftkv/node/raft"
+	"github.com/raftkv/raftkv/rudp"
 )
 
 func parseAddr(s string) (netip.AddrPort, error) {
@@ -98,6 +99,9 @@ func (n *Node) admit(ctx context.Context) (Identity, error) {
 			return Identity{}, fmt.Errorf("%w: %s", ErrRefused, resp.Message)
 		case err == nil:
 			n.logger().Warn("join not accepted; retrying", "code", resp.Code.String(), "msg", resp.Message)
+		case errors.Is(err, rudp.ErrAuthFailed):
+			n.logger().Error("join refused: the cluster secret differs (check --secret-file); retrying",
+				"entrance", n.entrance().String(), "err", err)
 		default:
 			n.logger().Warn("join failed; retrying", "err", err)
 		}
@@ -126,6 +130,9 @@ func (n *Node) rejoin(ctx context.Context, ident Identity) {
 			return
 		case err == nil:
 			n.logger().Warn("rejoin not accepted; retrying", "code", resp.Code.String(), "msg", resp.Message)
+		case ctx.Err() == nil && errors.Is(err, rudp.ErrAuthFailed):
+			n.logger().Error("rejoin refused: the cluster secret differs (check --secret-file); retrying",
+				"entrance", n.entrance().String(), "err", err)
 		case ctx.Err() == nil:
 			n.logger().Debug("rejoin failed; retrying", "err", err)
 		}

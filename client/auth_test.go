@@ -1,0 +1,94 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/raftkv/raftkv/rudp"
+)
+
+// refusingTransport fails every call at its deadline, as rudp does for a
+// peer that never acknowledges; addresses in refuse also sent an "auth
+// failed" notice meanwhile.
+type refusingTransport struct{ refuse map[string]bool }
+
+func (r *refusingTransport) Call(ctx context.Context, addr string, _ []byte) ([]byte, error) {
+	<-ctx.Done()
+	if r.refuse[addr] {
+		return nil, fmt.Errorf("rudp: send to %s: %w: %w: %w", addr, rudp.ErrPeerUnreachable, rudp.ErrAuthFailed, ctx.Err())
+	}
+	return nil, fmt.Errorf("rudp: send to %s: %w: %w", addr, rudp.ErrPeerUnreachable, ctx.Err())
+}
+func (r *refusingTransport) Close() error { return nil }
+
+func TestAuthFailureIsUnauthorized(t *testing.T) {
+	tr := &refusingTransport{refuse: map[string]bool{"n1": true, "entrance": true}}
+	c := newTestClient(t, Config{Endpoints: []string{"n1", "n2"}, Transport: tr, Timeout: 150 * time.Millisecond})
+	_, err := c.Put(t.Context(), "k", []byte("v"))
+	if !errors.Is(err, ErrUnauthorized) || !errors.Is(err, rudp.ErrAuthFailed) || !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("put refused by n1, n2 silent: %v, want ErrUnauthorized, rudp.ErrAuthFailed, ErrOutcomeUnknown, ErrTimeout", err)
+	}
+	_, err = c.Get(t.Context(), "k", GetOptions{})
+	if !errors.Is(err, ErrUnauthorized) || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("get refused by n1, n2 silent: %v, want ErrUnauthorized and ErrTimeout", err)
+	}
+	if _, err = c.Status(t.Context(), "n1"); !errors.Is(err, ErrUnauthorized) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("status of n1: %v, want ErrUnauthorized and ErrUnavailable", err)
+	}
+	if _, err = c.Status(t.Context(), "n2"); errors.Is(err, ErrUnauthorized) || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("status of silent n2: %v, want ErrTimeout without ErrUnauthorized", err)
+	}
+
+	ec := newTestClient(t, Config{Entrance: "entrance", Transport: tr, Timeout: 100 * time.Millisecond})
+	if _, err = ec.ListPeers(t.Context()); !errors.Is(err, ErrUnauthorized) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("list peers refused by the entrance: %v, want ErrUnauthorized and ErrUnavailable", err)
+	}
+
+	// Without a notice a silent cluster stays a timeout.
+	silent := newTestClient(t, Config{Endpoints: []string{"n2"}, Transport: tr, Timeout: 100 * time.Millisecond})
+	_, err = silent.Get(t.Context(), "k", GetOptions{})
+	if errors.Is(err, ErrUnauthorized) || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("get from a silent node: %v, want ErrTimeout without ErrUnauthorized", err)
+	}
+}
+
+// TestWrongSecretOverRUDP runs the real transport against a loopback rudp
+// endpoint with another secret.
+func TestWrongSecretOverRUDP(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := rudp.New(pc, rudp.Config{Secret: []byte("the cluster's secret")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	for _, secret := range [][]byte{[]byte("another secret"), nil} {
+		c, err := New(t.Context(), Config{Endpoints: []string{srv.AddrPort().String()}, Secret: secret,
+			Timeout: 300 * time.Millisecond, AttemptTimeout: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Get(t.Context(), "k", GetOptions{})
+		c.Close()
+		if !errors.Is(err, ErrUnauthorized) || !errors.Is(err, rudp.ErrAuthFailed) || !errors.Is(err, ErrTimeout) {
+			t.Fatalf("secret %q: get = %v, want ErrUnauthorized, rudp.ErrAuthFailed and ErrTimeout", secret, err)
+		}
+	}
+	if s := srv.Stats(); s.NoticesSent == 0 || s.MessagesReceived != 0 {
+		t.Fatalf("server stats %+v: want notices sent and nothing delivered", s)
+	}
+}
