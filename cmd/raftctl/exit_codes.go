@@ -25,9 +25,10 @@ func newExitCodesTopic() *cobra.Command {
   3  unavailable: no leader, no quorum, the cluster or entrance did not
      answer in time (--timeout). A write that ends like this may or may not
      have been applied ("outcome unknown"); it is never applied twice.
-  4  unauthorized: the cluster or entrance refused the operation. (A wrong
-     --secret-file shows as 3: nodes drop datagrams that fail authentication
-     without answering, so the cluster looks unreachable.)
+  4  unauthorized: the cluster or entrance refused the operation, or its
+     secret differs from --secret-file's (or it has one and none was
+     given): the nodes answer datagrams they cannot authenticate with a
+     notice, and raftctl reports the refusal when --timeout passes.
   5  compare failed: a compare-and-swap's condition did not hold
 
 Errors are printed on stderr as one line starting with "Error:".`,

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/raftkv/raftkv/client"
+	"github.com/raftkv/raftkv/rudp"
 )
 
 // fakeKV answers from a map; err, when set, is returned by every call.
@@ -251,6 +252,10 @@ func TestExitCodes(t *testing.T) {
 		{"no leader", client.ErrNoLeader, []string{"get", "k"}, exitUnavailable},
 		{"unavailable", client.ErrUnavailable, []string{"list-peers"}, exitUnavailable},
 		{"unauthorized", client.ErrUnauthorized, []string{"put", "k", "v"}, exitUnauthorized},
+		{"secret differs", fmt.Errorf("client: put: %w: %w (last error: n1: %w (check the cluster secret): %w)",
+			client.ErrOutcomeUnknown, client.ErrTimeout, client.ErrUnauthorized, rudp.ErrAuthFailed), []string{"put", "k", "v"}, exitUnauthorized},
+		{"secret differs (entrance)", fmt.Errorf("client: list peers: entrance e: %w: %w (last error: %w (check the cluster secret): %w)",
+			client.ErrUnavailable, client.ErrTimeout, client.ErrUnauthorized, rudp.ErrAuthFailed), []string{"list-peers"}, exitUnauthorized},
 		{"compare failed", client.ErrCompareFailed, []string{"put", "k", "v"}, exitCompareFailed},
 		{"other", errors.New("boom"), []string{"del", "k"}, exitError},
 	}
@@ -264,6 +269,9 @@ func TestExitCodes(t *testing.T) {
 			}
 			if !strings.HasPrefix(r.stderr, "Error: ") || strings.Count(strings.TrimSuffix(r.stderr, "\n"), "\n") > 1 {
 				t.Fatalf("stderr %q, want one Error: line (plus a usage hint)", r.stderr)
+			}
+			if errors.Is(tt.err, rudp.ErrAuthFailed) && !strings.Contains(r.stderr, "secrets differ") {
+				t.Fatalf("stderr %q does not say that the secrets differ", r.stderr)
 			}
 		})
 	}
@@ -305,7 +313,7 @@ func TestListPeersOutput(t *testing.T) {
 
 func TestHelpAndVersion(t *testing.T) {
 	r := execute(t, newFake(), nil, "help", "exit-codes")
-	for _, want := range []string{"0  success", "2  usage", "3  unavailable", "4  unauthorized", "5  compare failed"} {
+	for _, want := range []string{"0  success", "2  usage", "3  unavailable", "4  unauthorized", "secret differs from --secret-file's", "5  compare failed"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Fatalf("help exit-codes lacks %q:\n%s", want, r.stdout)
 		}
