@@ -17,10 +17,12 @@ import (
 // TestAuthentication: entrance and nodes run with --secret-file. raftctl
 // with the cluster's secret works; with a wrong secret or none, every
 // command (data and admin) fails the way `raftctl help exit-codes`
-// documents (exit 3: the cluster drops unauthenticated datagrams, so it
-// looks unreachable) with one "Error:" line and changes nothing. A raftd
-// with a wrong secret is never admitted (it keeps logging that the join
-// failed, and list-peers never shows it) while the cluster keeps serving.
+// documents (exit 4, unauthorized: the nodes and the entrance answer
+// datagrams they cannot authenticate with an "auth failed" notice) with
+// one "Error:" line saying that the secrets differ, and changes nothing. A
+// raftd with a wrong secret is never admitted (it keeps logging that the
+// join was refused because the cluster secret differs, and list-peers never
+// shows it) while the cluster keeps serving.
 func TestAuthentication(t *testing.T) {
 	c := startCluster(t, 3)
 	entr := "--entrance=" + c.entrAddr
@@ -33,8 +35,8 @@ func TestAuthentication(t *testing.T) {
 
 	// The documented exit status for a wrong secret.
 	help, _, code := c.raftctl("help", "exit-codes")
-	if code != 0 || !strings.Contains(help, "wrong\n     --secret-file shows as 3") {
-		t.Fatalf("raftctl help exit-codes (exit %d) no longer documents a wrong secret as exit 3; update this test:\n%s", code, help)
+	if code != 0 || !strings.Contains(help, "4  unauthorized") || !strings.Contains(help, "secret differs from --secret-file's") {
+		t.Fatalf("raftctl help exit-codes (exit %d) no longer documents a wrong secret as exit 4; update this test:\n%s", code, help)
 	}
 	wrong := filepath.Join(c.dir, "wrong-secret")
 	if err := os.WriteFile(wrong, []byte("not-the-cluster-secret\n"), 0o600); err != nil {
@@ -73,9 +75,9 @@ func TestAuthentication(t *testing.T) {
 	wg.Wait()
 	for _, r := range runs {
 		lines := strings.Split(strings.TrimRight(r.errOut, "\n"), "\n")
-		if r.err != nil || r.code != 3 || r.out != "" || len(lines) != 1 || !strings.HasPrefix(lines[0], "Error: ") ||
-			!strings.Contains(lines[0], "unreachable") {
-			t.Fatalf("raftctl %v: exit %d (%v), stdout %q, stderr %q; want exit 3 and one Error: line saying unreachable",
+		if r.err != nil || r.code != 4 || r.out != "" || len(lines) != 1 || !strings.HasPrefix(lines[0], "Error: ") ||
+			!strings.Contains(lines[0], "authentication") || !strings.Contains(lines[0], "secrets differ") {
+			t.Fatalf("raftctl %v: exit %d (%v), stdout %q, stderr %q; want exit 4 and one Error: line saying the authentication failed because the secrets differ",
 				r.args, r.code, r.err, r.out, r.errOut)
 		}
 	}
@@ -93,12 +95,12 @@ func TestAuthentication(t *testing.T) {
 		}
 	}
 
-	// A raftd with the wrong secret cannot reach the entrance.
+	// A raftd with the wrong secret is refused by the entrance and says why.
 	intruder := c.addNode("n4", "--secret-file", wrong)
 	waitFor(t, 20*time.Second, func() bool {
 		b, _ := os.ReadFile(intruder.logPath)
-		return strings.Count(string(b), `msg="join failed; retrying"`) >= 2
-	}, func() string { return "n4 (wrong secret) did not log failed joins:\n" + intruder.logTail(20) })
+		return strings.Count(string(b), `msg="join refused: the cluster secret differs`) >= 2
+	}, func() string { return "n4 (wrong secret) did not log refused joins:\n" + intruder.logTail(20) })
 	if b, _ := os.ReadFile(intruder.logPath); strings.Contains(string(b), `msg=admitted`) || !intruder.running() {
 		t.Fatalf("n4 with a wrong secret was admitted or exited:\n%s", intruder.logTail(20))
 	}
