@@ -36,10 +36,14 @@ func removalSafe(voters map[uint64]bool, id uint64) bool {
 
 // removalLocked picks a node for autopilot removal: a member (not the
 // leader) that has been down, as this entrance observed since it
-// started, for DownAfter + DownGrace, whose removal removalSafe allows.
+// started and since its latest stall (see observe), for DownAfter +
+// DownGrace, whose removal removalSafe allows.
 // The oldest admission goes first.
 func (e *Entrance) removalLocked(recs []*Record, now time.Time) (proto.AdminRequest, bool) {
-	if e.cfg.DownGrace <= 0 || e.lastReport.IsZero() || e.leaderLost {
+	if e.cfg.DownGrace <= 0 || e.lastReport.IsZero() || e.leaderLost || !e.observingLocked(now) {
+		// No removal on a stale view: with no current report, or while
+		// the entrance's own liveness round is overdue (it stalled, and
+		// every node's last sign of life aged by the stall).
 		return proto.AdminRequest{}, false
 	}
 	voters := make(map[uint64]bool)
@@ -60,10 +64,13 @@ func (e *Entrance) removalLocked(recs []*Record, now time.Time) (proto.AdminRequ
 			continue
 		}
 		// Only what this entrance saw counts: a last seen time from before
-		// its start (it was not looking) does not start the grace period.
+		// its start, or from before its latest stall (it was not looking),
+		// does not start the grace period.
 		since := r.LastSeen()
-		if since.Before(e.started) {
-			since = e.started
+		for _, t := range []time.Time{e.started, e.observedSince} {
+			if since.Before(t) {
+				since = t
+			}
 		}
 		if now.Sub(since) < e.cfg.DownAfter+e.cfg.DownGrace {
 			continue

@@ -3,6 +3,7 @@ package entrance
 import (
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -182,6 +183,72 @@ func TestAutopilotKeepsQuorum(t *testing.T) {
 				t.Fatalf("DownGrace 0: n3 %+v, remove calls %v", p, removeCalls(f))
 			}
 		})
+	})
+}
+
+// stallClock is Config.Now for a process that stalls: synctest's clock
+// plus the stalls so far, time that passed while no goroutine of the
+// entrance ran (a long GC or scheduling pause, CPU starvation, a paused
+// VM), so that every node's last sign of life aged at once.
+type stallClock struct{ skew atomic.Int64 }
+
+func (c *stallClock) Now() time.Time        { return time.Now().Add(time.Duration(c.skew.Load())) }
+func (c *stallClock) stall(d time.Duration) { c.skew.Add(int64(d)) }
+
+// TestAutopilotIgnoresOwnStall: when the entrance itself stalls, every
+// node looks silent for the length of the stall; that is no sign of a
+// dead node, so nothing is removed (a learner may always be removed, so
+// it would be the first to go), and a node really down is removed only
+// DownAfter + DownGrace after the entrance's latest stall, not counting
+// the stall. (A 7 s stall under the race detector on a loaded CI machine
+// made the autopilot remove a live learner in TestAutopilotWithNodes.)
+func TestAutopilotIgnoresOwnStall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := &stallClock{}
+		f := fakeCluster(3, 1) // n4 stays a learner (Voters 3)
+		e := newTest(t, t.TempDir(), nil, f, func(c *Config) {
+			c.Now, c.Voters, c.DownGrace = clk.Now, 3, time.Second // removal 6 s + 1 s after the last sign of life
+		})
+		e.Report(f.report(), src)
+		runDriver(t, e)
+		time.Sleep(2 * time.Second) // a ping round and a driver look just happened
+		synctest.Wait()
+		if got, want := livenessWords(e), "n1:alive n2:alive n3:alive n4:alive "; got != want {
+			t.Fatalf("liveness %q, want %q", got, want)
+		}
+
+		// The driver looks 250 ms after the stall, before the next ping
+		// round: every node looks down for 10 s, but the round is overdue.
+		clk.stall(10 * time.Second)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if ids := removeCalls(f); len(ids) != 0 {
+			t.Fatalf("removed %v after the entrance itself stalled", ids)
+		}
+		if got, want := livenessWords(e), "n1:alive n2:alive n3:alive n4:alive "; got != want {
+			t.Fatalf("one round after the stall: liveness %q, want %q", got, want)
+		}
+
+		// n4 dies (last pong just now); 2 s later the entrance stalls for
+		// 3 s. Its grace period counts from the end of the stall: 7 s
+		// after it, not 7 s after n4's last pong.
+		f.set(func() { f.down[nodeAddr(4)] = true })
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		clk.stall(3 * time.Second)
+		time.Sleep(4 * time.Second) // 9 s after n4's last pong, 3.5 s after the stall
+		synctest.Wait()
+		if ids := removeCalls(f); len(ids) != 0 {
+			t.Fatalf("removed %v counting the stall as observed downtime", ids)
+		}
+		if p := peer(t, e, "n4"); p.Liveness != "down" {
+			t.Fatalf("n4 %+v, want down", p)
+		}
+		time.Sleep(4 * time.Second) // 7.5 s after the stall
+		synctest.Wait()
+		if ids := removeCalls(f); !slices.Equal(ids, []uint64{4}) {
+			t.Fatalf("remove calls %v, want [4] 7 s after the stall", ids)
+		}
 	})
 }
 

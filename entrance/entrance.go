@@ -56,7 +56,8 @@ type Config struct {
 	SuspectAfter, DownAfter time.Duration
 	// PingInterval is how often Run pings every node that is not removed;
 	// negative turns pings off (liveness then comes from leader reports
-	// only). Default 500ms.
+	// only, and the liveness loop runs every SuspectAfter/4). Default
+	// 500ms.
 	PingInterval time.Duration
 	// PingTimeout bounds one ping. Default 4/5 of PingInterval, so a
 	// node's unanswered ping is over before its next one is due.
@@ -183,12 +184,18 @@ type Entrance struct {
 	leaderLost   bool      // the leader's own pong says it no longer leads
 	leaderSince  time.Time // when the current leader was learned
 	started      time.Time
-	unsafeLogged map[uint64]bool // down nodes kept for quorum, logged once
-	metrics      *metrics
-	running      bool
-	closed       bool
-	runCancel    context.CancelFunc
-	runDone      chan struct{}
+	// lastRound is when the liveness loop (liveness.go) last ran; zero
+	// before Run starts it. observedSince is when its current unbroken
+	// run of rounds began (zero: since started): a round far later than
+	// due means the entrance itself stalled and saw nobody meanwhile.
+	lastRound     time.Time
+	observedSince time.Time
+	unsafeLogged  map[uint64]bool // down nodes kept for quorum, logged once
+	metrics       *metrics
+	running       bool
+	closed        bool
+	runCancel     context.CancelFunc
+	runDone       chan struct{}
 }
 
 // New opens (or creates) the registry under cfg.DataDir. It starts no
@@ -286,9 +293,7 @@ func (e *Entrance) Run(ctx context.Context) error {
 		e.started = e.cfg.Now()
 		e.mu.Unlock()
 		wg.Go(func() { e.drive(ctx, caller) })
-		if e.cfg.PingInterval > 0 {
-			wg.Go(func() { e.pingLoop(ctx, caller) })
-		}
+		wg.Go(func() { e.pingLoop(ctx, caller) })
 	}
 
 	<-ctx.Done()

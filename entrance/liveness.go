@@ -29,17 +29,21 @@ type pingTarget struct {
 	prev time.Time // the previous ping's start, restored when skipped
 }
 
-// pingLoop pings every registered node that is not removed once per
-// PingInterval, at most MaxPings at a time and at most one per node: a
-// node whose previous ping is still outstanding, or that finds no free
-// slot, is skipped this round, so slow or dead nodes never pile pings up.
+// pingLoop is the liveness loop: once per PingInterval it notes the
+// round (see observe) and pings every registered node that is not
+// removed, at most MaxPings at a time and at most one per node: a node
+// whose previous ping is still outstanding, or that finds no free slot,
+// is skipped this round, so slow or dead nodes never pile pings up. With
+// pings off it only notes rounds and liveness changes, every
+// SuspectAfter/4.
 func (e *Entrance) pingLoop(ctx context.Context, c Caller) {
 	sem := make(chan struct{}, e.cfg.MaxPings)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	t := time.NewTicker(e.cfg.PingInterval)
+	t := time.NewTicker(e.roundInterval())
 	defer t.Stop()
 	for {
+		stalled := e.observe()
 		for _, tg := range e.pingTargets() {
 			select {
 			case sem <- struct{}{}:
@@ -52,7 +56,9 @@ func (e *Entrance) pingLoop(ctx context.Context, c Caller) {
 				e.ping(ctx, c, tg)
 			})
 		}
-		e.noteLiveness()
+		if !stalled { // the words are stale until this round's pongs are in
+			e.noteLiveness()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -61,10 +67,56 @@ func (e *Entrance) pingLoop(ctx context.Context, c Caller) {
 	}
 }
 
+// roundInterval is the liveness loop's period.
+func (e *Entrance) roundInterval() time.Duration {
+	if e.cfg.PingInterval > 0 {
+		return e.cfg.PingInterval
+	}
+	return max(e.cfg.SuspectAfter/4, time.Millisecond)
+}
+
+// stallGap is how late a liveness round may be before the entrance
+// counts itself as stalled: SuspectAfter, or two rounds when that is
+// longer. A live node's last sign of life is at most about one round old
+// while the entrance runs; a stall (a long GC or scheduling pause, CPU
+// starvation, a paused VM or process) ages every node's alike, because
+// the entrance saw nothing meanwhile, not because the nodes were silent.
+func (e *Entrance) stallGap() time.Duration {
+	return max(e.cfg.SuspectAfter, 2*e.roundInterval())
+}
+
+// observe notes a round of the liveness loop and reports whether it
+// comes after a stall: more than stallGap after the previous round. A
+// stall restarts the observation: the time before it does not count
+// towards a down node's grace period (see removalLocked).
+func (e *Entrance) observe() (stalled bool) {
+	now := e.cfg.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if gap := now.Sub(e.lastRound); !e.lastRound.IsZero() && gap > e.stallGap() {
+		e.log.Warn("entrance stalled: liveness rounds were late, the grace periods of down nodes restart",
+			"gap", gap, "round_interval", e.roundInterval())
+		e.observedSince, stalled = now, true
+	}
+	e.lastRound = now
+	return stalled
+}
+
+// observingLocked reports whether the liveness loop is on time at now
+// (or not running: a liveness check without Run). When a round is
+// overdue the entrance is (or just was) stalled, and its liveness words
+// are stale.
+func (e *Entrance) observingLocked(now time.Time) bool {
+	return e.lastRound.IsZero() || now.Sub(e.lastRound) <= e.stallGap()
+}
+
 // pingTargets returns the nodes to ping now, the longest unpinged
 // first (so that a full MaxPings starves nobody), and marks them in
-// flight.
+// flight. It returns none when pings are off.
 func (e *Entrance) pingTargets() []pingTarget {
+	if e.cfg.PingInterval <= 0 {
+		return nil
+	}
 	now := e.cfg.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
