@@ -184,21 +184,20 @@ func (e *Entrance) ping(ctx context.Context, c Caller, tg pingTarget) {
 		// identity): no sign of life of the registered node.
 		err = fmt.Errorf("pong from node %016x", pong.ID)
 	}
-	if ctx.Err() != nil {
-		e.mu.Lock()
-		if ps := e.pings[tg.id]; ps != nil {
-			ps.inFlight = false
+	e.mu.Lock()
+	if ps := e.pings[tg.id]; ps != nil {
+		// The ping is over, whatever came back: a node removed meanwhile
+		// (whose pong is ignored) may be listed again, and is pinged then.
+		ps.inFlight = false
+		if err != nil && ctx.Err() == nil {
+			ps.misses++
 		}
-		e.mu.Unlock()
+	}
+	e.mu.Unlock()
+	if ctx.Err() != nil {
 		return
 	}
 	if err != nil {
-		e.mu.Lock()
-		if ps := e.pings[tg.id]; ps != nil {
-			ps.inFlight = false
-			ps.misses++
-		}
-		e.mu.Unlock()
 		e.log.Debug("ping unanswered", "node_id", fmt.Sprintf("%016x", tg.id), "addr", tg.to.String(), "err", err)
 		return
 	}
@@ -240,7 +239,7 @@ func (e *Entrance) pong(id uint64, pong proto.Pong, sent time.Time) {
 		return
 	}
 	ps := e.pingStateLocked(id)
-	ps.inFlight, ps.misses = false, 0
+	ps.misses = 0
 	ps.pongAt, ps.role, ps.term = now, pong.Role, pong.Term
 	r.LastSeenMS = now.UnixMilli()
 	e.seenTerm = max(e.seenTerm, pong.Term)

@@ -310,3 +310,41 @@ func TestStalePongOfTheNewLeader(t *testing.T) {
 		t.Fatalf("a fresh follower pong of the leader: has_leader %v, n2 %q", c.HasLeader, peer(t, e, "n2").Role)
 	}
 }
+
+// TestPingRemovedAndListedAgain: a node removed while a ping to it is
+// out, whose pong comes back after the removal (and is ignored), is
+// pinged again once a report lists it again (the configuration is the
+// truth), so that pongs alone keep it alive.
+func TestPingRemovedAndListedAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := fakeCluster(3, 0)
+		f.pingBlock = make(chan struct{})
+		e := newTest(t, t.TempDir(), nil, f, func(c *Config) { c.PingTimeout = 2 * time.Second })
+		e.Report(f.report(), src)
+		runDriver(t, e)
+		time.Sleep(100 * time.Millisecond) // the first round's pings are out
+		synctest.Wait()
+
+		var n3 proto.Member
+		f.set(func() {
+			n3 = *f.members[3]
+			delete(f.members, 3)
+			f.pongAs[nodeAddr(3)] = proto.Pong{ID: 3, Role: "follower", Term: 2, Leader: 1}
+		})
+		e.Report(f.report(), src)
+		close(f.pingBlock) // n3's pong arrives after its removal
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if p := peer(t, e, "n3"); p.Liveness != "removed" {
+			t.Fatalf("n3 %+v, want removed", p)
+		}
+
+		f.set(func() { f.members[3] = &n3; delete(f.pongAs, nodeAddr(3)) })
+		e.Report(f.report(), src) // the last report: from now on only pongs count
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if got, want := livenessWords(e), "n1:alive n2:alive n3:alive "; got != want {
+			t.Fatalf("5 s after n3 was listed again: %q, want %q", got, want)
+		}
+	})
+}
