@@ -231,6 +231,7 @@ func TestPingOverRUDP(t *testing.T) {
 	entranceAddr := netip.MustParseAddrPort(pc.LocalAddr().String())
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
+	runStart := time.Now()
 	go func() { runErr <- e.Run(ctx) }()
 	defer func() {
 		cancel()
@@ -267,8 +268,12 @@ func TestPingOverRUDP(t *testing.T) {
 		lid, addr, lterm := e.Leader()
 		return lid == j.NodeID && addr == node.ep.AddrPort().String() && lterm == 4
 	})
-	if e.PingsSkipped() > uint64(pings.Load()) {
-		t.Fatalf("%d pings skipped, %d answered", e.PingsSkipped(), pings.Load())
+	// At most one ping per round (one node): rounds start with Run and
+	// come no faster than every PingInterval (a late ticker drops ticks).
+	// Skips depend on the machine's load (a ping still out when the next
+	// round starts), so they bound nothing here.
+	if n, rounds := pings.Load(), int64(time.Since(runStart)/(50*time.Millisecond))+1; n > rounds {
+		t.Fatalf("%d pings received in %d rounds", n, rounds)
 	}
 }
 
