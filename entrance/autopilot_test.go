@@ -252,6 +252,38 @@ func TestAutopilotIgnoresOwnStall(t *testing.T) {
 	})
 }
 
+// TestAutopilotIgnoresOwnStallWithoutPings: with pings off (liveness from
+// reports only) the liveness loop still runs, so a stall of the entrance
+// removes nobody either.
+func TestAutopilotIgnoresOwnStallWithoutPings(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := &stallClock{}
+		f := fakeCluster(3, 1)
+		e := newTest(t, t.TempDir(), nil, f, func(c *Config) {
+			c.Now, c.Voters, c.DownGrace, c.PingInterval = clk.Now, 3, time.Second, -1
+		})
+		reportEvery(t, e, f) // at 0, 0.3, ... 2.1, 2.4 s
+		runDriver(t, e)      // the driver looks every 250 ms, the liveness loop every 500 ms
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		clk.stall(10 * time.Second) // the driver's look at 2.25 s comes first
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if ids := removeCalls(f); len(ids) != 0 {
+			t.Fatalf("removed %v after the entrance itself stalled", ids)
+		}
+		if got, want := livenessWords(e), "n1:alive n2:alive n3:alive n4:alive "; got != want {
+			t.Fatalf("liveness %q, want %q", got, want)
+		}
+		f.mu.Lock()
+		pings := f.pingCount
+		f.mu.Unlock()
+		if pings != 0 {
+			t.Fatalf("%d pings with pings off", pings)
+		}
+	})
+}
+
 // TestAutopilotAfterRestart: a last seen time from before the entrance
 // started (it was not watching) does not count towards the grace period.
 func TestAutopilotAfterRestart(t *testing.T) {
