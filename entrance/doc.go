@@ -125,11 +125,12 @@
 // grace period, and neither does one from before a stall of the entrance
 // itself. A stall (a long GC or scheduling pause, CPU starvation, a
 // paused VM) ages every node's last seen alike although nobody was
-// silent: the liveness loop (the ping rounds) notices a round more than
-// max(SuspectAfter, 2 rounds) after the previous one, logs "entrance
-// stalled", and the grace periods restart at that round; while a round is
-// that overdue, nothing is removed. A voter is removed only when removalSafe allows it: the
-// live ("alive", not suspect) voters are at least a quorum of the current
+// silent: the liveness loop (the ping rounds; every SuspectAfter/4 with
+// pings off) notices a round more than max(SuspectAfter, 2 rounds) after
+// the previous one, logs "entrance stalled", and the grace periods
+// restart at that round; while a round is that overdue, nothing is
+// removed. A voter is removed only when removalSafe allows it: the live
+// ("alive", not suspect) voters are at least a quorum of the current
 // configuration, and the voters left still hold a live quorum of the new
 // one; a down learner may always go. Adding joined nodes comes first,
 // then one removal, then promotions: the removal frees a voter slot and
