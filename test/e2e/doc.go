@@ -28,7 +28,7 @@
 // catch up (serializable reads see every acknowledged write) and become
 // voters; raftctl status shows log size and rudp counters
 // (TestJoinDuringWritesCatchUpBySnapshot). With --secret-file, raftctl with
-// a wrong or no secret exits 3 (as `raftctl help exit-codes` documents) and
+// a wrong or no secret exits 4 (as `raftctl help exit-codes` documents) and
 // changes nothing, and a raftd with a wrong secret is never admitted
 // (TestAuthentication). On failure the daemons' logs
 // and the clients' debug log are kept in os.TempDir().
