@@ -8,15 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/raftkv/raftkv/entrance"
+	"github.com/raftkv/raftkv/internal/cliutil"
 	"github.com/raftkv/raftkv/internal/discovery"
 )
 
@@ -123,54 +122,6 @@ ENTRANCE_DATA_DIR); a flag given on the command line wins.`,
 	return cmd
 }
 
-// applyEnv sets every flag not given on the command line from its
-// ENTRANCE_* variable.
-func applyEnv(fl *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
-	var err error
-	fl.VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed || f.Name == "help" || f.Name == "version" {
-			return
-		}
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookupEnv(name); ok {
-			if serr := fl.Set(f.Name, v); serr != nil {
-				err = usagef("%s=%q: %v", name, v, serr)
-			}
-		}
-	})
-	return err
-}
-
-func newLogger(o options, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	switch o.logFormat {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, hopts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, hopts)), nil
-	}
-	return nil, usagef("--log-format %q: want text or json", o.logFormat)
-}
-
-func readSecret(path string) ([]byte, error) {
-	if path == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read secret file: %w", err)
-	}
-	secret := []byte(strings.TrimSpace(string(b)))
-	if len(secret) == 0 {
-		return nil, fmt.Errorf("secret file %s is empty", path)
-	}
-	return secret, nil
-}
-
 // serve runs the entrance until ctx is done.
 func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) error {
 	if o.dataDir == "" {
@@ -201,7 +152,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 	if err != nil {
 		return err
 	}
-	secret, err := readSecret(o.secretFile)
+	secret, err := cliutil.ReadSecret(o.secretFile)
 	if err != nil {
 		return err
 	}
@@ -299,4 +250,21 @@ func startDiscovery(ctx context.Context, o *options, listen net.Addr, secret []b
 	go resp.Run(ctx)
 	log.Info("answering discovery broadcasts", "port", o.discoveryPort, "addr", addr.String())
 	return resp
+}
+
+// applyEnv sets every flag not given on the command line from its
+// envPrefix variable; a bad value is a usage error.
+func applyEnv(fl *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	if err := cliutil.ApplyEnv(fl, envPrefix, lookupEnv); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
+}
+
+func newLogger(o options, w io.Writer) (*slog.Logger, error) {
+	log, err := cliutil.NewLogger(o.logLevel, o.logFormat, w)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return log, nil
 }

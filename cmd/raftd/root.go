@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/raftkv/raftkv/internal/cliutil"
 	"github.com/raftkv/raftkv/internal/discovery"
 	"github.com/raftkv/raftkv/node"
 )
@@ -143,54 +143,6 @@ RAFTD_DATA_DIR); a flag given on the command line wins.`,
 	fl.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&o.logFormat, "log-format", "text", "text or json (to stderr)")
 	return cmd
-}
-
-// applyEnv sets every flag not given on the command line from its RAFTD_*
-// variable.
-func applyEnv(fl *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
-	var err error
-	fl.VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed || f.Name == "help" || f.Name == "version" {
-			return
-		}
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookupEnv(name); ok {
-			if serr := fl.Set(f.Name, v); serr != nil {
-				err = usagef("%s=%q: %v", name, v, serr)
-			}
-		}
-	})
-	return err
-}
-
-func newLogger(o options, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	switch o.logFormat {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, hopts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, hopts)), nil
-	}
-	return nil, usagef("--log-format %q: want text or json", o.logFormat)
-}
-
-func readSecret(path string) ([]byte, error) {
-	if path == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, usagef("read secret file: %v", err)
-	}
-	secret := []byte(strings.TrimSpace(string(b)))
-	if len(secret) == 0 {
-		return nil, usagef("secret file %s is empty", path)
-	}
-	return secret, nil
 }
 
 // check validates the options that need no I/O.
@@ -343,4 +295,29 @@ func version() string {
 		}
 	}
 	return v
+}
+
+// applyEnv sets every flag not given on the command line from its
+// envPrefix variable; a bad value is a usage error.
+func applyEnv(fl *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	if err := cliutil.ApplyEnv(fl, envPrefix, lookupEnv); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
+}
+
+func newLogger(o options, w io.Writer) (*slog.Logger, error) {
+	log, err := cliutil.NewLogger(o.logLevel, o.logFormat, w)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return log, nil
+}
+
+func readSecret(path string) ([]byte, error) {
+	secret, err := cliutil.ReadSecret(path)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return secret, nil
 }
