@@ -87,6 +87,9 @@
 // a request reaches its handler without a hand-off between goroutines. A
 // spare reader takes its turns too but never runs handlers (it queues them
 // in the inbox), so reading goes on while every worker is in a handler.
+// Only the token holder adds to the inbox, and a worker that gets the token
+// while messages wait there runs them and passes the token on, so no
+// message waits in the inbox behind a worker blocked reading.
 //
 // Small fragments to one peer share a datagram when they are produced
 // while another goroutine is writing to the socket (one writer at a time,

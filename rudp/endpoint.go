@@ -448,6 +448,18 @@ func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
 				e.handle(ctx, d)
 				continue
 			case <-e.readTok:
+				// Only the token holder adds to the inbox, so if it is
+				// empty now it stays so while this worker reads. If a
+				// message is waiting, run it and leave the reading to
+				// another goroutine: a worker blocked reading would
+				// strand it until the next datagram arrives.
+				select {
+				case d := <-e.inbox:
+					e.readTok <- struct{}{}
+					e.handle(ctx, d)
+					continue
+				default:
+				}
 			case <-ctx.Done():
 				return
 			}
@@ -469,6 +481,9 @@ func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
 		// wakes another goroutine.
 		hold = !slices.ContainsFunc(ds, func(d delivery) bool { return d.kind != kindResponse })
 		if !hold {
+			// Queue messages for other workers while holding the
+			// token (see above), then let the next reader in.
+			ds = e.queueForOthers(ds)
 			e.readTok <- struct{}{}
 		}
 		e.flush()
@@ -484,7 +499,7 @@ func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
 
 // spareReader takes its turn with the read token like a worker but never
 // runs a handler: it queues messages for the workers (blocking while the
-// inbox is full) and always passes the token on. So while every worker is
+// inbox is full, still holding the token) and then passes the token on. So while every worker is
 // in a handler, even one waiting for a Call's response or a Send's ack,
 // the socket is still read.
 func (e *Endpoint) spareReader(ctx context.Context, fail func(error)) {
@@ -506,9 +521,12 @@ func (e *Endpoint) spareReader(ctx context.Context, fail func(error)) {
 		if n >= 0 {
 			ds = e.applyDatagram(buf[:n], from, ds[:0])
 		}
+		// Deliver before passing the token: only its holder adds to the
+		// inbox (see worker).
+		woke := e.deliver(ds)
 		e.readTok <- struct{}{}
 		e.flush()
-		if e.deliver(ds) {
+		if woke {
 			runtime.Gosched() // as in worker
 		}
 		clear(ds)

@@ -247,29 +247,40 @@ func (e *Endpoint) deliver(ds []delivery) (woke bool) {
 	return woke
 }
 
-// dispatch completes calls with the responses in ds and runs the handler
-// for the other messages: the last one on this goroutine, the others on
-// idle workers through the inbox, or on this goroutine when it is full. It
-// reports whether it woke a waiting Call.
-func (e *Endpoint) dispatch(ctx context.Context, ds []delivery) (woke bool) {
+// queueForOthers offers every message in ds but the last one that needs
+// a handler to idle workers through the inbox, without blocking, and
+// returns ds without the queued ones (in place). The caller holds the read
+// token: only its holder adds to the inbox.
+func (e *Endpoint) queueForOthers(ds []delivery) []delivery {
 	last := -1
 	for i := range ds {
 		if ds[i].kind != kindResponse {
 			last = i
 		}
 	}
+	kept := ds[:0]
 	for i, d := range ds {
-		switch {
-		case d.kind == kindResponse:
-			woke = e.completeCall(d) || woke
-			continue
-		case i == last:
-		default:
+		if d.kind != kindResponse && i != last {
 			select {
 			case e.inbox <- d:
 				continue
 			default:
 			}
+		}
+		kept = append(kept, d)
+	}
+	clear(ds[len(kept):])
+	return kept
+}
+
+// dispatch completes calls with the responses in ds and runs the handlers
+// of the other messages on this goroutine, in order. It reports whether it
+// woke a waiting Call.
+func (e *Endpoint) dispatch(ctx context.Context, ds []delivery) (woke bool) {
+	for _, d := range ds {
+		if d.kind == kindResponse {
+			woke = e.completeCall(d) || woke
+			continue
 		}
 		e.handle(ctx, d)
 	}
