@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"html"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/raftkv/raftkv/entrance"
+	"github.com/raftkv/raftkv/test/internal/daemon"
 )
 
 // requireBrowser skips the test when no chromium is on PATH, or fails it
@@ -39,78 +39,14 @@ func requireBrowser(t *testing.T) {
 }
 
 // proc is a daemon started by the test, ended by pid.
-type proc struct {
-	name    string
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when cmd has exited
-}
+type proc = daemon.Proc
 
+// startProc starts the daemon args[0] with its output in dir/name.log.
 func startProc(t *testing.T, dir, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(args[0], args[1:]...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
+	p := daemon.New(t, name, filepath.Join(dir, name+".log"), args...)
+	p.Start()
 	return p
-}
-
-// signal sends sig and waits for the exit, SIGKILL after grace.
-func (p *proc) signal(t *testing.T, sig syscall.Signal, grace time.Duration) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		t.Errorf("%s (pid %d) did not exit %v after %v; killing it", p.name, p.cmd.Process.Pid, sig, grace)
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) logTail(n int) string {
-	b, _ := os.ReadFile(p.logPath)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func freeUDPAddr(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
-}
-
-func freeTCPAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // browserFlags are the headless flags known to work on a closed network
@@ -148,20 +84,12 @@ func dumpDOM(ctx context.Context, dir, url string, timeout time.Duration) (strin
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // helpers left behind, if any (ESRCH when none)
 	}
 	if err != nil {
-		return "", fmt.Errorf("browser: %s --dump-dom %s: %w; stderr tail:\n%s", browserPath, url, err, tail(errb.String(), 15))
+		return "", fmt.Errorf("browser: %s --dump-dom %s: %w; stderr tail:\n%s", browserPath, url, err, daemon.Tail(errb.String(), 15))
 	}
 	if out.Len() == 0 {
-		return "", fmt.Errorf("browser: %s --dump-dom %s printed nothing; stderr tail:\n%s", browserPath, url, tail(errb.String(), 15))
+		return "", fmt.Errorf("browser: %s --dump-dom %s printed nothing; stderr tail:\n%s", browserPath, url, daemon.Tail(errb.String(), 15))
 	}
 	return out.String(), nil
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // pageRow is one node row of the page as the browser built it.
@@ -288,7 +216,7 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what func() 
 func TestStatusPageShowsNodeDown(t *testing.T) {
 	requireBrowser(t)
 	dir := t.TempDir()
-	entrAddr, httpAddr := freeUDPAddr(t), freeTCPAddr(t)
+	entrAddr, httpAddr := daemon.FreeUDPAddr(t), daemon.FreeTCPAddr(t)
 	pageURL := "http://" + httpAddr + "/"
 
 	procs := []*proc{startProc(t, dir, "entrance", filepath.Join(binDir, "entrance"),
@@ -299,19 +227,19 @@ func TestStatusPageShowsNodeDown(t *testing.T) {
 	for i := range 3 {
 		name := fmt.Sprintf("n%d", i+1)
 		p := startProc(t, dir, name, filepath.Join(binDir, "raftd"), "--name", name,
-			"--listen", freeUDPAddr(t), "--data-dir", filepath.Join(dir, name), "--entrance", entrAddr)
+			"--listen", daemon.FreeUDPAddr(t), "--data-dir", filepath.Join(dir, name), "--entrance", entrAddr)
 		nodes[name] = p
 		procs = append(procs, p)
 	}
 	t.Cleanup(func() {
 		var wg sync.WaitGroup
 		for _, p := range procs {
-			wg.Go(func() { p.signal(t, syscall.SIGTERM, 10*time.Second) })
+			wg.Go(p.Stop)
 		}
 		wg.Wait()
 		if t.Failed() {
 			for _, p := range procs {
-				t.Logf("--- %s log, last 20 lines:\n%s", p.name, p.logTail(20))
+				t.Logf("--- %s log, last 20 lines:\n%s", p.Name, p.LogTail(20))
 			}
 		}
 	})
@@ -415,7 +343,7 @@ func TestStatusPageShowsNodeDown(t *testing.T) {
 	// SIGKILL the follower; the browser shows it down (through suspect),
 	// while the other two are alive and one of them leads.
 	killed := time.Now()
-	nodes[victim].signal(t, syscall.SIGKILL, 10*time.Second)
+	nodes[victim].Kill()
 	var seen []string // the victim's liveness in each load, changes only
 	waitFor(t, 20*time.Second, func() bool {
 		pg = load()

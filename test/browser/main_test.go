@@ -1,13 +1,11 @@
 package browser
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/raftkv/raftkv/test/internal/daemon"
 )
 
 var (
@@ -19,7 +17,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
+	browserPath = findBrowser()
+	var pkgs []string
+	if browserPath != "" {
+		pkgs = []string{"github.com/raftkv/raftkv/cmd/raftd", "github.com/raftkv/raftkv/cmd/entrance"}
+	}
+	os.Exit(daemon.Main(m, "browser", &binDir, pkgs...))
 }
 
 // findBrowser returns the path of chromium or chromium-browser on PATH.
@@ -30,38 +33,4 @@ func findBrowser() string {
 		}
 	}
 	return ""
-}
-
-func testMain(m *testing.M) int {
-	browserPath = findBrowser()
-	if browserPath != "" {
-		dir, err := os.MkdirTemp("", "raftkv-browser-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "browser:", err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "browser: the go command is needed to build the daemons:", err)
-			return 1
-		}
-		// Built without -race even under `go test -race`: the daemons are
-		// the system under test, not this package's code.
-		cmd := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator), "../../cmd/raftd", "../../cmd/entrance")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "browser: building the binaries failed:", err)
-			return 1
-		}
-		binDir = dir
-	}
-	code := m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "browser: leaked goroutines:", err)
-			return 1
-		}
-	}
-	return code
 }

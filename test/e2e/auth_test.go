@@ -42,7 +42,7 @@ func TestAuthentication(t *testing.T) {
 	if err := os.WriteFile(wrong, []byte("not-the-cluster-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lead := c.nodes[c.leader(10*time.Second)].name
+	lead := c.nodes[c.leader(10*time.Second)].Name
 	other := "n1"
 	if lead == "n1" {
 		other = "n2"
@@ -86,23 +86,23 @@ func TestAuthentication(t *testing.T) {
 	if out, errOut, code := c.raftctl(entr, "get", "k"); code != 0 || out != "v1\n" {
 		t.Fatalf("get after the refused writes: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	if got := c.nodes[c.leader(10*time.Second)].name; got != lead {
+	if got := c.nodes[c.leader(10*time.Second)].Name; got != lead {
 		t.Fatalf("leader %s after a refused transfer-leader, was %s", got, lead)
 	}
 	for _, p := range c.nodes {
-		if !p.running() {
-			t.Fatalf("%s exited after a refused stop-node: %s", p.name, p.logTail(10))
+		if !p.Running() {
+			t.Fatalf("%s exited after a refused stop-node: %s", p.Name, p.LogTail(10))
 		}
 	}
 
 	// A raftd with the wrong secret is refused by the entrance and says why.
 	intruder := c.addNode("n4", "--secret-file", wrong)
 	waitFor(t, 20*time.Second, func() bool {
-		b, _ := os.ReadFile(intruder.logPath)
+		b, _ := os.ReadFile(intruder.LogPath)
 		return strings.Count(string(b), `msg="join refused: the cluster secret differs`) >= 2
-	}, func() string { return "n4 (wrong secret) did not log refused joins:\n" + intruder.logTail(20) })
-	if b, _ := os.ReadFile(intruder.logPath); strings.Contains(string(b), `msg=admitted`) || !intruder.running() {
-		t.Fatalf("n4 with a wrong secret was admitted or exited:\n%s", intruder.logTail(20))
+	}, func() string { return "n4 (wrong secret) did not log refused joins:\n" + intruder.LogTail(20) })
+	if b, _ := os.ReadFile(intruder.LogPath); strings.Contains(string(b), `msg=admitted`) || !intruder.Running() {
+		t.Fatalf("n4 with a wrong secret was admitted or exited:\n%s", intruder.LogTail(20))
 	}
 	peers, err := c.listPeers(t.Context())
 	if err != nil {
@@ -120,7 +120,7 @@ func TestAuthentication(t *testing.T) {
 			t.Fatalf("get while n4 tries to join: exit %d, stdout %q, stderr %q", code, out, errOut)
 		}
 	}
-	intruder.stop()
+	intruder.Stop()
 }
 
 // runRaftctl runs the raftctl binary with args (and no address or secret

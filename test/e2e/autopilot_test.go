@@ -137,8 +137,8 @@ func TestAutopilotRemovesKilledNode(t *testing.T) {
 
 	lead := c.leader(10 * time.Second)
 	victim := (lead + 1) % 3 // a follower voter (n1..n3)
-	name := c.nodes[victim].name
-	c.nodes[victim].kill()
+	name := c.nodes[victim].Name
+	c.nodes[victim].Kill()
 	t0 := time.Now()
 
 	var (
@@ -258,7 +258,7 @@ func TestJoinDuringWritesCatchUpBySnapshot(t *testing.T) {
 	}
 	commit := st.Commit
 	for i := 3; i < 5; i++ {
-		name, addr := c.nodes[i].name, c.addrs[i]
+		name, addr := c.nodes[i].Name, c.addrs[i]
 		var nst *client.NodeStatus
 		waitFor(t, 20*time.Second, func() bool {
 			s, err := stc.Status(t.Context(), addr)
@@ -275,7 +275,7 @@ func TestJoinDuringWritesCatchUpBySnapshot(t *testing.T) {
 		// Every new node installs the one-entry bootstrap snapshot (index
 		// 1); a catch-up snapshot is one past the leader's compaction.
 		if idx := installedSnapshot(t, c.nodes[i]); idx < 100 {
-			t.Fatalf("%s installed no snapshot at index >= 100 (highest %d):\n%s", name, idx, c.nodes[i].logTail(30))
+			t.Fatalf("%s installed no snapshot at index >= 100 (highest %d):\n%s", name, idx, c.nodes[i].LogTail(30))
 		}
 		rc := c.client(client.Config{Endpoints: []string{addr}, Timeout: 5 * time.Second})
 		res, err := rc.Get(t.Context(), "jw/", client.GetOptions{Prefix: true, Serializable: true})
@@ -325,7 +325,7 @@ func TestJoinDuringWritesCatchUpBySnapshot(t *testing.T) {
 // lines in p's log (0: none).
 func installedSnapshot(t *testing.T, p *proc) uint64 {
 	t.Helper()
-	b, err := os.ReadFile(p.logPath)
+	b, err := os.ReadFile(p.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func TestClusterFormsAndServes(t *testing.T) {
 // --endpoints still writes and reads.
 func TestEntranceDownEndpointsServe(t *testing.T) {
 	c := startCluster(t, 3)
-	c.entrance.kill()
+	c.entrance.Kill()
 	eps := "--endpoints=" + strings.Join(c.addrs, ",")
 	if out, errOut, code := c.raftctl(eps, "put", "k", "v1"); code != 0 || out != "OK\n" {
 		t.Fatalf("put via endpoints: exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -165,17 +165,17 @@ func TestLeaderKillFailover(t *testing.T) {
 		put(fmt.Sprintf("before/%03d", i), fmt.Sprint(i))
 	}
 	old := c.leader(10 * time.Second)
-	c.nodes[old].kill()
+	c.nodes[old].Kill()
 	start := time.Now()
 	put("after/first", "x")
-	t.Logf("first write %v after SIGKILL of leader %s", time.Since(start), c.nodes[old].name)
+	t.Logf("first write %v after SIGKILL of leader %s", time.Since(start), c.nodes[old].Name)
 	for i := range 30 {
 		put(fmt.Sprintf("after/%03d", i), fmt.Sprint(i))
 	}
 	if l := c.leader(10 * time.Second); l == old {
 		t.Fatalf("killed node %d still leads", old)
 	}
-	c.nodes[old].start()
+	c.nodes[old].Start()
 	// The restarted node catches up: it serves every write alone, from its
 	// own state (serializable reads sent only to it).
 	only := c.client(client.Config{Endpoints: []string{c.addrs[old]}, Timeout: 2 * time.Second})
@@ -210,14 +210,14 @@ func TestKillAllDuringWrites(t *testing.T) {
 	})
 	var kw sync.WaitGroup
 	for _, p := range c.nodes {
-		kw.Go(p.kill)
+		kw.Go(p.Kill)
 	}
 	kw.Wait()
 	close(stop)
 	wg.Wait()
 	t.Logf("%d writes acknowledged before the crash", w.n.Load())
 	for _, p := range c.nodes {
-		p.start()
+		p.Start()
 	}
 	cl := c.client(client.Config{Timeout: 20 * time.Second})
 	defer cl.Close()

@@ -66,8 +66,8 @@ func TestCASAcrossLeaderKill(t *testing.T) {
 		l := c.leader(20 * time.Second)
 		waitFor(t, 10*time.Second, func() bool { return ok.Load() > 50 }, func() string { return "no progress" })
 		ok.Store(0)
-		c.nodes[l].kill()
-		c.nodes[l].start()
+		c.nodes[l].Kill()
+		c.nodes[l].Start()
 	}
 	close(stop)
 	wg.Wait()

@@ -5,112 +5,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/raftkv/raftkv/client"
+	"github.com/raftkv/raftkv/test/internal/daemon"
 )
 
 // proc is one daemon process started by a test. Every process is ended by
 // pid in t.Cleanup.
-type proc struct {
-	t       *testing.T
-	name    string
-	args    []string
-	logPath string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-}
-
-func (p *proc) start() {
-	p.t.Helper()
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	fmt.Fprintf(logf, "=== %s start: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(p.args, " "))
-	cmd := exec.Command(p.args[0], p.args[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		p.t.Fatalf("start %s: %v", p.name, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
-}
-
-func (p *proc) running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// signal sends sig to the process and waits until it exited (SIGKILL after
-// grace if it has not).
-func (p *proc) signal(sig syscall.Signal, grace time.Duration) {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-		return
-	case <-time.After(grace):
-		p.t.Errorf("%s (pid %d) did not exit %v after %v; killing it", p.name, cmd.Process.Pid, sig, grace)
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
-func (p *proc) kill() { p.signal(syscall.SIGKILL, 10*time.Second) }
-func (p *proc) stop() { p.signal(syscall.SIGTERM, 10*time.Second) }
-
-// exitCode is the process's exit status after it ended (-1: killed by a
-// signal or still running).
-func (p *proc) exitCode() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || p.cmd.ProcessState == nil {
-		return -1
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
-
-func (p *proc) logTail(n int) string {
-	b, _ := os.ReadFile(p.logPath)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+type proc = daemon.Proc
 
 // cluster is an entrance and n raftd on loopback.
 type cluster struct {
@@ -123,27 +31,6 @@ type cluster struct {
 	nodes      []*proc
 	addrs      []string // node UDP addresses, by index
 	nodeArgs   []string // extra flags of every raftd
-}
-
-// freeUDPAddr returns a loopback UDP address that was free a moment ago.
-func freeUDPAddr(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
-}
-
-func freeTCPAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startCluster starts an entrance and n nodes and waits until list-peers
@@ -162,7 +49,7 @@ type clusterOpts struct {
 // startClusterWith is startCluster with extra flags.
 func startClusterWith(t *testing.T, n int, opts clusterOpts) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), entrAddr: freeUDPAddr(t), httpAddr: freeTCPAddr(t), nodeArgs: opts.nodeArgs}
+	c := &cluster{t: t, dir: t.TempDir(), entrAddr: daemon.FreeUDPAddr(t), httpAddr: daemon.FreeTCPAddr(t), nodeArgs: opts.nodeArgs}
 	c.secretFile = filepath.Join(c.dir, "secret")
 	if err := os.WriteFile(c.secretFile, []byte("e2e-cluster-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -170,7 +57,7 @@ func startClusterWith(t *testing.T, n int, opts clusterOpts) *cluster {
 	c.entrance = c.newProc("entrance", append([]string{filepath.Join(binDir, "entrance"), "--listen", c.entrAddr, "--http", c.httpAddr,
 		"--data-dir", filepath.Join(c.dir, "entrance"), "--secret-file", c.secretFile,
 		"--discovery-port", "0"}, opts.entranceArgs...)...)
-	c.entrance.start()
+	c.entrance.Start()
 	for i := range n {
 		c.addNode(fmt.Sprintf("n%d", i+1))
 	}
@@ -178,17 +65,17 @@ func startClusterWith(t *testing.T, n int, opts clusterOpts) *cluster {
 		var wg sync.WaitGroup
 		for _, p := range append([]*proc{c.entrance}, c.nodes...) {
 			wg.Go(func() {
-				if p.running() {
-					p.stop()
+				if p.Running() {
+					p.Stop()
 				}
 			})
 		}
 		wg.Wait()
 		if t.Failed() {
 			for _, p := range append([]*proc{c.entrance}, c.nodes...) {
-				keep := filepath.Join(os.TempDir(), fmt.Sprintf("raftkv-e2e-%s-%d-%s.log", t.Name(), os.Getpid(), p.name))
-				if b, err := os.ReadFile(p.logPath); err == nil && os.WriteFile(keep, b, 0o644) == nil {
-					t.Logf("--- %s log kept in %s; last 30 lines:\n%s", p.name, keep, p.logTail(30))
+				keep := filepath.Join(os.TempDir(), fmt.Sprintf("raftkv-e2e-%s-%d-%s.log", t.Name(), os.Getpid(), p.Name))
+				if b, err := os.ReadFile(p.LogPath); err == nil && os.WriteFile(keep, b, 0o644) == nil {
+					t.Logf("--- %s log kept in %s; last 30 lines:\n%s", p.Name, keep, p.LogTail(30))
 				}
 			}
 		}
@@ -201,19 +88,19 @@ func startClusterWith(t *testing.T, n int, opts clusterOpts) *cluster {
 // and then extra) on a free address and returns it; it is c.nodes[len-1].
 func (c *cluster) addNode(name string, extra ...string) *proc {
 	c.t.Helper()
-	addr := freeUDPAddr(c.t)
+	addr := daemon.FreeUDPAddr(c.t)
 	args := []string{filepath.Join(binDir, "raftd"), "--name", name, "--listen", addr,
 		"--data-dir", filepath.Join(c.dir, name), "--entrance", c.entrAddr, "--secret-file", c.secretFile}
 	args = append(append(args, c.nodeArgs...), extra...)
 	p := c.newProc(name, args...)
 	c.addrs = append(c.addrs, addr)
 	c.nodes = append(c.nodes, p)
-	p.start()
+	p.Start()
 	return p
 }
 
 func (c *cluster) newProc(name string, args ...string) *proc {
-	return &proc{t: c.t, name: name, args: args, logPath: filepath.Join(c.dir, name+".log")}
+	return daemon.New(c.t, name, filepath.Join(c.dir, name+".log"), args...)
 }
 
 // waitFormed waits until the entrance lists n alive voters, one of them the
@@ -284,7 +171,7 @@ func (c *cluster) leader(timeout time.Duration) int {
 		var best uint64
 		idx = -1
 		for i, a := range c.addrs {
-			if !c.nodes[i].running() {
+			if !c.nodes[i].Running() {
 				continue
 			}
 			st, err := cl.Status(c.t.Context(), a)

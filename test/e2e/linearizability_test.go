@@ -226,10 +226,10 @@ func TestLinearizableUnderCrashes(t *testing.T) {
 	for time.Now().Before(deadline) {
 		pause(time.Duration(500+rng.IntN(1000)) * time.Millisecond)
 		victim := c.nodes[rng.IntN(len(c.nodes))]
-		victim.kill()
+		victim.Kill()
 		kills++
 		pause(time.Duration(200+rng.IntN(1000)) * time.Millisecond)
-		victim.start()
+		victim.Start()
 	}
 	pause(2 * time.Second) // let the clients finish against a healed cluster
 	close(stop)

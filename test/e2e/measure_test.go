@@ -31,15 +31,15 @@ func TestMeasureFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 		old := c.leader(20 * time.Second)
-		c.nodes[old].kill()
+		c.nodes[old].Kill()
 		start := time.Now()
 		if _, err := cl.Put(t.Context(), "failover", []byte(fmt.Sprint(run))); err != nil {
 			t.Fatalf("run %d: first write after the kill: %v", run, err)
 		}
 		d := time.Since(start)
 		samples = append(samples, d)
-		t.Logf("run %d: killed %s, first write after %v", run, c.nodes[old].name, d)
-		c.nodes[old].start()
+		t.Logf("run %d: killed %s, first write after %v", run, c.nodes[old].Name, d)
+		c.nodes[old].Start()
 		only := c.client(client.Config{Endpoints: []string{c.addrs[old]}, Timeout: 2 * time.Second})
 		waitFor(t, 30*time.Second, func() bool {
 			res, err := only.Get(t.Context(), "failover", client.GetOptions{Serializable: true})

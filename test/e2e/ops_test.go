@@ -80,7 +80,7 @@ func TestStatusAndTransferLeader(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, target+" leads (term ") {
 		t.Fatalf("transfer-leader %s: exit %d, stdout %q, stderr %q", target, code, out, errOut)
 	}
-	if got := c.nodes[c.leader(5*time.Second)].name; got != target {
+	if got := c.nodes[c.leader(5*time.Second)].Name; got != target {
 		t.Fatalf("after transfer-leader %s, %s leads", target, got)
 	}
 	if r := statusRows(t, c, target)[target]; r[3] != "leader" {
@@ -117,13 +117,13 @@ func TestStatusAndTransferLeader(t *testing.T) {
 	// comes back when restarted.
 	lead := c.leader(5 * time.Second)
 	f := (lead + 1) % 3
-	name := c.nodes[f].name
+	name := c.nodes[f].Name
 	out, errOut, code = c.raftctl(entr, "stop-node", name, "--keep-membership")
 	if code != 0 || out != name+" stopped (still a member)\n" {
 		t.Fatalf("stop-node %s --keep-membership: exit %d, stdout %q, stderr %q", name, code, out, errOut)
 	}
-	waitFor(t, 10*time.Second, func() bool { return !c.nodes[f].running() }, func() string { return name + " still runs" })
-	if ec := c.nodes[f].exitCode(); ec != 0 {
+	waitFor(t, 10*time.Second, func() bool { return !c.nodes[f].Running() }, func() string { return name + " still runs" })
+	if ec := c.nodes[f].ExitCode(); ec != 0 {
 		t.Fatalf("%s exited %d, want 0", name, ec)
 	}
 	rows = statusRows(t, c)
@@ -133,7 +133,7 @@ func TestStatusAndTransferLeader(t *testing.T) {
 	if out, errOut, code := c.raftctl(entr, "put", "k", "v2"); code != 0 {
 		t.Fatalf("put with %s stopped: exit %d, stdout %q, stderr %q", name, code, out, errOut)
 	}
-	c.nodes[f].start()
+	c.nodes[f].Start()
 	waitFor(t, 15*time.Second, func() bool {
 		r := statusRows(t, c)[name] // the whole table: exit 0 while name is still down
 		return r[3] == "follower" && r[5] != "-"
@@ -180,16 +180,16 @@ func TestStopNodeLeaderAndFollower(t *testing.T) {
 				}
 			}
 		}
-		name := c.nodes[victim].name
+		name := c.nodes[victim].Name
 		out, errOut, code := c.raftctl(entr, "stop-node", name)
 		if code != 0 || out != name+" left the cluster and stopped\n" {
 			t.Fatalf("stop-node %s (%s): exit %d, stdout %q, stderr %q", name, which, code, out, errOut)
 		}
 		stopped[victim] = true
-		waitFor(t, 10*time.Second, func() bool { return !c.nodes[victim].running() },
+		waitFor(t, 10*time.Second, func() bool { return !c.nodes[victim].Running() },
 			func() string { return name + " still runs after stop-node" })
-		if ec := c.nodes[victim].exitCode(); ec != 0 {
-			t.Fatalf("%s exited %d after stop-node, want 0:\n%s", name, ec, c.nodes[victim].logTail(20))
+		if ec := c.nodes[victim].ExitCode(); ec != 0 {
+			t.Fatalf("%s exited %d after stop-node, want 0:\n%s", name, ec, c.nodes[victim].LogTail(20))
 		}
 		peers, err := c.listPeers(t.Context())
 		if err != nil {
@@ -205,7 +205,7 @@ func TestStopNodeLeaderAndFollower(t *testing.T) {
 		}
 		progress("after stop-node " + which)
 	}
-	if _, errOut, code := c.raftctl(entr, "stop-node", c.nodes[c.leader(5*time.Second)].name); code != 1 || !strings.Contains(errOut, "last voter") {
+	if _, errOut, code := c.raftctl(entr, "stop-node", c.nodes[c.leader(5*time.Second)].Name); code != 1 || !strings.Contains(errOut, "last voter") {
 		t.Fatalf("stop-node of the last voter: exit %d, stderr %q; want 1, last voter", code, errOut)
 	}
 	close(stop)
