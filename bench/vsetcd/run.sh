@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# run.sh measures raftkv against etcd on this machine, side by side: a
+# three-member etcd cluster and a three-node raftkv cluster (entrance + three
+# raftd), both on loopback with their data on the same disk and fsync on,
+# driven one after the other by the same load generator (vsetcd, the Go
+# program beside this script) with the same workload. Rounds alternate
+# etcd, raftkv, etcd, raftkv, ... so machine noise shows in the numbers.
+# Each cluster starts from empty data directories and is stopped (its own
+# pids only) before the next starts. See bench/vsetcd/README.md.
+#
+#   bench/vsetcd/run.sh [--rounds N] [--duration D] [--warmup D] [--clients 1,16,64]
+#                       [--ops put,get] [--keys K] [--value-size B] [--label TEXT]
+#                       [--etcd-mode leader|all]
+#
+# Environment:
+#   VSETCD_WORK   directory for binaries, data, logs and results
+#                 (default ./tmp/vsetcd in the repository; the disk measured)
+#   ETCD          the etcd binary (default: etcd on PATH)
+#
+# It installs nothing. Without etcd it says what to install and exits 3.
+# It is not part of `make test` or CI; `make bench-etcd` runs it.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+
+ROUNDS=2
+DURATION=6s
+WARMUP=1s
+CLIENTS=1,16,64
+OPS=put,get
+KEYS=1000
+VALUE_SIZE=256
+LABEL=
+ETCD_MODE=leader
+GRACE=10 # seconds between SIGTERM and SIGKILL when stopping a cluster
+
+usage() {
+	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+	exit 2
+}
+while (($# > 0)); do
+	case $1 in
+	--rounds) ROUNDS=$2 ;;
+	--duration) DURATION=$2 ;;
+	--warmup) WARMUP=$2 ;;
+	--clients) CLIENTS=$2 ;;
+	--ops) OPS=$2 ;;
+	--keys) KEYS=$2 ;;
+	--value-size) VALUE_SIZE=$2 ;;
+	--label) LABEL=$2 ;;
+	--etcd-mode) ETCD_MODE=$2 ;;
+	-h | --help) usage ;;
+	*)
+		echo "run.sh: unknown argument $1" >&2
+		usage
+		;;
+	esac
+	shift 2
+done
+
+ETCD=${ETCD:-$(command -v etcd || true)}
+if [[ -z "$ETCD" || ! -x "$ETCD" ]]; then
+	cat >&2 <<'MSG'
+etcd is not installed, so there is nothing to compare raftkv with.
+Install it, then run this script again:
+  Debian/Ubuntu:  sudo apt-get install etcd-server     (etcd 3.4; etcd-client adds etcdctl)
+  elsewhere:      put an etcd 3.4 or newer binary on PATH, or set ETCD=/path/to/etcd
+This script installs nothing by itself.
+MSG
+	exit 3
+fi
+command -v go >/dev/null || {
+	echo "run.sh: go is needed to build raftkv and the load generator" >&2
+	exit 3
+}
+
+WORK=${VSETCD_WORK:-$ROOT/tmp/vsetcd}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+BIN=$WORK/bin
+DATA=$WORK/data
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$WORK/results-$STAMP
+mkdir -p "$BIN" "$DATA" "$OUT/logs"
+[[ -n "$LABEL" ]] || LABEL=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+echo "building raftd, entrance, raftctl and the load generator into $BIN/ ..."
+go build -o "$BIN/" ./cmd/raftd ./cmd/entrance ./cmd/raftctl
+(cd bench/vsetcd && go build -o "$BIN/vsetcd" .)
+
+mapfile -t PORTS < <("$BIN/vsetcd" ports 14)
+E_CLIENT=("${PORTS[@]:0:3}")
+E_PEER=("${PORTS[@]:3:3}")
+R_UDP=("${PORTS[@]:6:4}") # entrance, n1, n2, n3
+R_HTTP=("${PORTS[@]:10:4}")
+HOST=127.0.0.1
+
+pids=()
+names=()
+
+stop_cluster() {
+	local i
+	for i in "${!pids[@]}"; do
+		kill -TERM "${pids[$i]}" 2>/dev/null || true
+	done
+	local deadline=$((SECONDS + GRACE))
+	for i in "${!pids[@]}"; do
+		while kill -0 "${pids[$i]}" 2>/dev/null && ((SECONDS < deadline)); do
+			sleep 0.1
+		done
+		if kill -0 "${pids[$i]}" 2>/dev/null; then
+			echo "${names[$i]} (pid ${pids[$i]}) did not stop in ${GRACE}s; killing it" >&2
+			kill -KILL "${pids[$i]}" 2>/dev/null || true
+		fi
+		wait "${pids[$i]}" 2>/dev/null || true
+	done
+	pids=()
+	names=()
+}
+trap stop_cluster EXIT
+trap 'exit 130' INT TERM
+
+start() { # log name, then the command
+	local name=$1
+	shift
+	"$@" >>"$OUT/logs/$name.log" 2>&1 &
+	pids+=($!)
+	names+=("$name")
+}
+
+check_alive() {
+	local i
+	for i in "${!pids[@]}"; do
+		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+			echo "${names[$i]} exited; its log $OUT/logs/${names[$i]}.log ends with:" >&2
+			tail -n 20 "$OUT/logs/${names[$i]}.log" >&2 || true
+			return 1
+		fi
+	done
+}
+
+join_by() {
+	local IFS=$1
+	shift
+	echo "$*"
+}
+
+start_etcd() { # round
+	rm -rf "$DATA/etcd"
+	mkdir -p "$DATA/etcd"
+	local initial=() i
+	for i in 0 1 2; do
+		initial+=("e$((i + 1))=http://$HOST:${E_PEER[$i]}")
+	done
+	for i in 0 1 2; do
+		start "etcd-r$1-e$((i + 1))" "$ETCD" --name "e$((i + 1))" --data-dir "$DATA/etcd/e$((i + 1))" \
+			--listen-client-urls "http://$HOST:${E_CLIENT[$i]}" --advertise-client-urls "http://$HOST:${E_CLIENT[$i]}" \
+			--listen-peer-urls "http://$HOST:${E_PEER[$i]}" --initial-advertise-peer-urls "http://$HOST:${E_PEER[$i]}" \
+			--initial-cluster "$(join_by , "${initial[@]}")" --initial-cluster-state new \
+			--initial-cluster-token "vsetcd-$STAMP-$1" --logger zap --log-outputs stderr
+	done
+}
+
+start_raftkv() { # round
+	rm -rf "$DATA/raftkv"
+	mkdir -p "$DATA/raftkv"
+	start "raftkv-r$1-entrance" "$BIN/entrance" --listen "$HOST:${R_UDP[0]}" --http "$HOST:${R_HTTP[0]}" \
+		--data-dir "$DATA/raftkv/entrance" --discovery-port 0
+	local i
+	for i in 1 2 3; do
+		start "raftkv-r$1-n$i" "$BIN/raftd" --name "n$i" --listen "$HOST:${R_UDP[$i]}" --data-dir "$DATA/raftkv/n$i" \
+			--entrance "$HOST:${R_UDP[0]}" --http "$HOST:${R_HTTP[$i]}"
+	done
+}
+
+machine_facts() { # title
+	echo "== machine ($1, $(date -u +%H:%M:%SZ))"
+	echo "cores: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
+	echo "kernel: $(uname -r); memory: $(free -h | awk '/^Mem:/ {print $2}')"
+	echo "disk under $DATA: $(df -h "$DATA" | awk 'NR == 2 {print $1, $2}') ($(stat -f -c %T "$DATA"))"
+	echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+	"$BIN/vsetcd" fsync --dir "$DATA" --duration 2s
+}
+
+{
+	echo "== versions"
+	echo "raftkv: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git log -1 --format=%s 2>/dev/null | cut -c1-70))"
+	echo "etcd: $("$ETCD" --version | head -1 | sed 's/etcd Version: //')"
+	echo "go: $(go version | cut -d' ' -f3)"
+	echo "label: $LABEL; rounds $ROUNDS; ops $OPS; clients $CLIENTS; duration $DURATION (+ warmup $WARMUP); keys $KEYS; values $VALUE_SIZE B; etcd-mode $ETCD_MODE"
+	machine_facts start
+} | tee "$OUT/machine.txt"
+
+common=(--label "$LABEL" --ops "$OPS" --clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP"
+	--keys "$KEYS" --value-size "$VALUE_SIZE" --out "$OUT/results.jsonl")
+
+for round in $(seq 1 "$ROUNDS"); do
+	echo "== round $round: etcd"
+	start_etcd "$round"
+	sleep 0.5
+	check_alive
+	eps=() mets=()
+	for i in 0 1 2; do
+		eps+=("$HOST:${E_CLIENT[$i]}")
+		mets+=("http://$HOST:${E_CLIENT[$i]}/metrics")
+	done
+	"$BIN/vsetcd" run --system etcd --round "$round" --etcd-mode "$ETCD_MODE" --endpoints "$(join_by , "${eps[@]}")" \
+		--pids "$(join_by , "${pids[@]}")" --metrics "$(join_by , "${mets[@]}")" "${common[@]}"
+	check_alive
+	stop_cluster
+
+	echo "== round $round: raftkv"
+	start_raftkv "$round"
+	sleep 0.5
+	check_alive
+	eps=() mets=()
+	for i in 1 2 3; do
+		eps+=("$HOST:${R_UDP[$i]}")
+		mets+=("http://$HOST:${R_HTTP[$i]}/metrics")
+	done
+	"$BIN/vsetcd" run --system raftkv --round "$round" --entrance "$HOST:${R_UDP[0]}" --endpoints "$(join_by , "${eps[@]}")" \
+		--pids "$(join_by , "${pids[@]}")" --metrics "$(join_by , "${mets[@]}")" "${common[@]}"
+	check_alive
+	stop_cluster
+done
+
+machine_facts end | tee -a "$OUT/machine.txt"
+echo
+"$BIN/vsetcd" report "$OUT/results.jsonl" | tee "$OUT/report.txt"
+"$BIN/vsetcd" report --markdown "$OUT/results.jsonl" >"$OUT/report.md"
+rm -rf "$DATA"
+echo "results: $OUT (results.jsonl, report.txt, report.md, machine.txt, logs/)"
