@@ -4,7 +4,7 @@ PKGS    ?= ./...
 BIN     ?= bin
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-race test-short lint vet fmt-check bench fuzz run clean
+.PHONY: all build test test-race test-short lint vet fmt-check bench bench-etcd fuzz run clean
 
 all: build
 
@@ -34,6 +34,10 @@ lint: vet fmt-check
 ## bench: every benchmark once, with allocation counts.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## bench-etcd: raftkv against a local 3-member etcd, side by side (needs etcd; see bench/vsetcd/README.md).
+bench-etcd:
+	bench/vsetcd/run.sh $(BENCH_ETCD_ARGS)
 
 ## fuzz: run each fuzz target for FUZZTIME.
 fuzz:

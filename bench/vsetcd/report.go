@@ -137,7 +137,7 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 			return strings.Compare(a.label, b.label)
 		}
 		if a.op != b.op {
-			return strings.Compare(b.op, a.op) // put before get
+			return opOrder[a.op] - opOrder[b.op]
 		}
 		return a.clients - b.clients
 	})
@@ -169,6 +169,9 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 	t.add("label", "op", "clients", "round", "etcd ops/s", "etcd p50 ms", "etcd p99 ms",
 		"raftkv ops/s", "raftkv p50 ms", "raftkv p99 ms", "ratio ops/s", "ratio p50", "ratio p99", "errors e/r")
 	for _, l := range lines {
+		if l.op == "idle" {
+			continue
+		}
 		for _, rd := range rounds(l) {
 			p := byLine[l][rd]
 			e, k := p.etcd, p.raftkv
@@ -243,7 +246,7 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 			if sys == "raftkv" {
 				dg = f3(m(func(r *result) float64 { return r.LeaderDatagramsPerOp }))
 			}
-			t.add(l.label, l.op, fmt.Sprint(l.clients), sys,
+			row := []string{l.label, l.op, fmt.Sprint(l.clients), sys,
 				f3(m(func(r *result) float64 { return r.ServerCPUMSPerOp })),
 				f3(m(func(r *result) float64 { return r.ClientCPUMSPerOp })),
 				fmt.Sprintf("%.2f", m(func(r *result) float64 { return r.ServerCores })),
@@ -253,11 +256,19 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 				f3(m(func(r *result) float64 { return r.LeaderFsyncMeanMS })),
 				f3(m(func(r *result) float64 { return r.FollowerFsyncsPerOp })),
 				f3(m(func(r *result) float64 { return r.LeaderCommitsPerOp })),
-				dg)
+				dg}
+			if l.op == "idle" { // no operations: only the cores mean something
+				for _, i := range []int{4, 5, 9, 10, 11, 12, 13} {
+					row[i] = "-"
+				}
+			}
+			t.add(row...)
 		}
 	}
 	return t.write(w)
 }
+
+var opOrder = map[string]int{"idle": 0, "put": 1, "get": 2}
 
 func geomean(xs []float64) float64 {
 	var s float64

@@ -30,6 +30,7 @@ type runOptions struct {
 	clients   []int
 	duration  time.Duration
 	warmup    time.Duration
+	idle      time.Duration
 	keys      int
 	valueSize int
 	opTimeout time.Duration
@@ -94,6 +95,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&clients, "clients", "1,16,64", "concurrent clients of each workload, comma-separated")
 	fs.DurationVar(&o.duration, "duration", 6*time.Second, "measured time of each workload")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before each workload, same clients")
+	fs.DurationVar(&o.idle, "idle", 3*time.Second, "first measure the idle cluster's CPU this long (0: skip)")
 	fs.IntVar(&o.keys, "keys", 1000, "distinct keys (bench/00000000 ..)")
 	fs.IntVar(&o.valueSize, "value-size", 256, "bytes per value")
 	fs.DurationVar(&o.opTimeout, "op-timeout", 5*time.Second, "deadline of one operation")
@@ -158,6 +160,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	value := make([]byte, o.valueSize)
 	_, _ = crand.Read(value)
+	if o.idle > 0 {
+		res, err := measureIdle(ctx, o)
+		if err != nil {
+			return err
+		}
+		res.Target = target
+		if err := emit(out, stdout, res); err != nil {
+			return err
+		}
+	}
 	prefilled := false
 	for _, op := range o.ops {
 		if op == "get" && !prefilled {
@@ -172,21 +184,51 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				return err
 			}
 			res.Target = target
-			line, _ := json.Marshal(res)
-			if out != nil {
-				if _, err := fmt.Fprintf(out, "%s\n", line); err != nil {
-					return err
-				}
+			if err := emit(out, stdout, res); err != nil {
+				return err
 			}
-			fmt.Fprintf(stdout, "%-6s round %d %s c=%-3d %9.1f ops/s  p50 %7.3f ms  p99 %7.3f ms  errors %d  server %.3f cpu-ms/op  leader fsyncs/op %.3f  other load %.2f cores\n",
-				res.System, res.Round, res.Op, res.Clients, res.OpsPerSec, res.P50MS, res.P99MS, res.Errors,
-				res.ServerCPUMSPerOp, res.LeaderFsyncsPerOp, res.OtherCores)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 		}
 	}
 	return nil
+}
+
+// emit appends res to the results file (if any) and prints a summary line.
+func emit(out *os.File, stdout io.Writer, res result) error {
+	if out != nil {
+		line, _ := json.Marshal(res)
+		if _, err := fmt.Fprintf(out, "%s\n", line); err != nil {
+			return err
+		}
+	}
+	if res.Op == "idle" {
+		fmt.Fprintf(stdout, "%-6s round %d idle   %.3f server cores, other load %.2f cores\n",
+			res.System, res.Round, res.ServerCores, res.OtherCores)
+		return nil
+	}
+	fmt.Fprintf(stdout, "%-6s round %d %s c=%-3d %9.1f ops/s  p50 %7.3f ms  p99 %7.3f ms  errors %d  server %.3f cpu-ms/op  leader fsyncs/op %.3f  other load %.2f cores\n",
+		res.System, res.Round, res.Op, res.Clients, res.OpsPerSec, res.P50MS, res.P99MS, res.Errors,
+		res.ServerCPUMSPerOp, res.LeaderFsyncsPerOp, res.OtherCores)
+	return nil
+}
+
+// measureIdle records the CPU the cluster uses with no client at all
+// (timers, heartbeats, the entrance's pings).
+func measureIdle(ctx context.Context, o runOptions) (result, error) {
+	before := takeSample(o)
+	startWall := time.Now()
+	select {
+	case <-ctx.Done():
+		return result{}, ctx.Err()
+	case <-time.After(o.idle):
+	}
+	after := takeSample(o)
+	res := result{Label: o.label, System: o.system, Round: o.round, Op: "idle", Keys: o.keys, ValueSize: o.valueSize,
+		Start: startWall.UTC().Format(time.RFC3339), ElapsedS: after.at.Sub(before.at).Seconds()}
+	fillCosts(&res, o.system, before, after)
+	return res, nil
 }
 
 func benchKey(i int) string { return fmt.Sprintf("bench/%08d", i) }

@@ -10,7 +10,12 @@
 #
 #   bench/vsetcd/run.sh [--rounds N] [--duration D] [--warmup D] [--clients 1,16,64]
 #                       [--ops put,get] [--keys K] [--value-size B] [--label TEXT]
-#                       [--etcd-mode leader|all]
+#                       [--etcd-mode leader|all] [--idle D] [--perf]
+#
+#   --perf   also record each cluster's processes with `perf record` (Linux
+#            perf) during its run, into perf-<system>-r<round>.data with a
+#            flat profile beside it (.txt). Profiling costs CPU: numbers of
+#            a --perf run are for reading profiles, not for the table.
 #
 # Environment:
 #   VSETCD_WORK   directory for binaries, data, logs and results
@@ -33,6 +38,8 @@ KEYS=1000
 VALUE_SIZE=256
 LABEL=
 ETCD_MODE=leader
+IDLE=3s
+PERF=0
 GRACE=10 # seconds between SIGTERM and SIGKILL when stopping a cluster
 
 usage() {
@@ -50,6 +57,12 @@ while (($# > 0)); do
 	--value-size) VALUE_SIZE=$2 ;;
 	--label) LABEL=$2 ;;
 	--etcd-mode) ETCD_MODE=$2 ;;
+	--idle) IDLE=$2 ;;
+	--perf)
+		PERF=1
+		shift
+		continue
+		;;
 	-h | --help) usage ;;
 	*)
 		echo "run.sh: unknown argument $1" >&2
@@ -70,6 +83,10 @@ This script installs nothing by itself.
 MSG
 	exit 3
 fi
+if ((PERF == 1)) && ! command -v perf >/dev/null; then
+	echo "run.sh: --perf needs Linux perf (Debian: apt-get install linux-perf)" >&2
+	exit 3
+fi
 command -v go >/dev/null || {
 	echo "run.sh: go is needed to build raftkv and the load generator" >&2
 	exit 3
@@ -83,7 +100,11 @@ DATA=$WORK/data
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$WORK/results-$STAMP
 mkdir -p "$BIN" "$DATA" "$OUT/logs"
-[[ -n "$LABEL" ]] || LABEL=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# The label names the raftkv code measured: the last commit outside bench/ and docs/.
+[[ -n "$LABEL" ]] || LABEL=$(git log -1 --format=%h -- . ':(exclude)bench' ':(exclude)docs' 2>/dev/null || echo unknown)
+if [[ -n "$(git status --porcelain -- . ':(exclude)bench' ':(exclude)docs' ':(exclude)tmp' 2>/dev/null)" ]]; then
+	LABEL="$LABEL+dirty"
+fi
 
 echo "building raftd, entrance, raftctl and the load generator into $BIN/ ..."
 go build -o "$BIN/" ./cmd/raftd ./cmd/entrance ./cmd/raftctl
@@ -98,9 +119,33 @@ HOST=127.0.0.1
 
 pids=()
 names=()
+perf_pid=
+
+perf_start() { # system, round
+	((PERF == 1)) || return 0
+	perf record -q -F 499 --call-graph fp -p "$(join_by , "${pids[@]}")" -o "$OUT/perf-$1-r$2.data" \
+		>>"$OUT/logs/perf-$1-r$2.log" 2>&1 &
+	perf_pid=$!
+	sleep 0.5
+}
+
+perf_stop() { # system, round
+	[[ -n "$perf_pid" ]] || return 0
+	kill -INT "$perf_pid" 2>/dev/null || true
+	wait "$perf_pid" 2>/dev/null || true
+	perf_pid=
+	perf report -i "$OUT/perf-$1-r$2.data" --no-children --sort dso,sym --stdio -g none --percent-limit 0.5 \
+		>"$OUT/perf-$1-r$2.txt" 2>/dev/null || true
+	echo "profile: $OUT/perf-$1-r$2.txt (perf report -i $OUT/perf-$1-r$2.data for more)"
+}
 
 stop_cluster() {
 	local i
+	if [[ -n "$perf_pid" ]]; then
+		kill -INT "$perf_pid" 2>/dev/null || true
+		wait "$perf_pid" 2>/dev/null || true
+		perf_pid=
+	fi
 	for i in "${!pids[@]}"; do
 		kill -TERM "${pids[$i]}" 2>/dev/null || true
 	done
@@ -188,11 +233,11 @@ machine_facts() { # title
 	echo "raftkv: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git log -1 --format=%s 2>/dev/null | cut -c1-70))"
 	echo "etcd: $("$ETCD" --version | head -1 | sed 's/etcd Version: //')"
 	echo "go: $(go version | cut -d' ' -f3)"
-	echo "label: $LABEL; rounds $ROUNDS; ops $OPS; clients $CLIENTS; duration $DURATION (+ warmup $WARMUP); keys $KEYS; values $VALUE_SIZE B; etcd-mode $ETCD_MODE"
+	echo "label: $LABEL; rounds $ROUNDS; idle $IDLE; ops $OPS; clients $CLIENTS; duration $DURATION (+ warmup $WARMUP); keys $KEYS; values $VALUE_SIZE B; etcd-mode $ETCD_MODE"
 	machine_facts start
 } | tee "$OUT/machine.txt"
 
-common=(--label "$LABEL" --ops "$OPS" --clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP"
+common=(--label "$LABEL" --idle "$IDLE" --ops "$OPS" --clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP"
 	--keys "$KEYS" --value-size "$VALUE_SIZE" --out "$OUT/results.jsonl")
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -205,8 +250,10 @@ for round in $(seq 1 "$ROUNDS"); do
 		eps+=("$HOST:${E_CLIENT[$i]}")
 		mets+=("http://$HOST:${E_CLIENT[$i]}/metrics")
 	done
+	perf_start etcd "$round"
 	"$BIN/vsetcd" run --system etcd --round "$round" --etcd-mode "$ETCD_MODE" --endpoints "$(join_by , "${eps[@]}")" \
 		--pids "$(join_by , "${pids[@]}")" --metrics "$(join_by , "${mets[@]}")" "${common[@]}"
+	perf_stop etcd "$round"
 	check_alive
 	stop_cluster
 
@@ -219,8 +266,10 @@ for round in $(seq 1 "$ROUNDS"); do
 		eps+=("$HOST:${R_UDP[$i]}")
 		mets+=("http://$HOST:${R_HTTP[$i]}/metrics")
 	done
+	perf_start raftkv "$round"
 	"$BIN/vsetcd" run --system raftkv --round "$round" --entrance "$HOST:${R_UDP[0]}" --endpoints "$(join_by , "${eps[@]}")" \
 		--pids "$(join_by , "${pids[@]}")" --metrics "$(join_by , "${mets[@]}")" "${common[@]}"
+	perf_stop raftkv "$round"
 	check_alive
 	stop_cluster
 done
