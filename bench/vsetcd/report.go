@@ -164,10 +164,11 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 		return f(r)
 	}
 
-	fmt.Fprintf(w, "Throughput and latency per round (ratio = raftkv / etcd: above 1 is faster for ops/s, slower for latency)\n\n")
+	fmt.Fprintf(w, "Throughput and latency per round (ratio = raftkv / etcd: above 1 is faster for ops/s, slower for latency;\n"+
+		"other cores = CPU used by everything else on the machine meanwhile, etcd/raftkv)\n\n")
 	t := &table{md: md}
 	t.add("label", "op", "clients", "round", "etcd ops/s", "etcd p50 ms", "etcd p99 ms",
-		"raftkv ops/s", "raftkv p50 ms", "raftkv p99 ms", "ratio ops/s", "ratio p50", "ratio p99", "errors e/r")
+		"raftkv ops/s", "raftkv p50 ms", "raftkv p99 ms", "ratio ops/s", "ratio p50", "ratio p99", "errors e/r", "other cores e/r")
 	for _, l := range lines {
 		if l.op == "idle" {
 			continue
@@ -183,7 +184,9 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 				or(k, func(r *result) string { return f3(r.P50MS) }),
 				or(k, func(r *result) string { return f3(r.P99MS) }),
 				"-", "-", "-",
-				or(e, func(r *result) string { return fmt.Sprint(r.Errors) }) + "/" + or(k, func(r *result) string { return fmt.Sprint(r.Errors) })}
+				or(e, func(r *result) string { return fmt.Sprint(r.Errors) }) + "/" + or(k, func(r *result) string { return fmt.Sprint(r.Errors) }),
+				or(e, func(r *result) string { return fmt.Sprintf("%.2f", r.OtherCores) }) + "/" +
+					or(k, func(r *result) string { return fmt.Sprintf("%.2f", r.OtherCores) })}
 			if e != nil && k != nil {
 				row[10], row[11], row[12] = ratio(k.OpsPerSec, e.OpsPerSec), ratio(k.P50MS, e.P50MS), ratio(k.P99MS, e.P99MS)
 			}

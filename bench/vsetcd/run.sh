@@ -230,7 +230,7 @@ machine_facts() { # title
 
 {
 	echo "== versions"
-	echo "raftkv: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git log -1 --format=%s 2>/dev/null | cut -c1-70))"
+	echo "raftkv: code at ${LABEL%+dirty} ($(git log -1 --format=%s "${LABEL%+dirty}" 2>/dev/null | cut -c1-70))$([[ $LABEL == *+dirty ]] && echo ", with uncommitted changes"); tree at $(git rev-parse --short HEAD 2>/dev/null)"
 	echo "etcd: $("$ETCD" --version | head -1 | sed 's/etcd Version: //')"
 	echo "go: $(go version | cut -d' ' -f3)"
 	echo "label: $LABEL; rounds $ROUNDS; idle $IDLE; ops $OPS; clients $CLIENTS; duration $DURATION (+ warmup $WARMUP); keys $KEYS; values $VALUE_SIZE B; etcd-mode $ETCD_MODE"

@@ -122,7 +122,7 @@ func TestReportRatiosPerRound(t *testing.T) {
 	text := out.String()
 	// Round 1 halves the rate and doubles the latencies; round 2 is even;
 	// the summary's geometric mean of 0.5 and 1 is 0.71.
-	for _, want := range []string{`put +1 +1 .* 0\.50 +2\.00 +2\.00 +0/0`, `put +1 +2 .* 1\.00 +1\.00 +1\.00 +0/0`,
+	for _, want := range []string{`put +1 +1 .* 0\.50 +2\.00 +2\.00 +0/0 +0\.00/0\.00`, `put +1 +2 .* 1\.00 +1\.00 +1\.00 +0/0`,
 		`put +1 +2 +0\.71 +0\.50 +1\.00 +1\.41 +1\.41`, `idle +0 +raftkv +- +- +0\.04`} {
 		if !regexp.MustCompile(want).MatchString(text) {
 			t.Errorf("report lacks a line matching %q:\n%s", want, text)
