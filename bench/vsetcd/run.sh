@@ -47,6 +47,10 @@ usage() {
 	exit 2
 }
 while (($# > 0)); do
+	if [[ $1 == --* && $1 != --perf && $1 != --help && $# -lt 2 ]]; then
+		echo "run.sh: $1 needs a value" >&2
+		exit 2
+	fi
 	case $1 in
 	--rounds) ROUNDS=$2 ;;
 	--duration) DURATION=$2 ;;
