@@ -2,6 +2,8 @@ package discovery
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +33,10 @@ var (
 	// ErrNoBroadcastAddr means no broadcast address was configured and no
 	// interface has one.
 	ErrNoBroadcastAddr = errors.New("discovery: no broadcast address")
+	// ErrStale means a well-formed beacon echoed another nonce than the
+	// finder's: a replay of an answer to an earlier Discover (or one
+	// from an entrance that predates nonces, which echoes none).
+	ErrStale = errors.New("discovery: beacon answers another discover (replayed?)")
 )
 
 // limitedBroadcast is 255.255.255.255, which is never used: it leaves only
@@ -72,10 +78,10 @@ type ResponderConfig struct {
 // Responder answers Discover broadcasts with the entrance's address. It
 // runs in the entrance.
 type Responder struct {
-	cfg    ResponderConfig
-	log    *slog.Logger
-	beacon []byte
-	ep     *rudp.Endpoint
+	cfg  ResponderConfig
+	log  *slog.Logger
+	addr string // cfg.Addr, as beacons carry it
+	ep   *rudp.Endpoint
 
 	answered, ignored atomic.Uint64
 }
@@ -100,8 +106,7 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Responder{cfg: cfg, log: log,
-		beacon: proto.MustEncode(proto.KindEntranceBeacon, proto.EntranceBeacon{Addr: cfg.Addr.String()})}
+	r := &Responder{cfg: cfg, log: log, addr: cfg.Addr.String()}
 	ep, err := rudp.New(cfg.PacketConn, rudp.Config{
 		Secret: cfg.Secret, Handler: r.handle, Logger: log, HandlerWorkers: 2, InboxLen: 16,
 	})
@@ -147,7 +152,10 @@ func (r *Responder) handle(_ context.Context, m rudp.Message) []byte {
 		r.log.Debug("discovery: ignored datagram", "from", m.From.String(), "err", err)
 		return nil
 	}
-	if err := r.ep.Broadcast(m.From, r.beacon); err != nil {
+	// The beacon echoes the Discover's nonce: the finder accepts it only
+	// in answer to its own Discover.
+	beacon := proto.MustEncode(proto.KindEntranceBeacon, proto.EntranceBeacon{Addr: r.addr, Nonce: d.Nonce})
+	if err := r.ep.Broadcast(m.From, beacon); err != nil {
 		r.log.Warn("discovery: answer failed", "to", m.From.String(), "err", err)
 		return nil
 	}
@@ -173,9 +181,11 @@ func DecodeDiscover(p []byte) (proto.Discover, error) {
 }
 
 // DecodeBeacon decodes an EntranceBeacon payload (kind byte included) that
-// came from from, and returns the entrance address it names. An
-// unspecified IP in the beacon is replaced by from's IP.
-func DecodeBeacon(p []byte, from netip.AddrPort) (netip.AddrPort, error) {
+// came from from in answer to a Discover carrying nonce, and returns the
+// entrance address it names. An unspecified IP in the beacon is replaced
+// by from's IP. A beacon echoing another nonce is ErrStale; one that does
+// not decode or names no usable address is ErrMalformed.
+func DecodeBeacon(p []byte, from netip.AddrPort, nonce uint64) (netip.AddrPort, error) {
 	k, body, err := proto.Split(p)
 	switch {
 	case err != nil:
@@ -186,6 +196,9 @@ func DecodeBeacon(p []byte, from netip.AddrPort) (netip.AddrPort, error) {
 	var b proto.EntranceBeacon
 	if err := proto.Decode(body, &b); err != nil {
 		return netip.AddrPort{}, fmt.Errorf("%w: beacon: %w", ErrMalformed, err)
+	}
+	if b.Nonce != nonce {
+		return netip.AddrPort{}, fmt.Errorf("%w: nonce %016x, want %016x", ErrStale, b.Nonce, nonce)
 	}
 	ap, err := netip.ParseAddrPort(b.Addr)
 	if err != nil {
@@ -224,11 +237,44 @@ type Finder struct {
 	// PacketConn, if set, is the socket to use (closed when Find returns);
 	// nil opens 0.0.0.0:0.
 	PacketConn net.PacketConn
+
+	malformed, stale atomic.Uint64
+}
+
+// FinderStats counts the datagrams a Finder ignored, over all its Find
+// calls.
+type FinderStats struct {
+	// Malformed counts authenticated datagrams that were no usable beacon.
+	Malformed uint64
+	// Stale counts well-formed beacons that echoed another nonce than the
+	// Find call's (replayed answers; see ErrStale).
+	Stale uint64
+}
+
+// Stats returns the Finder's counters.
+func (f *Finder) Stats() FinderStats {
+	return FinderStats{Malformed: f.malformed.Load(), Stale: f.stale.Load()}
+}
+
+// newNonce returns a random nonce, never 0 (0 means "no nonce" on the
+// wire). It comes from crypto/rand: a nonce an attacker could predict
+// would let a beacon captured now be replayed to that future finder.
+func newNonce() uint64 {
+	var b [8]byte
+	for {
+		crand.Read(b[:]) // never fails (Go 1.24+: crashes instead)
+		if n := binary.LittleEndian.Uint64(b[:]); n != 0 {
+			return n
+		}
+	}
 }
 
 // Find broadcasts Discover, retrying with backoff, until a beacon arrives
 // (it returns the entrance's address) or ctx is done (it returns ctx's
-// error). The first valid beacon wins.
+// error). The first valid beacon wins. Every Discover of one Find call
+// carries the same random nonce and only beacons echoing it count, so a
+// beacon answering an earlier Find (of this or another node), replayed,
+// is ignored (counted in FinderStats.Stale).
 func (f *Finder) Find(ctx context.Context) (netip.AddrPort, error) {
 	port := f.Port
 	if port == 0 {
@@ -275,6 +321,8 @@ func (f *Finder) Find(ctx context.Context) (netip.AddrPort, error) {
 			return netip.AddrPort{}, fmt.Errorf("discovery: %w", err)
 		}
 	}
+	nonce := newNonce()
+	var staleWarned atomic.Bool
 	found := make(chan netip.AddrPort, 1)
 	ep, err := rudp.New(pc, rudp.Config{
 		Secret: f.Secret, Logger: log, HandlerWorkers: 2, InboxLen: 16,
@@ -282,8 +330,20 @@ func (f *Finder) Find(ctx context.Context) (netip.AddrPort, error) {
 			if !m.Broadcast {
 				return nil
 			}
-			a, err := DecodeBeacon(m.Payload, m.From)
+			a, err := DecodeBeacon(m.Payload, m.From, nonce)
 			if err != nil {
+				if errors.Is(err, ErrStale) {
+					f.stale.Add(1)
+					if staleWarned.CompareAndSwap(false, true) {
+						// Once per Find: a replay attempt, or an entrance
+						// too old to echo the nonce (it echoes 0).
+						log.Warn("discovery: ignored a beacon that does not answer our discover (replayed, or an entrance older than this node: upgrade the entrance)",
+							"from", m.From.String(), "err", err)
+						return nil
+					}
+				} else {
+					f.malformed.Add(1)
+				}
 				log.Debug("discovery: ignored datagram", "from", m.From.String(), "err", err)
 				return nil
 			}
@@ -307,7 +367,7 @@ func (f *Finder) Find(ctx context.Context) (netip.AddrPort, error) {
 		<-runDone
 	}()
 
-	msg := proto.MustEncode(proto.KindDiscover, proto.Discover{Name: f.Name})
+	msg := proto.MustEncode(proto.KindDiscover, proto.Discover{Name: f.Name, Nonce: nonce})
 	wait := minI
 	timer := time.NewTimer(0)
 	defer timer.Stop()

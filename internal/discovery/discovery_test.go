@@ -1,12 +1,14 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,6 +310,7 @@ func TestBroadcastAddrs(t *testing.T) {
 
 func TestDecodeBeacon(t *testing.T) {
 	from := netip.MustParseAddrPort("10.0.0.9:7799")
+	const nonce = 0x5eed
 	tests := []struct {
 		addr, want string // want "" = error
 	}{
@@ -321,7 +324,7 @@ func TestDecodeBeacon(t *testing.T) {
 		{"", ""},
 	}
 	for _, tt := range tests {
-		got, err := DecodeBeacon(proto.MustEncode(proto.KindEntranceBeacon, proto.EntranceBeacon{Addr: tt.addr}), from)
+		got, err := DecodeBeacon(proto.MustEncode(proto.KindEntranceBeacon, proto.EntranceBeacon{Addr: tt.addr, Nonce: nonce}), from, nonce)
 		if tt.want == "" {
 			if !errors.Is(err, ErrMalformed) {
 				t.Errorf("DecodeBeacon(%q) = %v, %v; want ErrMalformed", tt.addr, got, err)
@@ -332,7 +335,222 @@ func TestDecodeBeacon(t *testing.T) {
 			t.Errorf("DecodeBeacon(%q) = %v, %v; want %s", tt.addr, got, err, tt.want)
 		}
 	}
-	if _, err := DecodeBeacon(proto.MustEncode(proto.KindDiscover, proto.Discover{}), from); !errors.Is(err, ErrMalformed) {
+	if _, err := DecodeBeacon(proto.MustEncode(proto.KindDiscover, proto.Discover{Nonce: nonce}), from, nonce); !errors.Is(err, ErrMalformed) {
 		t.Errorf("DecodeBeacon of a Discover: %v", err)
+	}
+	// A good beacon echoing another nonce, or none (an entrance that
+	// predates nonces), is stale.
+	for _, echo := range []uint64{0, nonce + 1, 1 << 63} {
+		b := proto.MustEncode(proto.KindEntranceBeacon, proto.EntranceBeacon{Addr: "10.0.0.1:7700", Nonce: echo})
+		if got, err := DecodeBeacon(b, from, nonce); !errors.Is(err, ErrStale) || errors.Is(err, ErrMalformed) {
+			t.Errorf("DecodeBeacon echoing %x for %x = %v, %v; want ErrStale", echo, uint64(nonce), got, err)
+		}
+	}
+}
+
+func TestNewNonce(t *testing.T) {
+	seen := map[uint64]bool{}
+	for range 1000 {
+		n := newNonce()
+		if n == 0 || seen[n] {
+			t.Fatalf("newNonce returned %x (zero or repeated)", n)
+		}
+		seen[n] = true
+	}
+}
+
+// recordConn records the datagrams read through it.
+type recordConn struct {
+	net.PacketConn
+	mu   sync.Mutex
+	read [][]byte
+}
+
+func (c *recordConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := c.PacketConn.ReadFrom(b)
+	if err == nil {
+		c.mu.Lock()
+		c.read = append(c.read, bytes.Clone(b[:n]))
+		c.mu.Unlock()
+	}
+	return n, a, err
+}
+
+// An attacker on the LAN captures the authenticated beacon an old
+// entrance sent to one finder and replays it, verbatim and garbled, to a
+// later finder. The later finder ignores all of it (the verbatim replay
+// reaches its handler, passing rudp's MAC, and is counted stale) and takes
+// the answer of the entrance that answers its own Discover.
+func TestReplayedBeaconIgnored(t *testing.T) {
+	secret := []byte("s3cret")
+	// Finder 1 finds the old entrance; its socket records the beacon.
+	oldPC, oldPort := sharedSocket(t)
+	old := startResponder(t, oldPC, "127.0.0.1:7700", secret)
+	f1 := newFinder(t, oldPort, secret)
+	rec := &recordConn{PacketConn: f1.PacketConn}
+	f1.PacketConn = rec
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if got, err := f1.Find(ctx); err != nil || got != netip.MustParseAddrPort("127.0.0.1:7700") {
+		t.Fatalf("first Find = %v, %v", got, err)
+	}
+	old.Close()
+	rec.mu.Lock()
+	captured := rec.read[0]
+	rec.mu.Unlock()
+
+	// Finder 2 looks on a port where no entrance answers yet.
+	newPC, newPort := sharedSocket(t)
+	f2 := newFinder(t, newPort, secret)
+	f2Addr := f2.PacketConn.LocalAddr()
+	attacker, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	// Garbled copies first (each byte flipped in turn; a MAC failure
+	// drops them before any parsing), then the verbatim replay, all
+	// queued on the socket before Find reads it.
+	for i := range captured {
+		g := bytes.Clone(captured)
+		g[i] ^= 0x01
+		if _, err := attacker.WriteTo(g, f2Addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := attacker.WriteTo(captured, f2Addr); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		a   netip.AddrPort
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, err := f2.Find(ctx)
+		done <- result{a, err}
+	}()
+	waitFor(t, "the replayed beacon to be ignored", func() bool { return f2.Stats().Stale >= 1 })
+	select {
+	case r := <-done:
+		t.Fatalf("Find returned %v, %v before any entrance answered it", r.a, r.err)
+	default:
+	}
+	// Now the new entrance answers; its beacon echoes the nonce.
+	startResponder(t, newPC, "127.0.0.1:7701", secret)
+	r := <-done
+	if want := netip.MustParseAddrPort("127.0.0.1:7701"); r.err != nil || r.a != want {
+		t.Fatalf("Find = %v, %v; want %v", r.a, r.err, want)
+	}
+	// Find returned, so its handlers are done: the counts are final.
+	if st := f2.Stats(); st.Stale != 1 || st.Malformed != 0 {
+		t.Fatalf("finder stats %+v; want 1 stale (the verbatim replay) and no garbled copy reaching the handler", st)
+	}
+}
+
+// Beacons from an authenticated peer that echo a wrong nonce, or none (an
+// entrance that predates nonces), are ignored; the matching answer of a
+// real responder is taken.
+func TestBeaconMustEchoNonce(t *testing.T) {
+	fakePC, fakePort := sharedSocket(t)
+	var fake *rudp.Endpoint
+	var answered atomic.Int64
+	fake, err := rudp.New(fakePC, rudp.Config{Logger: testLogger(t), Handler: func(_ context.Context, m rudp.Message) []byte {
+		d, err := DecodeDiscover(m.Payload)
+		if err != nil || d.Nonce == 0 {
+			t.Errorf("fake responder got %+v, %v; want a Discover with a nonce", d, err)
+			return nil
+		}
+		for _, echo := range []uint64{0, d.Nonce + 1, d.Nonce ^ 1<<63} {
+			fake.Broadcast(m.From, proto.MustEncode(proto.KindEntranceBeacon, proto.EntranceBeacon{Addr: "127.0.0.1:6666", Nonce: echo}))
+		}
+		answered.Add(1)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { fake.Run(t.Context()) })
+	defer func() { fake.Close(); wg.Wait() }()
+
+	f := newFinder(t, fakePort, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	type result struct {
+		a   netip.AddrPort
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, err := f.Find(ctx)
+		done <- result{a, err}
+	}()
+	waitFor(t, "the wrong echoes to be ignored", func() bool { return f.Stats().Stale >= 3 })
+	select {
+	case r := <-done:
+		t.Fatalf("Find returned %v, %v on beacons with wrong nonces", r.a, r.err)
+	default:
+	}
+	// A real responder sharing the port (SO_REUSEADDR: broadcasts reach
+	// both) answers with the nonce.
+	realPC, err := Listen(t.Context(), fakePort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startResponder(t, realPC, "127.0.0.1:7700", nil)
+	r := <-done
+	if want := netip.MustParseAddrPort("127.0.0.1:7700"); r.err != nil || r.a != want {
+		t.Fatalf("Find = %v, %v; want %v", r.a, r.err, want)
+	}
+	if st := f.Stats(); st.Stale < 3 || st.Malformed != 0 {
+		t.Fatalf("finder stats %+v after %d fake answers; want 3 stale per answer, none malformed", st, answered.Load())
+	}
+}
+
+// A Discover from a finder that predates nonces (Nonce 0) is answered
+// with a beacon echoing 0, which such a finder accepts: old nodes keep
+// finding a new entrance.
+func TestOldFinderAnswered(t *testing.T) {
+	pc, port := sharedSocket(t)
+	r := startResponder(t, pc, "127.0.0.1:7700", nil)
+	got := make(chan []byte, 1)
+	var ep *rudp.Endpoint
+	ep, err := rudp.New(finderConn(t), rudp.Config{Logger: testLogger(t), Handler: func(_ context.Context, m rudp.Message) []byte {
+		select {
+		case got <- m.Payload:
+		default:
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { ep.Run(t.Context()) })
+	defer func() { ep.Close(); wg.Wait() }()
+	// The old Discover's encoding: a map with the name only.
+	type oldDiscover struct {
+		Name string `msgpack:"n"`
+	}
+	old := proto.MustEncode(proto.KindDiscover, oldDiscover{Name: "old"})
+	if err := ep.Broadcast(netip.AddrPortFrom(loopBcast, uint16(port)), old); err != nil {
+		t.Fatal(err)
+	}
+	p := <-got
+	if a, err := DecodeBeacon(p, netip.MustParseAddrPort("127.0.0.1:1"), 0); err != nil || a.String() != "127.0.0.1:7700" {
+		t.Fatalf("answer to an old finder: %v, %v", a, err)
+	}
+	// And an old finder's decoder (the struct without Nonce) reads it.
+	type oldBeacon struct {
+		Addr string `msgpack:"a"`
+	}
+	_, body, _ := proto.Split(p)
+	var ob oldBeacon
+	if err := proto.Decode(body, &ob); err != nil || ob.Addr != "127.0.0.1:7700" {
+		t.Fatalf("old decoder: %+v, %v", ob, err)
+	}
+	if r.Stats().Answered != 1 {
+		t.Fatalf("responder stats %+v", r.Stats())
 	}
 }

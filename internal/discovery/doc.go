@@ -20,10 +20,16 @@
 // ResponderStats). 255.255.255.255 is never used: it leaves only through
 // the default route's interface.
 //
-// Caveat: a beacon carries no echo of the Discover it answers, so a beacon
-// captured on the LAN can be replayed to a later finder (it is still
-// authenticated: only an address the entrance once announced can be
-// replayed).
+// Replay: each Find call picks a random 64-bit nonce (crypto/rand, never
+// 0) that all its Discover broadcasts carry, and the beacon echoes it. The
+// finder takes only a beacon echoing its own nonce, so an authenticated
+// beacon captured on the LAN and replayed to a later finder (to steer it
+// to an old or wrong address) is ignored and counted in FinderStats.Stale;
+// so are beacons of an entrance older than the nonce (it echoes 0): upgrade
+// the entrance before the nodes. The responder still answers a Discover
+// without a nonce (an older node) with a beacon echoing 0, which such a
+// node accepts. Without a secret nothing is authenticated and the nonce
+// stops only blind replays: anyone on the LAN can answer a Discover.
 //
 // # Usage
 //

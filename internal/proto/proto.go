@@ -341,9 +341,20 @@ type Pong struct {
 // Discover is broadcast by a node that has no entrance address.
 type Discover struct {
 	Name string `msgpack:"n"`
+
+	// Appended (ONLY APPEND). Nonce is a random number, not 0, that the
+	// finder picks for its lifetime; the beacon answering must echo it, so
+	// a beacon captured earlier cannot be replayed to a later finder. 0: a
+	// finder that predates the field (it accepts any beacon).
+	Nonce uint64 `msgpack:"o"`
 }
 
 // EntranceBeacon answers a Discover with the entrance's address.
 type EntranceBeacon struct {
 	Addr string `msgpack:"a"`
+
+	// Appended (ONLY APPEND). Nonce echoes the Nonce of the Discover
+	// answered (0 from an entrance that predates the field: finders that
+	// send a nonce ignore such beacons).
+	Nonce uint64 `msgpack:"o"`
 }

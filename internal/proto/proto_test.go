@@ -82,3 +82,31 @@ func FuzzDecodeClientRequest(f *testing.F) {
 		}
 	})
 }
+
+// The Nonce fields appended to Discover and EntranceBeacon keep both
+// directions decoding: an old peer's bytes decode with Nonce 0, and an
+// old peer's struct (without Nonce) decodes the new bytes.
+func TestDiscoveryNonceAppended(t *testing.T) {
+	type oldDiscover struct {
+		Name string `msgpack:"n"`
+	}
+	type oldBeacon struct {
+		Addr string `msgpack:"a"`
+	}
+	var d Discover
+	if err := Decode(MustEncode(KindDiscover, oldDiscover{Name: "n1"})[1:], &d); err != nil || d != (Discover{Name: "n1"}) {
+		t.Fatalf("old Discover bytes: %+v, %v", d, err)
+	}
+	var b EntranceBeacon
+	if err := Decode(MustEncode(KindEntranceBeacon, oldBeacon{Addr: "10.0.0.1:7700"})[1:], &b); err != nil || b != (EntranceBeacon{Addr: "10.0.0.1:7700"}) {
+		t.Fatalf("old beacon bytes: %+v, %v", b, err)
+	}
+	var od oldDiscover
+	if err := Decode(MustEncode(KindDiscover, Discover{Name: "n1", Nonce: 1<<64 - 1})[1:], &od); err != nil || od.Name != "n1" {
+		t.Fatalf("new Discover into the old struct: %+v, %v", od, err)
+	}
+	var ob oldBeacon
+	if err := Decode(MustEncode(KindEntranceBeacon, EntranceBeacon{Addr: "10.0.0.1:7700", Nonce: 7})[1:], &ob); err != nil || ob.Addr != "10.0.0.1:7700" {
+		t.Fatalf("new beacon into the old struct: %+v, %v", ob, err)
+	}
+}
