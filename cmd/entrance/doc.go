@@ -16,4 +16,9 @@
 // (upper case, dashes as underscores: ENTRANCE_DATA_DIR); a flag on the
 // command line wins. SIGINT or SIGTERM shuts it down cleanly (exit 0).
 // Exit status 2 means a usage error, 1 any other failure.
+//
+// Under systemd with Type=notify ($NOTIFY_SOCKET set; internal/sdnotify)
+// it sends READY=1 with STATUS=serving at ADDR, http ADDR once the
+// registry is open and its ports listen, and STOPPING=1 when it shuts
+// down. It does not ping a watchdog.
 package main

@@ -172,8 +172,11 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// TestSignalShutdown builds the binary and stops it with SIGTERM and
-// SIGINT: it exits 0 after a clean stop.
+// TestSignalShutdown builds the binary, runs it as systemd would with
+// Type=notify ($NOTIFY_SOCKET) and stops it with SIGTERM and SIGINT:
+// READY=1 comes from the entrance's own PID once its registry is on disk
+// and its HTTP port answers, STOPPING=1 on the signal, and it exits 0
+// after a clean stop.
 func TestSignalShutdown(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "entrance")
 	build := exec.Command("go", "build", "-o", bin, ".")
@@ -182,7 +185,10 @@ func TestSignalShutdown(t *testing.T) {
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", t.TempDir(), "--discovery-port", "0")
+			nc, sock := listenNotify(t)
+			dataDir := t.TempDir()
+			cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", dataDir, "--discovery-port", "0")
+			cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 			stderr, err := cmd.StderrPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -190,6 +196,7 @@ func TestSignalShutdown(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { cmd.Process.Kill() }) // an error once it exited
 			lines := make(chan string, 100)
 			go func() {
 				defer close(lines)
@@ -217,9 +224,28 @@ func TestSignalShutdown(t *testing.T) {
 					}
 				}
 			}
+			msg, pid := nextNotify(t, nc)
+			if pid != cmd.Process.Pid {
+				t.Fatalf("notification from pid %d, want the entrance's %d", pid, cmd.Process.Pid)
+			}
+			status, ok := strings.CutPrefix(msg, "READY=1\nSTATUS=serving at 127.0.0.1:")
+			_, httpAddr, ok2 := strings.Cut(status, ", http ")
+			if !ok || !ok2 {
+				cmd.Process.Kill()
+				t.Fatalf("first notification %q, want READY=1 with the addresses", msg)
+			}
+			if _, err := os.Stat(filepath.Join(dataDir, "entrance.db")); err != nil {
+				t.Fatalf("READY=1 before the registry exists: %v", err)
+			}
+			if body := httpBody(t, "http://"+httpAddr+"/healthz"); body == "" {
+				t.Fatal("/healthz answered nothing after READY=1")
+			}
 			wait("serving http")
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
+			}
+			if msg, _ := nextNotify(t, nc); msg != "STOPPING=1\nSTATUS=stopping" {
+				t.Fatalf("after %v: %q, want STOPPING=1", sig, msg)
 			}
 			wait("entrance stopped")
 			for l := range lines {

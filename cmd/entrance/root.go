@@ -17,6 +17,7 @@ import (
 	"github.com/raftkv/raftkv/entrance"
 	"github.com/raftkv/raftkv/internal/cliutil"
 	"github.com/raftkv/raftkv/internal/discovery"
+	"github.com/raftkv/raftkv/internal/sdnotify"
 )
 
 // envPrefix is the prefix of the environment variables standing for flags.
@@ -100,7 +101,7 @@ ENTRANCE_DATA_DIR); a flag given on the command line wins.`,
 			return applyEnv(cmd.Flags(), lookupEnv)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(ctx, o, cmd.ErrOrStderr(), ready)
+			return serve(ctx, o, cmd.ErrOrStderr(), lookupEnv, ready)
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
@@ -122,8 +123,10 @@ ENTRANCE_DATA_DIR); a flag given on the command line wins.`,
 	return cmd
 }
 
-// serve runs the entrance until ctx is done.
-func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) error {
+// serve runs the entrance until ctx is done. Under systemd (Type=notify:
+// $NOTIFY_SOCKET, read with lookupEnv) it sends READY=1 once the registry
+// is open and its sockets listen, and STOPPING=1 when it shuts down.
+func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(string) (string, bool), ready readyFunc) error {
 	if o.dataDir == "" {
 		return usagef("--data-dir is required")
 	}
@@ -155,6 +158,10 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 	secret, err := cliutil.ReadSecret(o.secretFile)
 	if err != nil {
 		return err
+	}
+	sd, err := sdnotify.New(lookupEnv)
+	if err != nil {
+		log.Warn("not notifying systemd", "err", err)
 	}
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {
@@ -192,7 +199,21 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 		ready(pc.LocalAddr(), ha)
 	}
 	resp := startDiscovery(ctx, &o, pc.LocalAddr(), secret, log)
+	// The registry is open and the sockets are bound (what arrives now
+	// waits in their queues until Run reads it): ready.
+	status := "serving at " + pc.LocalAddr().String()
+	if ln != nil {
+		status += ", http " + ln.Addr().String()
+	}
+	if err := sd.Ready(status); err != nil {
+		log.Warn("cannot tell systemd the entrance is ready", "err", err)
+	}
+	stopping := func() { sd.Stopping("stopping") }
+	notifyOnCancel := context.AfterFunc(ctx, stopping)
 	runErr := e.Run(ctx)
+	if notifyOnCancel() { // Run ended by itself (an error)
+		stopping()
+	}
 	if resp != nil {
 		resp.Close()
 	}

@@ -38,6 +38,17 @@
 // requests), "became leader", "lost leadership", "removed from the
 // cluster; stopping", "shut down", "raftd stopped".
 //
+// Under systemd with Type=notify ($NOTIFY_SOCKET set; internal/sdnotify)
+// it sends STATUS=looking for the entrance (...) or STATUS=joining via ADDR
+// while it starts, READY=1 once the node serves (the moment "serving" is
+// logged: admitted, or restarted with its identity), then every second a
+// status check that the node's loop goroutine answers: a STATUS= line when
+// role, term or leader changed ("follower, term 5, leader
+// 00000000000000a2"), and WATCHDOG=1 when $WATCHDOG_USEC is set (checks
+// then run at least every half interval; a check unanswered for half the
+// interval sends nothing, so systemd restarts a node whose loop hangs).
+// STOPPING=1 when it shuts down.
+//
 // SIGINT or SIGTERM shuts down cleanly. Exit status: 0 after a clean stop
 // (signal, removal from the cluster, stop-node), 1 on a failure, 2 on a
 // usage error, 4 when the entrance refuses to admit the node.

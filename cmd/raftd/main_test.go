@@ -92,6 +92,12 @@ func startEntrance(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startEntranceOn(t, pc)
+}
+
+// startEntranceOn runs the real entrance in-process on pc.
+func startEntranceOn(t *testing.T, pc net.PacketConn) string {
+	t.Helper()
 	e, err := entrance.New(entrance.Config{DataDir: t.TempDir(), PacketConn: pc, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

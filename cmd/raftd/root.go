@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/raftkv/raftkv/internal/cliutil"
 	"github.com/raftkv/raftkv/internal/discovery"
+	"github.com/raftkv/raftkv/internal/sdnotify"
 	"github.com/raftkv/raftkv/node"
 )
 
@@ -124,7 +126,7 @@ RAFTD_DATA_DIR); a flag given on the command line wins.`,
 			return applyEnv(cmd.Flags(), lookupEnv)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(ctx, o, cmd.ErrOrStderr(), ready)
+			return serve(ctx, o, cmd.ErrOrStderr(), lookupEnv, ready)
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
@@ -185,7 +187,11 @@ func (o *options) check() (entrance, advertise netip.AddrPort, bcast []netip.Add
 }
 
 // serve runs the node until ctx is done or the node stops by itself.
-func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) error {
+// Under systemd (Type=notify: $NOTIFY_SOCKET, read with lookupEnv) it
+// reports STATUS= lines while joining, READY=1 once the node serves,
+// then status changes and watchdog pings (see supervise), and STOPPING=1
+// when it shuts down.
+func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(string) (string, bool), ready readyFunc) error {
 	entrance, advertise, bcast, err := o.check()
 	if err != nil {
 		return err
@@ -197,6 +203,14 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 	secret, err := readSecret(o.secretFile)
 	if err != nil {
 		return err
+	}
+	sd, err := sdnotify.New(lookupEnv)
+	if err != nil {
+		log.Warn("not notifying systemd", "err", err)
+	}
+	watchdog, err := sdnotify.WatchdogInterval(lookupEnv, os.Getpid())
+	if err != nil {
+		log.Warn("systemd watchdog off", "err", err)
 	}
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {
@@ -226,11 +240,22 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 		Entrance: entrance, TickInterval: o.tickInterval, SnapshotEntries: o.snapshotEntries, Logger: log,
 		Registry: reg, Version: version(),
 	}
+	var n *node.Node
 	if !entrance.IsValid() {
 		f := &discovery.Finder{Port: o.discoveryPort, Broadcast: bcast, Secret: secret, Name: o.name, Logger: log.With("name", o.name)}
-		cfg.FindEntrance = f.Find
+		cfg.FindEntrance = func(ctx context.Context) (netip.AddrPort, error) {
+			a, err := f.Find(ctx)
+			select {
+			case <-n.Ready(): // a restarted node looks in the background
+			default:
+				if err == nil {
+					sd.Status("joining via " + a.String())
+				}
+			}
+			return a, err
+		}
 	}
-	n, err := node.New(cfg)
+	n, err = node.New(cfg)
 	if err != nil {
 		pc.Close()
 		if ln != nil {
@@ -245,6 +270,11 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 	log.Info("raftd starting", "version", version(), "name", o.name, "listen", pc.LocalAddr().String(),
 		"advertise", advertise.String(), "data_dir", o.dataDir, "entrance", entranceWord,
 		"authenticated", secret != nil, "tick_interval", o.tickInterval, "http", o.http)
+	if entrance.IsValid() {
+		sd.Status("joining via " + entrance.String())
+	} else {
+		sd.Status(fmt.Sprintf("looking for the entrance (broadcast to port %d)", o.discoveryPort))
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -266,12 +296,21 @@ func serve(ctx context.Context, o options, stderr io.Writer, ready readyFunc) er
 			if ready != nil {
 				ready(n, httpAddr)
 			}
+			if sd == nil {
+				return nil
+			}
+			if err := sd.Ready("serving at " + advertise.String()); err != nil {
+				log.Warn("cannot tell systemd the node is ready", "err", err)
+			}
+			interval, timeout := superviseTiming(watchdog)
+			supervise(gctx, sd, n.Status, interval, timeout, watchdog > 0, log)
 		case <-gctx.Done():
 		}
 		return nil
 	})
 	g.Go(func() error {
 		<-gctx.Done()
+		sd.Stopping("stopping")
 		return n.Close()
 	})
 	if err := g.Wait(); err != nil {

@@ -550,7 +550,6 @@ func TestOldFinderAnswered(t *testing.T) {
 	if err := proto.Decode(body, &ob); err != nil || ob.Addr != "127.0.0.1:7700" {
 		t.Fatalf("old decoder: %+v, %v", ob, err)
 	}
-	if r.Stats().Answered != 1 {
-		t.Fatalf("responder stats %+v", r.Stats())
-	}
+	// Answered counts after the answer left.
+	waitFor(t, "the responder to count its answer", func() bool { return r.Stats().Answered == 1 })
 }
