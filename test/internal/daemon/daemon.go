@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -97,6 +98,7 @@ func (p *Proc) Start() {
 	fmt.Fprintf(logf, "=== %s start: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(p.Args, " "))
 	cmd := exec.Command(p.Args[0], p.Args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = childEnv()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		p.t.Fatalf("start %s: %v", p.Name, err)
@@ -110,6 +112,20 @@ func (p *Proc) Start() {
 	p.mu.Lock()
 	p.cmd, p.done = cmd, done
 	p.mu.Unlock()
+}
+
+// childEnv is this process's environment without the variables through
+// which systemd supervises a service: a test run by a systemd unit must
+// not have its daemons report to that unit.
+func childEnv() []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
+			return true
+		}
+		return false
+	})
 }
 
 // Running reports whether the last run has not exited yet.

@@ -76,3 +76,13 @@ func TestFreeAddrs(t *testing.T) {
 		}
 	}
 }
+
+func TestChildEnvDropsSystemdVariables(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	t.Setenv("WATCHDOG_USEC", "30000000")
+	t.Setenv("RAFTKV_KEEP", "1")
+	env := strings.Join(childEnv(), "\n")
+	if strings.Contains(env, "NOTIFY_SOCKET=") || strings.Contains(env, "WATCHDOG_USEC=") || !strings.Contains(env, "RAFTKV_KEEP=1") {
+		t.Fatalf("child environment keeps systemd's variables or loses others:\n%s", env)
+	}
+}
