@@ -31,10 +31,12 @@
 //		// on a timer: n.Tick(); on a message: n.Step(m); on a request: n.Propose(data)
 //		for n.HasReady() {
 //			rd := n.Ready()
+//			early, late := rd.SplitMessages()
+//			send(early)                           // may overlap the write (a leader's replication)
 //			ms.ApplySnapshot(rd.Snapshot)         // if !rd.Snapshot.IsEmpty()
 //			ms.Append(rd.Entries)
 //			ms.SetHardState(rd.HardState)         // if !rd.HardState.IsEmpty(); fsync if rd.MustSync
-//			send(rd.Messages)                     // only after the writes are durable
+//			send(late)                            // only after the writes are durable
 //			apply(rd.CommittedEntries)            // EntryConfChange: cs := n.ApplyConfChange(cc); persist cs
 //			answer(rd.ReadStates)                 // once applied >= ReadState.Index
 //			n.Advance(rd)

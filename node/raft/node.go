@@ -247,9 +247,12 @@ func (n *Node) Ready() Ready {
 	// Term and Vote must be durable before any message leaves; a commit
 	// index alone may be lost (it is re-learned from the leader).
 	rd.MustSync = len(rd.Entries) > 0 || !rd.Snapshot.IsEmpty()
+	rd.earlyOK = rd.Snapshot.IsEmpty()
 	if hs := r.hardState(); hs != n.prevHard {
 		rd.HardState = hs
-		rd.MustSync = rd.MustSync || hs.Term != n.prevHard.Term || hs.Vote != n.prevHard.Vote
+		termOrVote := hs.Term != n.prevHard.Term || hs.Vote != n.prevHard.Vote
+		rd.MustSync = rd.MustSync || termOrVote
+		rd.earlyOK = rd.earlyOK && !termOrVote
 		n.prevHard = hs
 	}
 	r.msgsCap = min(len(r.msgs), 1024)

@@ -203,6 +203,10 @@ type ReadState struct {
 //  3. apply CommittedEntries (and install Snapshot into the state machine);
 //  4. answer ReadStates once applied >= Index;
 //  5. call Advance.
+//
+// A leader may relax step 2 (thesis §10.2.1): the messages SplitMessages
+// returns as early may be sent before step 1 starts, so that the leader's
+// fsync overlaps the followers' (see SplitMessages for the rule).
 type Ready struct {
 	// SoftState is nil when it did not change since the last Ready.
 	*SoftState
@@ -220,6 +224,77 @@ type Ready struct {
 	ReadStates []ReadState
 	// MustSync says whether the write of this Ready needs an fsync.
 	MustSync bool
+
+	// earlyOK is set by Node.Ready when this Ready changes neither Term
+	// nor Vote and carries no Snapshot: only then may SplitMessages
+	// return early messages. The zero value is the safe "no".
+	earlyOK bool
+}
+
+// SplitMessages divides rd.Messages into early, which may be sent before
+// rd's Entries, HardState and Snapshot are durable (while they are being
+// written and fsynced), and late, which must wait until they are. Order
+// within each part is kept. An application that sends everything after
+// the write (the plain contract) is also correct.
+//
+// A message is early when all of these hold:
+//
+//   - it is MsgApp, MsgHeartbeat or MsgSnap: the only messages a leader
+//     sends to replicate, and only a leader sends them. They promise
+//     nothing about the sender's disk except through their Commit field.
+//     Everything else waits: vote requests and grants (they claim a
+//     durable Term and Vote), MsgAppResp and MsgSnapResp (they claim
+//     durable entries), MsgTimeoutNow (the transferee must not out-run the
+//     leader's durable log), MsgReadIndexResp, forwarded proposals, etc.;
+//   - rd changes neither Term nor Vote (thesis §10.2.1: term and vote are
+//     durable before any message of that term leaves) and carries no
+//     Snapshot;
+//   - its Commit is below the first index of rd.Entries (when there are
+//     any), that is the commit index it announces covers only entries
+//     already durable on the leader. The leader counts its own log toward
+//     the commit index as soon as entries are appended, so a single voter
+//     (with learners, or after a conf change shrank the quorum) commits
+//     entries in the same Ready that carries them; announcing that commit
+//     before the fsync could make a learner apply an entry that a crash
+//     then erases from the only voter.
+//
+// The application must not Step anything into the Node between sending
+// the early messages and the end of the write (node.Node and raftsim
+// drive Step, Ready and Advance from one goroutine). That is why the
+// leader's own persistence still precedes every claim on it: a
+// follower's ack for entries sent early is stepped after the write, so
+// the leader's Match for itself, counted toward commit, is durable by
+// then; with more than one voter the commit index needs a
+// follower's ack, which can only cover entries the leader already wrote.
+// If the leader crashes before its fsync, the entries it sent early may
+// survive on followers although the leader lost them: they were never
+// counted as committed by anyone (no announced commit index covers them),
+// so a later leader may keep or overwrite them, as with any uncommitted
+// entry. The restarted leader is a follower of a term it already voted in
+// and cannot lead again before a new term. ReadIndex heartbeats going
+// early carry only a request context; the read index (the commit index)
+// reaches the reader through ReadStates or MsgReadIndexResp, both after
+// the write. A leader stepping down inside the Ready changes the term
+// (nothing goes early) or stays in its term as a follower, where it has
+// nothing of that term to claim.
+func (rd Ready) SplitMessages() (early, late []Message) {
+	if !rd.earlyOK {
+		return nil, rd.Messages
+	}
+	limit := ^uint64(0) // commit indexes below limit are durable
+	if len(rd.Entries) > 0 {
+		limit = rd.Entries[0].Index
+	}
+	for _, m := range rd.Messages {
+		switch {
+		case m.Type != MsgApp && m.Type != MsgHeartbeat && m.Type != MsgSnap,
+			m.Commit >= limit:
+			late = append(late, m)
+		default:
+			early = append(early, m)
+		}
+	}
+	return early, late
 }
 
 // Storage is the core's read access to the stable log. The application
