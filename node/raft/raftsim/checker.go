@@ -21,7 +21,8 @@ import (
 //   - durability: a persisted commit index never exceeds the last index,
 //     never regresses, and a committed entry never changes (also after a
 //     crash and restart); votes, MsgApp acks and vote grants are sent only
-//     once durable;
+//     once durable; the commit index a MsgApp or MsgHeartbeat announces is
+//     durable on its sender (its entries need not be: early send);
 //   - reads: a ReadIndex answer is never below what was known committed
 //     when the read was issued.
 type checker struct {
@@ -166,6 +167,14 @@ func (k *checker) checkSend(sn *simNode, m raft.Message) {
 		last, _ := sn.disk.LastIndex()
 		if m.Index > last {
 			k.c.fail(sn.id, "MsgAppResp acks index %d but the disk ends at %d", m.Index, last)
+		}
+	case raft.MsgApp, raft.MsgHeartbeat:
+		// The entries of a MsgApp may leave before they are durable on
+		// the leader (raft.Ready.SplitMessages), the commit index it
+		// announces may not.
+		last, _ := sn.disk.LastIndex()
+		if m.Commit > last {
+			k.c.fail(sn.id, "%v announces commit %d but the disk ends at %d", m.Type, m.Commit, last)
 		}
 	}
 }

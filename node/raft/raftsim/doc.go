@@ -14,17 +14,22 @@
 // Each node is a raft.Node, a disk (a raft.MemoryStorage holding only what
 // processed Readies wrote, that is what was fsynced) and a StateMachine.
 // After every input the node's Ready is handled exactly in the order of
-// the application loop of raft-api.md: persist snapshot, entries and
-// hard state; send messages; install the snapshot into the state machine
-// and apply committed entries (configuration changes through
-// ApplyConfChange, whose ConfState is persisted); answer read states;
-// Advance. With Config.SnapshotEvery the node snapshots its state machine
+// the application loop of node.Node: send the early messages
+// (raft.Ready.SplitMessages: a leader's MsgApp, MsgHeartbeat and MsgSnap
+// leave while its own write is in progress, thesis §10.2.1); persist
+// snapshot, entries and hard state; send the other messages; install the
+// snapshot into the state machine and apply committed entries
+// (configuration changes through ApplyConfChange, whose ConfState is
+// persisted); answer read states; Advance. With Config.SnapshotEvery the node snapshots its state machine
 // every K applied entries (CreateSnapshot, then Compact).
 //
 // A crash drops the core, the state machine and everything else in memory
 // and keeps the disk. CrashAt crashes a node inside its next Ready: before
-// the write (the Ready is lost, as when power fails before fsync), after
-// the write but before sending, or after sending but before applying.
+// the write (the Ready is lost, as when power fails before fsync; a random
+// prefix of its early messages, or all of them with CrashAfterEarlySend,
+// has left, so followers may hold entries their leader lost), after the
+// write but before sending the other messages, or after sending but
+// before applying.
 // Restart builds a fresh state machine, restores the disk's snapshot into
 // it and starts a core with Applied = the snapshot's index: the committed
 // log tail is applied again (the simulated application does not persist
@@ -46,7 +51,8 @@
 // durably committed, equal on all nodes; snapshots at the same index
 // equal); a committed entry never changes, also across crashes; terms,
 // votes and commit indexes on disk never regress and a vote never changes
-// within a term; vote grants and append acks leave only once durable; a
+// within a term; vote grants and append acks leave only once durable,
+// and a leader never announces a commit index beyond its durable log; a
 // ReadIndex answer is never below what was known committed when the read
 // was issued. The first violation stops the run; Report prints it with
 // the seed, the replay command and the last Config.History events.
@@ -98,7 +104,9 @@
 // (TestSnapshotBasic, TestSnapshotInstall, TestSnapshotInstallUnreliable,
 // TestSnapshotInstallCrash, TestSnapshotInstallUnreliableCrash,
 // TestSnapshotAllCrash, TestSnapshotInit,
-// TestSnapshotStaleChunkAckAfterFollowerRestart), membership and
+// TestSnapshotStaleChunkAckAfterFollowerRestart), early send
+// (TestLeaderCrashAfterEarlySend, TestFollowerAckWaitsForItsWrite,
+// TestSingleVoterCommitWaitsForItsWrite), membership and
 // leadership (TestLeaderTransfer, TestLeaderTransferToLaggingFollower,
 // TestLeaderTransferToDeadNode, TestLearnerAddCatchUpPromoteRemove,
 // TestRemoveLeader, TestConfChangeRacingPartition) and reads

@@ -166,8 +166,12 @@ func (c *Cluster) flush() {
 // maxReadiesPerStep bounds the Readies one input may cause.
 const maxReadiesPerStep = 1000
 
-// processReady is the application loop of raft-api.md, in its order:
-// persist, then send, then apply, then answer reads, then Advance.
+// processReady is the application loop of node.Node.processReady, in its
+// order: send the early messages (raft.Ready.SplitMessages: a leader's
+// replication overlaps its own write), persist, send the rest, apply,
+// answer reads, Advance. A crash before the write may come after some or
+// all early messages left: the Ready's entries then survive only on the
+// followers that got them.
 func (c *Cluster) processReady(sn *simNode) {
 	for n := 0; c.err == nil && sn.up && sn.rn.HasReady(); n++ {
 		if n == maxReadiesPerStep {
@@ -175,9 +179,22 @@ func (c *Cluster) processReady(sn *simNode) {
 			return
 		}
 		rd := sn.rn.Ready()
-		if sn.crashAt == CrashBeforePersist {
-			c.crash(sn, "crash before persisting a ready")
+		early, late := rd.SplitMessages()
+		if sn.crashAt == CrashBeforePersist || sn.crashAt == CrashAfterEarlySend {
+			// The sender queues had taken a prefix of the early messages.
+			k := len(early)
+			if sn.crashAt == CrashBeforePersist && k > 0 {
+				k = c.rng.IntN(k + 1)
+			}
+			for _, m := range early[:k] {
+				c.send(sn, m)
+			}
+			c.crash(sn, fmt.Sprintf("crash before persisting a ready (%d of %d early messages sent)", k, len(early)))
 			return
+		}
+		c.stats.EarlyMsgs += uint64(len(early))
+		for _, m := range early {
+			c.send(sn, m)
 		}
 		if c.tamperPersist != nil {
 			c.tamperPersist(sn.id, &rd)
@@ -190,7 +207,7 @@ func (c *Cluster) processReady(sn *simNode) {
 			c.crash(sn, "crash after persisting, before sending")
 			return
 		}
-		for _, m := range rd.Messages {
+		for _, m := range late {
 			c.send(sn, m)
 		}
 		if sn.crashAt == CrashBeforeApply {

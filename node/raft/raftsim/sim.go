@@ -481,13 +481,19 @@ func (c *Cluster) Crash(id uint64) {
 type CrashPoint uint8
 
 const (
-	// CrashBeforePersist loses the whole Ready: a crash after the core
-	// produced it but before the write reached the disk (or before fsync).
+	// CrashBeforePersist loses the whole Ready's write: a crash after the
+	// core produced it but before the write reached the disk (or before
+	// fsync). A random prefix (possibly none, possibly all) of its early
+	// messages (raft.Ready.SplitMessages) was sent.
 	CrashBeforePersist CrashPoint = iota + 1
-	// CrashBeforeSend persists the Ready but sends none of its messages.
+	// CrashBeforeSend persists the Ready and sends its early messages but
+	// none of the others.
 	CrashBeforeSend
 	// CrashBeforeApply persists and sends, but applies nothing.
 	CrashBeforeApply
+	// CrashAfterEarlySend sends all of the Ready's early messages, then
+	// loses its write (CrashBeforePersist with the whole prefix).
+	CrashAfterEarlySend
 )
 
 func (p CrashPoint) String() string {
@@ -498,6 +504,8 @@ func (p CrashPoint) String() string {
 		return "before-send"
 	case CrashBeforeApply:
 		return "before-apply"
+	case CrashAfterEarlySend:
+		return "after-early-send"
 	}
 	return "none"
 }
@@ -548,6 +556,9 @@ type Stats struct {
 	// AppRejects counts rejected MsgAppResp (log backtracking rounds).
 	AppRejects         uint64
 	Delivered, Dropped uint64
+	// EarlyMsgs counts messages sent before their Ready was persisted
+	// (raft.Ready.SplitMessages), crashes aside.
+	EarlyMsgs uint64
 }
 
 // Violation is a broken invariant.

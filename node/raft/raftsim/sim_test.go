@@ -139,6 +139,10 @@ func runSimulation(t *testing.T, seed uint64) {
 	if nem.Faults == 0 {
 		h.fatalf("vacuous run: no faults injected")
 	}
-	t.Logf("nodes=%d prevote=%v checkquorum=%v faults=%d writes=%d reads=%d committed=%d msgs=%d virtual=%dms",
-		cfg.Nodes, !cfg.DisablePreVote, !cfg.DisableCheckQuorum, nem.Faults, len(acks), reads, h.Committed(), h.Stats().Msgs, h.Now())
+	if h.Stats().EarlyMsgs == 0 {
+		h.fatalf("no message was sent before its Ready was written: the early-send rule went unexercised")
+	}
+	t.Logf("nodes=%d prevote=%v checkquorum=%v faults=%d writes=%d reads=%d committed=%d msgs=%d early=%d virtual=%dms",
+		cfg.Nodes, !cfg.DisablePreVote, !cfg.DisableCheckQuorum, nem.Faults, len(acks), reads, h.Committed(),
+		h.Stats().Msgs, h.Stats().EarlyMsgs, h.Now())
 }
