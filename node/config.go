@@ -103,6 +103,13 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Version labels raftkv_build_info; empty means "unknown".
 	Version string
+
+	// lateSend turns the leader's early send off: every message waits for
+	// the Ready's write (benchmarks compare both; see processReady).
+	lateSend bool
+	// slowSync is added to every log write that fsyncs, modelling a slower
+	// disk per node (benchmarks; the nodes of a test share one disk).
+	slowSync time.Duration
 }
 
 func (c *Config) validate() error {

@@ -14,10 +14,14 @@
 //
 //  1. persist HardState, Entries and Snapshot in ONE bbolt transaction of
 //     the log (kvstore.LogStore.Save), fsynced when Ready.MustSync; install
-//     a received snapshot into the state machine;
-//  2. only then queue Messages to the per-peer senders (bounded queues,
-//     never blocking the loop; a full queue drops, Raft retransmits; a send
-//     that rudp gives up on reports the peer unreachable to the core);
+//     a received snapshot into the state machine. A leader queues its
+//     replication messages (MsgApp, MsgHeartbeat, MsgSnap) before this
+//     write, so that its fsync overlaps the followers' (Raft thesis
+//     §10.2.1; raft.Ready.SplitMessages has the rule and why it is safe);
+//  2. only then queue the other Messages to the per-peer senders (bounded
+//     queues, never blocking the loop; a full queue drops, Raft
+//     retransmits; a send that rudp gives up on reports the peer
+//     unreachable to the core);
 //  3. apply CommittedEntries: runs of commands go to the applier goroutine,
 //     which coalesces what is queued into one kvstore transaction (its fsync
 //     overlaps the loop's next log fsync) and answers waiting writers;
@@ -116,5 +120,6 @@
 // The tests run clusters of runtimes in-process over real loopback UDP
 // sockets (some wrapped in internal/faultnet). RAFTKV_NODE_LOG=1 prints the
 // nodes' logs. BenchmarkPut3Nodes runs with fsync on; RAFTKV_BENCH_NOSYNC=1
-// turns it off.
+// turns it off. BenchmarkEarlySend compares puts with and without the
+// leader's early send.
 package node
