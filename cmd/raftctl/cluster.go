@@ -107,7 +107,11 @@ func poll(ctx context.Context, cond func() (bool, error)) error {
 	}
 }
 
-// timedOut wraps a waiting command's failure as a timeout (exit 3).
-func timedOut(what string, wait time.Duration, detail string) error {
+// timedOut wraps a waiting command's failure as a timeout (exit 3), or,
+// when ctx was cancelled (Ctrl-C) rather than timed out, as that.
+func timedOut(ctx context.Context, what string, wait time.Duration, detail string) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("%s: %w (%s)", what, context.Canceled, detail)
+	}
 	return fmt.Errorf("%s: %w after %v: %s", what, client.ErrTimeout, wait, detail)
 }

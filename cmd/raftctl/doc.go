@@ -8,7 +8,7 @@
 // # Usage
 //
 //	raftctl [--entrance ADDR | --endpoints A,B,C] [--secret-file F] [-o text|json] [--timeout D] COMMAND
-//	  put KEY VALUE
+//	  put KEY [VALUE]            (without VALUE: the value is standard input)
 //	  get KEY [--rev N] [--prefix] [--serializable] [--limit N]
 //	  del KEY [--prefix]
 //	  list-peers
@@ -36,5 +36,5 @@
 //
 // Errors are one line on stderr starting with "Error:". Exit statuses: 0 ok,
 // 1 error or key not found, 2 usage, 3 unavailable (including a write whose
-// outcome is unknown), 4 unauthorized, 5 compare failed.
+// outcome is unknown), 4 unauthorized, 5 compare failed, 130 interrupted.
 package main

@@ -10,6 +10,7 @@ const (
 	exitUnavailable   = 3
 	exitUnauthorized  = 4
 	exitCompareFailed = 5
+	exitInterrupted   = 130
 )
 
 // newExitCodesTopic is a help topic: `raftctl help exit-codes`.
@@ -21,7 +22,9 @@ func newExitCodesTopic() *cobra.Command {
 
   0  success
   1  error, or the key was not found (get of a missing key)
-  2  usage: unknown command or flag, wrong number of arguments
+  2  usage: unknown command or flag, wrong number of arguments, a bad
+     flag value (an address that is not host:port, a --secret-file that
+     cannot be read)
   3  unavailable: no leader, no quorum, the cluster or entrance did not
      answer in time (--timeout). A write that ends like this may or may not
      have been applied ("outcome unknown"); it is never applied twice.
@@ -30,6 +33,8 @@ func newExitCodesTopic() *cobra.Command {
      given): the nodes answer datagrams they cannot authenticate with a
      notice, and raftctl reports the refusal when --timeout passes.
   5  compare failed: a compare-and-swap's condition did not hold
+130  interrupted (Ctrl-C or SIGTERM) before the command finished; an
+     interrupted write may or may not have been applied, as with 3
 
 Errors are printed on stderr as one line starting with "Error:".`,
 		Example: `  raftctl help exit-codes

@@ -206,7 +206,7 @@ func TestStopNodeFailures(t *testing.T) {
 		k.mu.Unlock()
 		return fmt.Errorf("client: stop: %w", client.ErrUnavailable)
 	}
-	r = execute(t, k, nil, "--timeout", "50ms", "--endpoints", "a1,a2,a3", "stop-node", "n2")
+	r = execute(t, k, nil, "--timeout", "50ms", "--endpoints", "a1:1,a2:1,a3:1", "stop-node", "n2")
 	if r.code != exitUnavailable || !strings.Contains(r.stderr, "whether it left the membership is unknown") {
 		t.Fatalf("stop without an answer: exit %d, stderr %q", r.code, r.stderr)
 	}

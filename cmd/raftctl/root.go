@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/raftkv/raftkv/client"
 )
@@ -57,6 +61,13 @@ type factory struct {
 	// cfg is the client configuration the last connect used (tests read it).
 	cfg    client.Config
 	stderr io.Writer
+	// stdin is where `put KEY` reads its value (nil: none);
+	// stdinIsTerminal says whether it is a terminal.
+	stdin           io.Reader
+	stdinIsTerminal func() bool
+	// secretFrom names where opts.secretFile came from (the flag or its
+	// variable), for errors.
+	secretFrom string
 	// parsed is set once flags and environment were accepted: any error
 	// before it is a usage error.
 	parsed bool
@@ -64,7 +75,8 @@ type factory struct {
 
 func newFactory(lookupEnv func(string) (string, bool)) *factory {
 	return &factory{
-		lookupEnv: lookupEnv,
+		lookupEnv:       lookupEnv,
+		stdinIsTerminal: func() bool { return false },
 		newKV: func(ctx context.Context, cfg client.Config) (kv, error) {
 			return client.New(ctx, cfg)
 		},
@@ -96,13 +108,18 @@ func (f *factory) applyEnv(cmd *cobra.Command) error {
 			f.opts.endpoints = splitList(v)
 		}
 	}
+	f.secretFrom = "--secret-file"
 	if !fl.Changed("secret-file") {
 		if v, ok := f.lookupEnv(envSecretFile); ok && v != "" {
 			f.opts.secretFile = v
+			f.secretFrom = envSecretFile
 		}
 	}
 	if f.opts.entrance == "" && len(f.opts.endpoints) == 0 {
 		f.opts.entrance = defaultEntrance
+	}
+	if err := checkAddrs(fl, f.opts.entrance, f.opts.endpoints); err != nil {
+		return err
 	}
 	switch f.opts.output {
 	case "text", "json":
@@ -111,6 +128,43 @@ func (f *factory) applyEnv(cmd *cobra.Command) error {
 	}
 	if f.opts.timeout <= 0 {
 		return usagef("--timeout must be positive")
+	}
+	return nil
+}
+
+// checkAddrs refuses an address that is not host:port before anything is
+// sent: a missing port would otherwise be retried until --timeout.
+func checkAddrs(fl *pflag.FlagSet, entrance string, endpoints []string) error {
+	check := func(source, addr string) error {
+		host, port, err := net.SplitHostPort(addr)
+		if err == nil {
+			n, perr := strconv.Atoi(port)
+			if host == "" || perr != nil || n < 1 || n > 65535 {
+				err = errors.New("bad host or port")
+			}
+		}
+		if err != nil {
+			return usagef("%s %q: want host:port, for example 127.0.0.1:7700", source, addr)
+		}
+		return nil
+	}
+	if entrance != "" {
+		source := "--entrance"
+		if !fl.Changed("entrance") {
+			source = envEntrance
+		}
+		if err := check(source, entrance); err != nil {
+			return err
+		}
+	}
+	for _, a := range endpoints {
+		source := "--endpoints"
+		if !fl.Changed("endpoints") {
+			source = envEndpoints
+		}
+		if err := check(source, a); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -131,11 +185,12 @@ func (f *factory) connect(ctx context.Context) (kv, error) {
 	if f.opts.secretFile != "" {
 		b, err := os.ReadFile(f.opts.secretFile)
 		if err != nil {
-			return nil, fmt.Errorf("read secret file: %w", err)
+			return nil, usagef("%s: cannot read the cluster secret: %v (give the file the cluster's nodes use)",
+				f.secretFrom, unwrapPathError(err))
 		}
 		secret := []byte(strings.TrimSpace(string(b)))
 		if len(secret) == 0 {
-			return nil, fmt.Errorf("secret file %s is empty", f.opts.secretFile)
+			return nil, usagef("%s: the secret file %s is empty", f.secretFrom, f.opts.secretFile)
 		}
 		cfg.Secret = secret
 	}
@@ -144,6 +199,15 @@ func (f *factory) connect(ctx context.Context) (kv, error) {
 	}
 	f.cfg = cfg
 	return f.newKV(ctx, cfg)
+}
+
+// unwrapPathError keeps an *os.PathError's operation, path and cause, in
+// one order: "open /x: no such file or directory".
+func unwrapPathError(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return fmt.Errorf("%s %s: %w", pe.Op, pe.Path, pe.Err)
+	}
+	return err
 }
 
 // withKV connects, runs fn and closes the client.
@@ -206,14 +270,87 @@ Environment: ` + envEntrance + `, ` + envEndpoints + ` (comma-separated) and
 	return root
 }
 
-// exactArgs is cobra.ExactArgs with a usage error.
+// exactArgs is cobra.ExactArgs with a usage error that names what the
+// command takes (from its Use line).
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
-			return &usageError{err}
+		if len(args) != n {
+			return argCountError(cmd, args)
 		}
 		return nil
 	}
+}
+
+// rangeArgs accepts lo to hi arguments.
+func rangeArgs(lo, hi int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < lo || len(args) > hi {
+			return argCountError(cmd, args)
+		}
+		return nil
+	}
+}
+
+// argCountError says what the command takes: "put takes KEY [VALUE], got
+// 3 arguments".
+func argCountError(cmd *cobra.Command, args []string) error {
+	_, want, _ := strings.Cut(cmd.Use, " ")
+	if want == "" {
+		return usagef("%s takes no arguments, got %d (%q)", cmd.Name(), len(args), strings.Join(args, " "))
+	}
+	return usagef("%s takes %s, got %d argument%s", cmd.Name(), want, len(args), plural(len(args)))
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// unknownLeadingFlag returns the first flag before the command name that
+// raftctl does not know ("" if none). Cobra would take the word after it
+// as the flag's value and then complain about an unknown command, so that
+// `raftctl --serializable get k` reported 'unknown command "k"'.
+func unknownLeadingFlag(root *cobra.Command, args []string) string {
+	root.InitDefaultHelpFlag()
+	root.InitDefaultVersionFlag()
+	lookup := func(name string, short bool) *pflag.Flag {
+		for _, fs := range []*pflag.FlagSet{root.PersistentFlags(), root.Flags()} {
+			if short {
+				if fl := fs.ShorthandLookup(name); fl != nil {
+					return fl
+				}
+			} else if fl := fs.Lookup(name); fl != nil {
+				return fl
+			}
+		}
+		return nil
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || a == "-" || !strings.HasPrefix(a, "-") {
+			return ""
+		}
+		var (
+			fl       *pflag.Flag
+			hasValue bool
+		)
+		if name, ok := strings.CutPrefix(a, "--"); ok {
+			name, _, hasValue = strings.Cut(name, "=")
+			fl = lookup(name, false)
+		} else {
+			fl = lookup(a[1:2], true)
+			hasValue = len(a) > 2
+		}
+		if fl == nil {
+			return a
+		}
+		if !hasValue && fl.NoOptDefVal == "" {
+			i++ // the flag's value
+		}
+	}
+	return ""
 }
 
 // run executes raftctl with args and returns the exit status.
@@ -223,14 +360,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, f *factor
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	var (
+		cmd = root
+		err error
+	)
+	if a := unknownLeadingFlag(root, args); a != "" {
+		err = usagef("unknown flag: %s (a command's own flags go after the command name)", a)
+	} else {
+		cmd, err = root.ExecuteContextC(ctx)
+	}
 	if err == nil {
 		return exitOK
 	}
 	code := exitCode(err, f.parsed)
-	fmt.Fprintln(stderr, "Error:", strings.ReplaceAll(err.Error(), "client: ", ""))
+	msg := strings.ReplaceAll(err.Error(), "client: ", "")
+	if ctx.Err() != nil && code != exitUsage {
+		// Ctrl-C (or SIGTERM): say so, whatever the command made of the
+		// cancelled context; a write's "outcome unknown" stays in msg.
+		code = exitInterrupted
+		msg = "interrupted: " + msg
+	}
+	fmt.Fprintln(stderr, "Error:", msg)
 	if code == exitUsage {
-		fmt.Fprintln(stderr, "Run 'raftctl --help' for usage.")
+		if cmd == nil {
+			cmd = root
+		}
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
 	return code
 }

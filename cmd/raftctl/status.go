@@ -65,14 +65,16 @@ func runStatus(ctx context.Context, f *factory, cmd *cobra.Command, name string)
 		if err != nil {
 			return err
 		}
+		asked := peers
 		if name != "" {
 			p, err := findPeer(peers, name)
 			if err != nil {
 				return err
 			}
-			peers = []client.Peer{p}
+			asked = []client.Peer{p}
 		}
-		views := probe(ctx, c, peers, min(f.opts.timeout, probeTimeout))
+		// Every peer (not only NAME) names the leader in the LEADER column.
+		views := probe(ctx, c, asked, min(f.opts.timeout, probeTimeout))
 		answered := 0
 		for _, v := range views {
 			if v.st != nil {

@@ -89,16 +89,18 @@ func runStopNode(ctx context.Context, f *factory, cmd *cobra.Command, name strin
 		}
 
 		answered := true
+		var stopErr error // why the stop request got no answer
 		if err := c.StopNode(ctx, target.Addr, id, opts.keep); err != nil {
 			// No answer: the node may have stopped before its answer
 			// left; what follows finds out.
 			if !errors.Is(err, client.ErrUnavailable) || ctx.Err() != nil {
 				if ctx.Err() != nil {
-					return timedOut("stop "+name, opts.wait, err.Error())
+					return timedOut(ctx, "stop "+name, opts.wait, err.Error())
 				}
 				return fmt.Errorf("stop %s: %w", name, err)
 			}
 			answered = false
+			stopErr = err
 		}
 
 		// Wait until it no longer answers.
@@ -109,7 +111,13 @@ func runStopNode(ctx context.Context, f *factory, cmd *cobra.Command, name strin
 			return err != nil && ctx.Err() == nil, nil
 		})
 		if err != nil {
-			return timedOut("stop "+name, opts.wait, name+" still answers")
+			detail := name + " still answers"
+			if stopErr != nil {
+				// For example a cluster without quorum cannot commit the
+				// removal: say what the stop request ran into.
+				detail += "; the stop request got no answer: " + stopErr.Error()
+			}
+			return timedOut(ctx, "stop "+name, opts.wait, detail)
 		}
 
 		removed := false
@@ -125,7 +133,7 @@ func runStopNode(ctx context.Context, f *factory, cmd *cobra.Command, name strin
 					return err != nil || p.Liveness == "removed", nil
 				})
 				if err != nil {
-					return timedOut("stop "+name, opts.wait, name+" stopped, but the entrance does not list it as removed")
+					return timedOut(ctx, "stop "+name, opts.wait, name+" stopped, but the entrance does not list it as removed")
 				}
 				removed = true
 			case answered:

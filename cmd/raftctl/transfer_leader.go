@@ -72,7 +72,7 @@ func runTransferLeader(ctx context.Context, f *factory, cmd *cobra.Command, name
 			return lead >= 0, nil
 		})
 		if err != nil {
-			return timedOut("transfer leadership to "+name, wait, "no node says it leads")
+			return timedOut(ctx, "transfer leadership to "+name, wait, "no node says it leads")
 		}
 		idStr := target.ID
 		if idStr == "" && views[tindex].st != nil {
@@ -91,7 +91,7 @@ func runTransferLeader(ctx context.Context, f *factory, cmd *cobra.Command, name
 		from := views[lead].peer.Name
 		if err := c.TransferLeader(ctx, views[lead].peer.Addr, id); err != nil {
 			if ctx.Err() != nil {
-				return timedOut("transfer leadership from "+from+" to "+name, wait, err.Error())
+				return timedOut(ctx, "transfer leadership from "+from+" to "+name, wait, err.Error())
 			}
 			return fmt.Errorf("transfer leadership from %s to %s: %w", from, name, err)
 		}
@@ -108,7 +108,7 @@ func runTransferLeader(ctx context.Context, f *factory, cmd *cobra.Command, name
 			return false, nil
 		})
 		if errors.Is(err, context.DeadlineExceeded) {
-			return timedOut("transfer leadership to "+name, wait, name+" does not say it leads")
+			return timedOut(ctx, "transfer leadership to "+name, wait, name+" does not say it leads")
 		} else if err != nil {
 			return err
 		}

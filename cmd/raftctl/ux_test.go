@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/raftkv/raftkv/client"
+)
+
+// executeIO is execute with a standard input (nil: none) that is or is not
+// a terminal, and a context the caller controls.
+func executeIO(ctx context.Context, t *testing.T, k kv, stdin []byte, terminal bool, args ...string) result {
+	t.Helper()
+	f := newFactory(func(string) (string, bool) { return "", false })
+	f.newKV = func(context.Context, client.Config) (kv, error) { return k, nil }
+	if stdin != nil {
+		f.stdin = bytes.NewReader(stdin)
+	}
+	f.stdinIsTerminal = func() bool { return terminal }
+	var out, errb bytes.Buffer
+	code := run(ctx, args, &out, &errb, f)
+	return result{code: code, stdout: out.String(), stderr: errb.String(), cfg: f.cfg}
+}
+
+// A value too large for the command line (or binary) comes from standard
+// input when VALUE is left out, as with etcdctl.
+func TestPutValueFromStdin(t *testing.T) {
+	k := newFake()
+	value := append(bytes.Repeat([]byte("x"), 300<<10), 0, '\n') // over the 128 KiB argument limit of Linux
+	r := executeIO(t.Context(), t, k, value, false, "put", "big")
+	if r.code != exitOK || r.stdout != "OK\n" {
+		t.Fatalf("put big < file: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if k.data["big"] != string(value) {
+		t.Fatalf("stored %d bytes, want the %d bytes of stdin unchanged", len(k.data["big"]), len(value))
+	}
+	// An empty stdin is an empty value.
+	if r := executeIO(t.Context(), t, k, []byte{}, false, "put", "empty"); r.code != exitOK || k.data["empty"] != "" {
+		t.Fatalf("put empty < /dev/null: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// VALUE given: stdin is not read.
+	if r := executeIO(t.Context(), t, k, []byte("ignored"), false, "put", "k", "v"); r.code != exitOK || k.data["k"] != "v" {
+		t.Fatalf("put k v: exit %d, value %q", r.code, k.data["k"])
+	}
+	// A terminal (the user forgot VALUE) or no stdin: a usage error, not a wait.
+	for _, terminal := range []bool{true, false} {
+		var stdin []byte
+		if terminal {
+			stdin = []byte("typed")
+		}
+		r := executeIO(t.Context(), t, k, stdin, terminal, "put", "k2")
+		if r.code != exitUsage || !strings.Contains(r.stderr, "put needs a VALUE argument, or the value on standard input") {
+			t.Fatalf("put KEY at a terminal=%v: exit %d, stderr %q", terminal, r.code, r.stderr)
+		}
+		if _, ok := k.data["k2"]; ok {
+			t.Fatal("put KEY at a terminal wrote something")
+		}
+	}
+}
+
+// Arity errors say what the command takes and point at its own help.
+func TestArgCountErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"put"}, "Error: put takes KEY [VALUE], got 0 arguments\nRun 'raftctl put --help' for usage.\n"},
+		{[]string{"put", "a", "b", "c"}, "Error: put takes KEY [VALUE], got 3 arguments\nRun 'raftctl put --help' for usage.\n"},
+		{[]string{"get"}, "Error: get takes KEY, got 0 arguments\nRun 'raftctl get --help' for usage.\n"},
+		{[]string{"stop-node"}, "Error: stop-node takes NAME, got 0 arguments\nRun 'raftctl stop-node --help' for usage.\n"},
+		{[]string{"list-peers", "x"}, "Error: list-peers takes no arguments, got 1 (\"x\")\nRun 'raftctl list-peers --help' for usage.\n"},
+	}
+	for _, tt := range tests {
+		r := execute(t, newFake(), nil, tt.args...)
+		if r.code != exitUsage || r.stderr != tt.want {
+			t.Errorf("raftctl %s: exit %d, stderr %q; want 2, %q", strings.Join(tt.args, " "), r.code, r.stderr, tt.want)
+		}
+	}
+}
+
+// A command's flag written before the command is reported as such, not as
+// 'unknown command "k"' (cobra takes the next word as the flag's value).
+func TestUnknownFlagBeforeCommand(t *testing.T) {
+	k := newFake()
+	k.data["k"] = "v"
+	for _, args := range [][]string{{"--serializable", "get", "k"}, {"--timeout", "1s", "--prefix", "get", "k"}, {"-x", "get", "k"}} {
+		r := execute(t, k, nil, args...)
+		if r.code != exitUsage || !strings.HasPrefix(r.stderr, "Error: unknown flag: "+args[len(args)-3]) {
+			t.Errorf("raftctl %s: exit %d, stderr %q; want 2 and unknown flag %s", strings.Join(args, " "), r.code, r.stderr, args[len(args)-3])
+		}
+	}
+	// Known global flags before the command, in every spelling, still work.
+	for _, args := range [][]string{
+		{"--timeout", "1s", "get", "k"}, {"--timeout=1s", "get", "k"}, {"-o", "json", "get", "k"}, {"-ojson", "get", "k"},
+		{"--debug", "get", "k"}, {"--entrance", "127.0.0.1:7700", "--debug", "-o", "text", "get", "k"},
+	} {
+		if r := execute(t, k, nil, args...); r.code != exitOK {
+			t.Errorf("raftctl %s: exit %d, stderr %q", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
+}
+
+// An address without a port is a usage error at once, naming where it came
+// from, instead of a retry until --timeout.
+func TestBadAddressIsUsageError(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{nil, []string{"--entrance", "127.0.0.1"}, `--entrance "127.0.0.1": want host:port`},
+		{nil, []string{"--entrance", "127.0.0.1:99999"}, `--entrance "127.0.0.1:99999": want host:port`},
+		{nil, []string{"--endpoints", "127.0.0.1:7701,127.0.0.2"}, `--endpoints "127.0.0.2": want host:port`},
+		{map[string]string{envEntrance: ":7700"}, nil, envEntrance + ` ":7700": want host:port`},
+		{map[string]string{envEndpoints: "a:1,b"}, nil, envEndpoints + ` "b": want host:port`},
+	}
+	for _, tt := range tests {
+		k := newFake()
+		r := execute(t, k, tt.env, append(tt.args, "get", "k")...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("%v %v: exit %d, stderr %q; want 2 and %q", tt.env, tt.args, r.code, r.stderr, tt.want)
+		}
+		if len(k.calls) != 0 {
+			t.Errorf("%v %v: the cluster was called: %q", tt.env, tt.args, k.calls)
+		}
+	}
+	k := newFake()
+	k.data["k"] = "v"
+	if r := execute(t, k, nil, "--endpoints", "node-1.lan:7701,[::1]:7702", "get", "k"); r.code != exitOK {
+		t.Fatalf("host names and IPv6: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// A secret file that cannot be read is a usage error (exit 2, like raftd's
+// and the entrance's) that names the flag or variable it came from.
+func TestSecretFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	tests := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{nil, []string{"--secret-file", missing}, "--secret-file: cannot read the cluster secret: open " + missing + ": no such file or directory"},
+		{map[string]string{envSecretFile: missing}, nil, envSecretFile + ": cannot read the cluster secret: open " + missing},
+		{nil, []string{"--secret-file", dir}, "--secret-file: cannot read the cluster secret: read " + dir + ": is a directory"},
+		{nil, []string{"--secret-file", empty}, "--secret-file: the secret file " + empty + " is empty"},
+	}
+	for _, tt := range tests {
+		r := execute(t, newFake(), tt.env, append(tt.args, "get", "k")...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("%v %v: exit %d, stderr %q; want 2 and %q", tt.env, tt.args, r.code, r.stderr, tt.want)
+		}
+	}
+}
+
+// status NAME names the leader as status does, from every peer, not only
+// NAME.
+func TestStatusNameShowsLeaderName(t *testing.T) {
+	k := newOpsFake()
+	r := execute(t, k, nil, "status", "n2")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != exitOK || len(lines) != 2 {
+		t.Fatalf("status n2: exit %d:\n%s", r.code, r.stdout)
+	}
+	if f := strings.Fields(lines[1]); len(f) < 6 || f[5] != "n1" {
+		t.Fatalf("status n2: LEADER column %q, want n1:\n%s", f, r.stdout)
+	}
+	r = execute(t, k, nil, "-o", "json", "status", "n2")
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil || len(rows) != 1 || rows[0]["leader_name"] != "n1" {
+		t.Fatalf("status n2 -o json: %v %v", err, rows)
+	}
+}
+
+// blockingKV answers writes only when ctx ends, as a cluster without
+// quorum does.
+type blockingKV struct{ *fakeKV }
+
+func (b blockingKV) Put(ctx context.Context, key string, _ []byte) (*client.WriteResult, error) {
+	<-ctx.Done()
+	return nil, fmt.Errorf("client: put %q: %w: %w", key, client.ErrOutcomeUnknown, ctx.Err())
+}
+
+// Ctrl-C ends a command with exit 130 and says so; an interrupted write
+// still says its outcome is unknown, and a waiting command does not claim
+// that its --wait ran out.
+func TestInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	r := executeIO(ctx, t, blockingKV{newFake()}, nil, false, "put", "k", "v")
+	if r.code != exitInterrupted || !strings.HasPrefix(r.stderr, "Error: interrupted: ") || !strings.Contains(r.stderr, "outcome unknown") {
+		t.Fatalf("interrupted put: exit %d, stderr %q; want 130, interrupted, outcome unknown", r.code, r.stderr)
+	}
+
+	k := newOpsFake()
+	k.status["a1"].Role = "follower" // nobody leads: transfer-leader waits
+	ctx, cancel = context.WithCancel(t.Context())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	r = executeIO(ctx, t, k, nil, false, "--timeout", "50ms", "transfer-leader", "n2", "--wait", "1h")
+	if r.code != exitInterrupted || !strings.HasPrefix(r.stderr, "Error: interrupted: ") || strings.Contains(r.stderr, "after 1h") {
+		t.Fatalf("interrupted transfer-leader: exit %d, stderr %q; want 130 and no timeout claim", r.code, r.stderr)
+	}
+}
+
+// stop-node of a node that cannot leave (no quorum) says what the stop
+// request ran into, not only that the node still answers.
+func TestStopNodeWithoutQuorumSaysWhy(t *testing.T) {
+	k := newOpsFake()
+	k.onStop = func(string, uint64, bool) error {
+		return fmt.Errorf("client: stop: %w (last error: a2: %w)", client.ErrUnavailable, client.ErrNoLeader)
+	}
+	r := execute(t, k, nil, "--timeout", "50ms", "stop-node", "n2", "--wait", "300ms")
+	if r.code != exitUnavailable || !strings.Contains(r.stderr, "n2 still answers; the stop request got no answer: stop: cluster unavailable (last error: a2: no leader)") {
+		t.Fatalf("stop without quorum: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
