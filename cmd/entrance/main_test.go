@@ -158,8 +158,12 @@ func TestUsageErrors(t *testing.T) {
 		{"negative grace", []string{"--data-dir", "d", "--down-grace", "-1s"}, nil, 2, "--down-grace"},
 		{"negative ping", []string{"--data-dir", "d", "--ping-interval", "-1s"}, nil, 2, "--ping-interval"},
 		{"bad duration env", []string{"--data-dir", "d"}, map[string]string{"ENTRANCE_DOWN_GRACE": "soon"}, 2, "ENTRANCE_DOWN_GRACE"},
-		{"empty secret", []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "", "--secret-file", secret}, nil, 1, "is empty"},
-		{"bad listen", []string{"--data-dir", t.TempDir(), "--listen", "nonsense", "--http", ""}, nil, 1, "listen udp"},
+		{"empty secret", []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "", "--secret-file", secret}, nil, 2, "is empty"},
+		{"missing secret", []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "", "--secret-file", secret + ".nope"}, nil, 2, "no such file"},
+		{"bad listen", []string{"--data-dir", t.TempDir(), "--listen", "nonsense", "--http", ""}, nil, 2, `--listen "nonsense": want ip:port`},
+		{"listen without port", []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1", "--http", ""}, nil, 2, `--listen "127.0.0.1": want ip:port`},
+		{"http without port", []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "127.0.0.1"}, nil, 2, `--http "127.0.0.1": want ip:port`},
+		{"data dir is a file", []string{"--data-dir", secret, "--listen", "127.0.0.1:0", "--http", ""}, nil, 2, "--data-dir " + secret + " is a file, not a directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

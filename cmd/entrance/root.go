@@ -8,11 +8,15 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/raftkv/raftkv/entrance"
 	"github.com/raftkv/raftkv/internal/cliutil"
@@ -139,6 +143,15 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	if o.listen == "" {
 		return usagef("--listen is required")
 	}
+	if !validListenAddr(o.listen) {
+		return usagef("--listen %q: want ip:port, for example 127.0.0.1:7700", o.listen)
+	}
+	if o.http != "" && !validListenAddr(o.http) {
+		return usagef("--http %q: want ip:port, for example 127.0.0.1:7780 (or \"\" for none)", o.http)
+	}
+	if fi, err := os.Stat(o.dataDir); err == nil && !fi.IsDir() {
+		return usagef("--data-dir %s is a file, not a directory", o.dataDir)
+	}
 	switch {
 	case o.pingInterval < 0:
 		return usagef("--ping-interval %v: want 0 (off) or more", o.pingInterval)
@@ -157,7 +170,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	}
 	secret, err := cliutil.ReadSecret(o.secretFile)
 	if err != nil {
-		return err
+		return usagef("%v", err) // exit 2, as raftd: restarting does not fix it
 	}
 	sd, err := sdnotify.New(lookupEnv)
 	if err != nil {
@@ -165,13 +178,13 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	}
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {
-		return fmt.Errorf("listen udp %s: %w", o.listen, err)
+		return listenError("--listen", o.listen, err)
 	}
 	var ln net.Listener
 	if o.http != "" {
 		if ln, err = net.Listen("tcp", o.http); err != nil {
 			pc.Close()
-			return fmt.Errorf("listen http %s: %w", o.http, err)
+			return listenError("--http", o.http, err)
 		}
 	}
 	cfg := entrance.Config{DataDir: o.dataDir, Voters: o.voters, PacketConn: pc, Secret: secret, Logger: log,
@@ -185,6 +198,10 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 		pc.Close()
 		if ln != nil {
 			ln.Close()
+		}
+		if errors.Is(err, bolt.ErrTimeout) {
+			// bbolt waited for the lock another process holds.
+			return fmt.Errorf("--data-dir %s is in use by another process (is an entrance still running with it?): %w; stop that one, or give this one its own --data-dir", o.dataDir, err)
 		}
 		return err
 	}
@@ -271,6 +288,30 @@ func startDiscovery(ctx context.Context, o *options, listen net.Addr, secret []b
 	go resp.Run(ctx)
 	log.Info("answering discovery broadcasts", "port", o.discoveryPort, "addr", addr.String())
 	return resp
+}
+
+// validListenAddr reports whether s is host:port with a numeric port (the
+// host may be empty: every address).
+func validListenAddr(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// listenError explains a failed bind of flag's address: one in use gets
+// what to do about it; the net package's "listen udp ADDR:" prefix, which
+// repeated the address, is left out.
+func listenError(flag, addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%s %s: the address is already in use (another entrance or raftd on this machine?); stop it or choose another %s", flag, addr, flag)
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Err != nil {
+		err = oe.Err
+	}
+	return fmt.Errorf("%s %s: %w", flag, addr, err)
 }
 
 // applyEnv sets every flag not given on the command line from its

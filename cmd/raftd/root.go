@@ -10,13 +10,16 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/raftkv/raftkv/internal/cliutil"
@@ -158,6 +161,10 @@ func (o *options) check() (entrance, advertise netip.AddrPort, bcast []netip.Add
 		return entrance, advertise, nil, usagef("--data-dir is required")
 	case o.listen == "":
 		return entrance, advertise, nil, usagef("--listen is required")
+	case !validListenAddr(o.listen):
+		return entrance, advertise, nil, usagef("--listen %q: want ip:port, for example 127.0.0.1:7701", o.listen)
+	case o.http != "" && !validListenAddr(o.http):
+		return entrance, advertise, nil, usagef("--http %q: want ip:port, for example 127.0.0.1:7702", o.http)
 	case o.discoveryPort < 1 || o.discoveryPort > 65535:
 		return entrance, advertise, nil, usagef("--discovery-port %d: want 1-65535", o.discoveryPort)
 	case o.tickInterval <= 0:
@@ -204,6 +211,9 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	if err != nil {
 		return err
 	}
+	if fi, err := os.Stat(o.dataDir); err == nil && !fi.IsDir() {
+		return usagef("--data-dir %s is a file, not a directory", o.dataDir)
+	}
 	sd, err := sdnotify.New(lookupEnv)
 	if err != nil {
 		log.Warn("not notifying systemd", "err", err)
@@ -214,7 +224,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	}
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {
-		return fmt.Errorf("listen udp %s: %w", o.listen, err)
+		return listenError("--listen", o.listen, err)
 	}
 	if !advertise.IsValid() {
 		advertise, err = netip.ParseAddrPort(pc.LocalAddr().String())
@@ -230,7 +240,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	if o.http != "" {
 		if ln, err = net.Listen("tcp", o.http); err != nil {
 			pc.Close()
-			return fmt.Errorf("listen http %s: %w", o.http, err)
+			return listenError("--http", o.http, err)
 		}
 	}
 	reg := prometheus.NewRegistry()
@@ -261,7 +271,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 		if ln != nil {
 			ln.Close()
 		}
-		return err
+		return dataDirError(o.dataDir, err)
 	}
 	entranceWord := entrance.String()
 	if !entrance.IsValid() {
@@ -314,7 +324,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 		return n.Close()
 	})
 	if err := g.Wait(); err != nil {
-		return err
+		return dataDirError(o.dataDir, err)
 	}
 	log.Info("raftd stopped")
 	return nil
@@ -351,6 +361,39 @@ func newLogger(o options, w io.Writer) (*slog.Logger, error) {
 		return nil, usagef("%v", err)
 	}
 	return log, nil
+}
+
+// dataDirError explains bbolt's lock timeout: another process (a raftd
+// still running with dir) holds a database of dir.
+func dataDirError(dir string, err error) error {
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("--data-dir %s is in use by another process (is a raftd still running with it?): %w; stop that one, or give this node its own --data-dir", dir, err)
+	}
+	return err
+}
+
+// validListenAddr reports whether s is host:port with a numeric port (the
+// host may be empty: every address).
+func validListenAddr(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// listenError explains a failed bind of flag's address: one in use gets
+// what to do about it; the net package's "listen udp ADDR:" prefix, which
+// repeated the address, is left out.
+func listenError(flag, addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%s %s: the address is already in use (another raftd or entrance on this machine?); stop it or choose another %s", flag, addr, flag)
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Err != nil {
+		err = oe.Err
+	}
+	return fmt.Errorf("%s %s: %w", flag, addr, err)
 }
 
 func readSecret(path string) ([]byte, error) {

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Ports in use say so once, with what to do; they used to read "listen udp
+// A: listen udp A: bind: address already in use".
+func TestListenInUse(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tests := []struct {
+		flag string
+		args []string
+		addr string
+	}{
+		{"--listen", []string{"--listen", pc.LocalAddr().String(), "--http", ""}, pc.LocalAddr().String()},
+		{"--http", []string{"--listen", "127.0.0.1:0", "--http", ln.Addr().String()}, ln.Addr().String()},
+	}
+	for _, tt := range tests {
+		var stderr bytes.Buffer
+		args := append([]string{"--data-dir", t.TempDir(), "--discovery-port", "0"}, tt.args...)
+		code := run(context.Background(), args, io.Discard, &stderr, envOf(nil), nil)
+		want := "Error: " + tt.flag + " " + tt.addr + ": the address is already in use (another entrance or raftd on this machine?); stop it or choose another " + tt.flag + "\n"
+		if code != 1 || stderr.String() != want {
+			t.Errorf("%s in use: exit %d, stderr %q; want 1, %q", tt.flag, code, stderr.String(), want)
+		}
+	}
+}
+
+// A data dir whose registry another entrance holds says so, not "open
+// registry .../entrance.db: timeout".
+func TestDataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	db, err := bolt.Open(filepath.Join(dir, "entrance.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--http", "", "--discovery-port", "0"},
+		io.Discard, &stderr, envOf(nil), nil)
+	if code != 1 || !strings.HasPrefix(stderr.String(), "Error: --data-dir "+dir+" is in use by another process") {
+		t.Fatalf("exit %d, stderr %q; want 1 and that the data dir is in use", code, stderr.String())
+	}
+}
