@@ -71,7 +71,9 @@ type line struct {
 	clients   int
 }
 
-type pair struct{ etcd, raftkv *result }
+// pair is one round of one line: the reference side and the side measured
+// against it.
+type pair struct{ ref, sub *result }
 
 // table writes rows of cells as aligned text or as Markdown.
 type table struct {
@@ -110,7 +112,30 @@ func (t *table) write(w io.Writer) error {
 	return err
 }
 
+// sides names the two sides of a results file: the reference (etcd when
+// present, else the first side seen) and the side compared with it.
+func sides(rs []result) (ref, sub string, err error) {
+	var seen []string
+	for _, r := range rs {
+		if !slices.Contains(seen, r.side()) {
+			seen = append(seen, r.side())
+		}
+	}
+	if len(seen) > 2 {
+		return "", "", fmt.Errorf("results hold %d sides (%s); a report compares two", len(seen), strings.Join(seen, ", "))
+	}
+	if i := slices.Index(seen, "etcd"); i > 0 {
+		seen[0], seen[i] = seen[i], seen[0]
+	}
+	seen = append(seen, "-", "-")
+	return seen[0], seen[1], nil
+}
+
 func writeReport(w io.Writer, rs []result, md bool) error {
+	refName, subName, err := sides(rs)
+	if err != nil {
+		return err
+	}
 	byLine := map[line]map[int]*pair{}
 	var lines []line
 	for i := range rs {
@@ -125,11 +150,10 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 			p = &pair{}
 			byLine[l][r.Round] = p
 		}
-		switch r.System {
-		case "etcd":
-			p.etcd = r
-		case "raftkv":
-			p.raftkv = r
+		if r.side() == refName {
+			p.ref = r
+		} else {
+			p.sub = r
 		}
 	}
 	slices.SortStableFunc(lines, func(a, b line) int {
@@ -164,18 +188,19 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 		return f(r)
 	}
 
-	fmt.Fprintf(w, "Throughput and latency per round (ratio = raftkv / etcd: above 1 is faster for ops/s, slower for latency;\n"+
-		"other cores = CPU used by everything else on the machine meanwhile, etcd/raftkv)\n\n")
+	a, b := refName, subName
+	fmt.Fprintf(w, "Throughput and latency per round (ratio = %s / %s: above 1 is faster for ops/s, slower for latency;\n"+
+		"other cores = CPU used by everything else on the machine meanwhile, %s/%s)\n\n", b, a, a, b)
 	t := &table{md: md}
-	t.add("label", "op", "clients", "round", "etcd ops/s", "etcd p50 ms", "etcd p99 ms",
-		"raftkv ops/s", "raftkv p50 ms", "raftkv p99 ms", "ratio ops/s", "ratio p50", "ratio p99", "errors e/r", "other cores e/r")
+	t.add("label", "op", "clients", "round", a+" ops/s", a+" p50 ms", a+" p99 ms",
+		b+" ops/s", b+" p50 ms", b+" p99 ms", "ratio ops/s", "ratio p50", "ratio p99", "errors", "other cores")
 	for _, l := range lines {
 		if l.op == "idle" {
 			continue
 		}
 		for _, rd := range rounds(l) {
 			p := byLine[l][rd]
-			e, k := p.etcd, p.raftkv
+			e, k := p.ref, p.sub
 			row := []string{l.label, l.op, fmt.Sprint(l.clients), fmt.Sprint(rd),
 				or(e, func(r *result) string { return f1(r.OpsPerSec) }),
 				or(e, func(r *result) string { return f3(r.P50MS) }),
@@ -197,19 +222,19 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 		return err
 	}
 
-	fmt.Fprintf(w, "Summary: ratio raftkv/etcd of ops/s per line, geometric mean over rounds [lowest .. highest]\n\n")
+	fmt.Fprintf(w, "Summary: ratio %s/%s of ops/s per line, geometric mean over rounds [lowest .. highest]\n\n", b, a)
 	t = &table{md: md}
 	t.add("label", "op", "clients", "rounds", "ratio ops/s", "lowest", "highest", "ratio p50", "ratio p99")
 	for _, l := range lines {
 		var ops, p50, p99 []float64
 		for _, rd := range rounds(l) {
 			p := byLine[l][rd]
-			if p.etcd == nil || p.raftkv == nil || p.etcd.OpsPerSec == 0 || p.raftkv.OpsPerSec == 0 {
+			if p.ref == nil || p.sub == nil || p.ref.OpsPerSec == 0 || p.sub.OpsPerSec == 0 {
 				continue
 			}
-			ops = append(ops, p.raftkv.OpsPerSec/p.etcd.OpsPerSec)
-			p50 = append(p50, p.raftkv.P50MS/p.etcd.P50MS)
-			p99 = append(p99, p.raftkv.P99MS/p.etcd.P99MS)
+			ops = append(ops, p.sub.OpsPerSec/p.ref.OpsPerSec)
+			p50 = append(p50, p.sub.P50MS/p.ref.P50MS)
+			p99 = append(p99, p.sub.P99MS/p.ref.P99MS)
 		}
 		if len(ops) == 0 {
 			continue
@@ -227,11 +252,11 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 	t.add("label", "op", "clients", "system", "server cpu-ms/op", "client cpu-ms/op", "server cores", "client cores", "other cores",
 		"leader log fsyncs/op", "fsync mean ms", "follower fsyncs/op", "backend commits/op", "datagrams sent/op")
 	for _, l := range lines {
-		for _, sys := range []string{"etcd", "raftkv"} {
+		for _, sub := range []bool{false, true} {
 			var sel []*result
 			for _, rd := range rounds(l) {
 				p := byLine[l][rd]
-				if r := map[string]*result{"etcd": p.etcd, "raftkv": p.raftkv}[sys]; r != nil {
+				if r := map[bool]*result{false: p.ref, true: p.sub}[sub]; r != nil {
 					sel = append(sel, r)
 				}
 			}
@@ -245,8 +270,9 @@ func writeReport(w io.Writer, rs []result, md bool) error {
 				}
 				return s / float64(len(sel))
 			}
+			sys := sel[0].side()
 			dg := "-"
-			if sys == "raftkv" {
+			if sel[0].System == "raftkv" {
 				dg = f3(m(func(r *result) float64 { return r.LeaderDatagramsPerOp }))
 			}
 			row := []string{l.label, l.op, fmt.Sprint(l.clients), sys,

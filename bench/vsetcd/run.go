@@ -21,6 +21,7 @@ import (
 // runOptions are the flags of `vsetcd run`.
 type runOptions struct {
 	system    string
+	name      string
 	label     string
 	round     int
 	endpoints []string
@@ -41,8 +42,11 @@ type runOptions struct {
 
 // result is one workload on one cluster: one JSON line of the results file.
 type result struct {
-	Label     string  `json:"label,omitempty"`
-	System    string  `json:"system"`
+	Label  string `json:"label,omitempty"`
+	System string `json:"system"`
+	// Name tells two sides of the same system apart (e.g. raftkv@main
+	// against raftkv); empty means System.
+	Name      string  `json:"name,omitempty"`
 	Round     int     `json:"round"`
 	Op        string  `json:"op"`
 	Clients   int     `json:"clients"`
@@ -86,6 +90,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var o runOptions
 	var endpoints, ops, clients, pids, metrics string
 	fs.StringVar(&o.system, "system", "", "etcd or raftkv")
+	fs.StringVar(&o.name, "name", "", "name of this side in the report (default: --system), e.g. raftkv@main")
 	fs.StringVar(&o.label, "label", "", "free text stored with every result (e.g. a commit)")
 	fs.IntVar(&o.round, "round", 1, "round number stored with every result")
 	fs.StringVar(&endpoints, "endpoints", "", "members' addresses host:port, comma-separated (etcd: client URLs; raftkv: nodes)")
@@ -205,11 +210,11 @@ func emit(out *os.File, stdout io.Writer, res result) error {
 	}
 	if res.Op == "idle" {
 		fmt.Fprintf(stdout, "%-6s round %d idle   %.3f server cores, other load %.2f cores\n",
-			res.System, res.Round, res.ServerCores, res.OtherCores)
+			res.side(), res.Round, res.ServerCores, res.OtherCores)
 		return nil
 	}
 	fmt.Fprintf(stdout, "%-6s round %d %s c=%-3d %9.1f ops/s  p50 %7.3f ms  p99 %7.3f ms  errors %d  server %.3f cpu-ms/op  leader fsyncs/op %.3f  other load %.2f cores\n",
-		res.System, res.Round, res.Op, res.Clients, res.OpsPerSec, res.P50MS, res.P99MS, res.Errors,
+		res.side(), res.Round, res.Op, res.Clients, res.OpsPerSec, res.P50MS, res.P99MS, res.Errors,
 		res.ServerCPUMSPerOp, res.LeaderFsyncsPerOp, res.OtherCores)
 	return nil
 }
@@ -225,10 +230,18 @@ func measureIdle(ctx context.Context, o runOptions) (result, error) {
 	case <-time.After(o.idle):
 	}
 	after := takeSample(o)
-	res := result{Label: o.label, System: o.system, Round: o.round, Op: "idle", Keys: o.keys, ValueSize: o.valueSize,
+	res := result{Label: o.label, System: o.system, Name: o.name, Round: o.round, Op: "idle", Keys: o.keys, ValueSize: o.valueSize,
 		Start: startWall.UTC().Format(time.RFC3339), ElapsedS: after.at.Sub(before.at).Seconds()}
 	fillCosts(&res, o.system, before, after)
 	return res, nil
+}
+
+// side is the result's name in reports.
+func (r *result) side() string {
+	if r.Name != "" {
+		return r.Name
+	}
+	return r.System
 }
 
 func benchKey(i int) string { return fmt.Sprintf("bench/%08d", i) }
@@ -354,7 +367,7 @@ func runWorkload(ctx context.Context, cl cluster, o runOptions, op string, n int
 	p := drive(ctx, kvs, o, op, value, o.duration)
 	after := takeSample(o)
 
-	res := result{Label: o.label, System: o.system, Round: o.round, Op: op, Clients: n, Keys: o.keys,
+	res := result{Label: o.label, System: o.system, Name: o.name, Round: o.round, Op: op, Clients: n, Keys: o.keys,
 		ValueSize: o.valueSize, Start: startWall.UTC().Format(time.RFC3339), ElapsedS: p.elapsed.Seconds(),
 		OK: len(p.lats), Errors: p.errors}
 	if p.firstErr != nil {

@@ -10,8 +10,12 @@
 #
 #   bench/vsetcd/run.sh [--rounds N] [--duration D] [--warmup D] [--clients 1,16,64]
 #                       [--ops put,get] [--keys K] [--value-size B] [--label TEXT]
-#                       [--etcd-mode leader|all] [--idle D] [--perf]
+#                       [--etcd-mode leader|all] [--idle D] [--perf] [--baseline REV]
 #
+#   --baseline REV   compare raftkv with raftkv as of git revision REV (e.g.
+#            main) instead of etcd: REV's raftd and entrance, from
+#            `git archive REV`, take etcd's place in every round (etcd is then
+#            not needed). For checking a change: ratios within one run.
 #   --perf   also record each cluster's processes with `perf record` (Linux
 #            perf) during its run, into perf-<system>-r<round>.data with a
 #            flat profile beside it (.txt). Profiling costs CPU: numbers of
@@ -40,6 +44,7 @@ LABEL=
 ETCD_MODE=leader
 IDLE=3s
 PERF=0
+BASELINE=
 GRACE=10 # seconds between SIGTERM and SIGKILL when stopping a cluster
 
 usage() {
@@ -62,6 +67,7 @@ while (($# > 0)); do
 	--label) LABEL=$2 ;;
 	--etcd-mode) ETCD_MODE=$2 ;;
 	--idle) IDLE=$2 ;;
+	--baseline) BASELINE=$2 ;;
 	--perf)
 		PERF=1
 		shift
@@ -77,7 +83,7 @@ while (($# > 0)); do
 done
 
 ETCD=${ETCD:-$(command -v etcd || true)}
-if [[ -z "$ETCD" || ! -x "$ETCD" ]]; then
+if [[ -z "$BASELINE" && ( -z "$ETCD" || ! -x "$ETCD" ) ]]; then
 	cat >&2 <<'MSG'
 etcd is not installed, so there is nothing to compare raftkv with.
 Install it, then run this script again:
@@ -113,6 +119,18 @@ fi
 echo "building raftd, entrance, raftctl and the load generator into $BIN/ ..."
 go build -o "$BIN/" ./cmd/raftd ./cmd/entrance ./cmd/raftctl
 (cd bench/vsetcd && go build -o "$BIN/vsetcd" .)
+if [[ -n "$BASELINE" ]]; then
+	BASE_REV=$(git rev-parse --short "$BASELINE^{commit}") || {
+		echo "run.sh: --baseline $BASELINE is not a git revision here" >&2
+		exit 2
+	}
+	echo "building raftd and entrance as of $BASELINE ($BASE_REV) into $BIN/base/ ..."
+	rm -rf "$WORK/base-src"
+	mkdir -p "$WORK/base-src" "$BIN/base"
+	git archive "$BASE_REV" | tar -x -C "$WORK/base-src"
+	(cd "$WORK/base-src" && go build -o "$BIN/base/" ./cmd/raftd ./cmd/entrance)
+	rm -rf "$WORK/base-src"
+fi
 
 mapfile -t PORTS < <("$BIN/vsetcd" ports 14)
 E_CLIENT=("${PORTS[@]:0:3}")
@@ -211,14 +229,14 @@ start_etcd() { # round
 	done
 }
 
-start_raftkv() { # round
+start_raftkv() { # round, name, binary directory
 	rm -rf "$DATA/raftkv"
 	mkdir -p "$DATA/raftkv"
-	start "raftkv-r$1-entrance" "$BIN/entrance" --listen "$HOST:${R_UDP[0]}" --http "$HOST:${R_HTTP[0]}" \
+	start "$2-r$1-entrance" "$3/entrance" --listen "$HOST:${R_UDP[0]}" --http "$HOST:${R_HTTP[0]}" \
 		--data-dir "$DATA/raftkv/entrance" --discovery-port 0
 	local i
 	for i in 1 2 3; do
-		start "raftkv-r$1-n$i" "$BIN/raftd" --name "n$i" --listen "$HOST:${R_UDP[$i]}" --data-dir "$DATA/raftkv/n$i" \
+		start "$2-r$1-n$i" "$3/raftd" --name "n$i" --listen "$HOST:${R_UDP[$i]}" --data-dir "$DATA/raftkv/n$i" \
 			--entrance "$HOST:${R_UDP[0]}" --http "$HOST:${R_HTTP[$i]}"
 	done
 }
@@ -235,7 +253,11 @@ machine_facts() { # title
 {
 	echo "== versions"
 	echo "raftkv: code at ${LABEL%+dirty} ($(git log -1 --format=%s "${LABEL%+dirty}" 2>/dev/null | cut -c1-70))$([[ $LABEL == *+dirty ]] && echo ", with uncommitted changes"); tree at $(git rev-parse --short HEAD 2>/dev/null)"
-	echo "etcd: $("$ETCD" --version | head -1 | sed 's/etcd Version: //')"
+	if [[ -n "$BASELINE" ]]; then
+		echo "baseline: raftkv as of $BASELINE, $BASE_REV ($(git log -1 --format=%s "$BASE_REV" | cut -c1-70))"
+	else
+		echo "etcd: $("$ETCD" --version | head -1 | sed 's/etcd Version: //')"
+	fi
 	echo "go: $(go version | cut -d' ' -f3)"
 	echo "label: $LABEL; rounds $ROUNDS; idle $IDLE; ops $OPS; clients $CLIENTS; duration $DURATION (+ warmup $WARMUP); keys $KEYS; values $VALUE_SIZE B; etcd-mode $ETCD_MODE"
 	machine_facts start
@@ -244,38 +266,49 @@ machine_facts() { # title
 common=(--label "$LABEL" --idle "$IDLE" --ops "$OPS" --clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP"
 	--keys "$KEYS" --value-size "$VALUE_SIZE" --out "$OUT/results.jsonl")
 
-for round in $(seq 1 "$ROUNDS"); do
-	echo "== round $round: etcd"
-	start_etcd "$round"
+run_raftkv() { # round, name, binary directory
+	echo "== round $1: $2"
+	start_raftkv "$1" "$2" "$3"
 	sleep 0.5
 	check_alive
-	eps=() mets=()
-	for i in 0 1 2; do
-		eps+=("$HOST:${E_CLIENT[$i]}")
-		mets+=("http://$HOST:${E_CLIENT[$i]}/metrics")
-	done
-	perf_start etcd "$round"
-	"$BIN/vsetcd" run --system etcd --round "$round" --etcd-mode "$ETCD_MODE" --endpoints "$(join_by , "${eps[@]}")" \
-		--pids "$(join_by , "${pids[@]}")" --metrics "$(join_by , "${mets[@]}")" "${common[@]}"
-	perf_stop etcd "$round"
-	check_alive
-	stop_cluster
-
-	echo "== round $round: raftkv"
-	start_raftkv "$round"
-	sleep 0.5
-	check_alive
-	eps=() mets=()
+	local eps=() mets=() i
 	for i in 1 2 3; do
 		eps+=("$HOST:${R_UDP[$i]}")
 		mets+=("http://$HOST:${R_HTTP[$i]}/metrics")
 	done
-	perf_start raftkv "$round"
-	"$BIN/vsetcd" run --system raftkv --round "$round" --entrance "$HOST:${R_UDP[0]}" --endpoints "$(join_by , "${eps[@]}")" \
+	perf_start "$2" "$1"
+	"$BIN/vsetcd" run --system raftkv --name "$2" --round "$1" --entrance "$HOST:${R_UDP[0]}" --endpoints "$(join_by , "${eps[@]}")" \
 		--pids "$(join_by , "${pids[@]}")" --metrics "$(join_by , "${mets[@]}")" "${common[@]}"
-	perf_stop raftkv "$round"
+	perf_stop "$2" "$1"
 	check_alive
 	stop_cluster
+}
+
+run_etcd() { # round
+	echo "== round $1: etcd"
+	start_etcd "$1"
+	sleep 0.5
+	check_alive
+	local eps=() mets=() i
+	for i in 0 1 2; do
+		eps+=("$HOST:${E_CLIENT[$i]}")
+		mets+=("http://$HOST:${E_CLIENT[$i]}/metrics")
+	done
+	perf_start etcd "$1"
+	"$BIN/vsetcd" run --system etcd --round "$1" --etcd-mode "$ETCD_MODE" --endpoints "$(join_by , "${eps[@]}")" \
+		--pids "$(join_by , "${pids[@]}")" --metrics "$(join_by , "${mets[@]}")" "${common[@]}"
+	perf_stop etcd "$1"
+	check_alive
+	stop_cluster
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+	if [[ -n "$BASELINE" ]]; then
+		run_raftkv "$round" "raftkv@$BASE_REV" "$BIN/base"
+	else
+		run_etcd "$round"
+	fi
+	run_raftkv "$round" raftkv "$BIN"
 done
 
 machine_facts end | tee -a "$OUT/machine.txt"

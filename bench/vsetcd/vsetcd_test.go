@@ -129,3 +129,25 @@ func TestReportRatiosPerRound(t *testing.T) {
 		}
 	}
 }
+
+func TestReportComparesTwoNamedSidesOfOneSystem(t *testing.T) {
+	rs := []result{
+		{System: "raftkv", Name: "raftkv@base", Round: 1, Op: "put", Clients: 16, OpsPerSec: 400, P50MS: 4, P99MS: 10},
+		{System: "raftkv", Round: 1, Op: "put", Clients: 16, OpsPerSec: 600, P50MS: 2, P99MS: 10},
+	}
+	var out bytes.Buffer
+	if err := writeReport(&out, rs, false); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	for _, want := range []string{`raftkv@base ops/s`, `ratio = raftkv / raftkv@base`,
+		`put +16 +1 .* 1\.50 +0\.50 +1\.00 +0/0`} {
+		if !regexp.MustCompile(want).MatchString(text) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	rs = append(rs, result{System: "etcd", Round: 1, Op: "put", Clients: 16, OpsPerSec: 1})
+	if err := writeReport(&out, rs, false); err == nil {
+		t.Error("a report of three sides did not fail")
+	}
+}
