@@ -112,6 +112,15 @@ type Endpoint struct {
 	nextWake   time.Time                  // when timer will next fire
 	timer      *time.Timer                // drives timerLoop; reset under mu
 	notices    noticeLimiter              // rate of "auth failed" notices sent
+	// lentSince is when the read token was lent to a handler or parked
+	// (zero: neither); parked means nobody holds it; lendGen numbers the
+	// loans. See lendToken and parkTokenLocked.
+	lentSince time.Time
+	parked    bool
+	lendGen   uint64
+	reader    *pendingCall // the Call reading for itself (readForCall), if any
+	callBuf   []byte       // read buffer of the Call holding the token (readForCall)
+	callDs    []delivery   // its deliveries
 
 	st counters
 }
@@ -430,16 +439,20 @@ func (e *Endpoint) timerLoop(ctx context.Context) {
 }
 
 // worker runs handlers and, when it holds the read token, reads the
-// socket: it applies one datagram, passes the token on (to a worker idle
-// in this select), writes what the datagram produced and runs the handler
-// of the message it completed itself, without a hand-off to another
-// goroutine. So datagrams are applied in the order they were read, one at
-// a time, and nobody reads while every worker is busy in a handler.
+// socket: it applies one datagram, writes what the datagram produced and
+// runs the handler of the message it completed itself, without a hand-off
+// to another goroutine. It runs that handler with the token lent (see
+// lendToken): no other goroutine is woken to read meanwhile unless the
+// handler waits in Send or Call or runs longer than lendTimeout, so a
+// quick handler's reply is written before anything else happens, and the
+// worker reads on afterwards. So datagrams are applied in the order they
+// were read, one at a time, and nobody reads while every worker is busy in
+// a handler.
 func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
 	var (
 		buf  []byte
 		ds   []delivery
-		hold bool // this worker keeps the token
+		hold bool // this worker has the token
 	)
 	for {
 		if !hold {
@@ -448,21 +461,22 @@ func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
 				e.handle(ctx, d)
 				continue
 			case <-e.readTok:
-				// Only the token holder adds to the inbox, so if it is
-				// empty now it stays so while this worker reads. If a
-				// message is waiting, run it and leave the reading to
-				// another goroutine: a worker blocked reading would
-				// strand it until the next datagram arrives.
-				select {
-				case d := <-e.inbox:
-					e.readTok <- struct{}{}
-					e.handle(ctx, d)
-					continue
-				default:
-				}
 			case <-ctx.Done():
 				return
 			}
+		}
+		// Only the token holder adds to the inbox, so if it is empty
+		// now it stays so while this worker reads. If a message is
+		// waiting, run it and leave the reading to another goroutine: a
+		// worker blocked reading would strand it until the next datagram
+		// arrives.
+		select {
+		case d := <-e.inbox:
+			e.readTok <- struct{}{}
+			hold = false
+			e.handle(ctx, d)
+			continue
+		default:
 		}
 		if buf == nil {
 			buf = make([]byte, readBufSize)
@@ -476,26 +490,118 @@ func (e *Endpoint) worker(ctx context.Context, fail func(error)) {
 		}
 		if n >= 0 {
 			ds = e.applyDatagram(buf[:n], from, ds[:0])
+		} else {
+			e.clearReadDeadline() // interrupted (readForCall)
 		}
-		// Keep reading unless a handler is to run: passing the token
-		// wakes another goroutine.
-		hold = !slices.ContainsFunc(ds, func(d delivery) bool { return d.kind != kindResponse })
-		if !hold {
-			// Queue messages for other workers while holding the
-			// token (see above), then let the next reader in.
+		hold = true
+		if !slices.ContainsFunc(ds, func(d delivery) bool { return d.kind != kindResponse }) {
+			// Responses only: keep reading.
+			e.flush()
+			if e.dispatch(ctx, ds) {
+				// A caller was woken: if nothing else waits for a
+				// datagram, park the token so that its next Call
+				// reads its own response (readForCall).
+				e.mu.Lock()
+				hold = !e.parkTokenLocked(time.Now())
+				e.mu.Unlock()
+				// Let the woken caller run now, on this thread, rather
+				// than after this goroutine's next read finds nothing.
+				runtime.Gosched()
+			}
+		} else {
+			// Queue messages for idle workers while holding the token
+			// (see above), then run the last one here with the token
+			// lent.
 			ds = e.queueForOthers(ds)
-			e.readTok <- struct{}{}
-		}
-		e.flush()
-		if e.dispatch(ctx, ds) {
-			// Let the woken caller run now, on this thread, rather
-			// than after this goroutine's next read finds nothing.
-			runtime.Gosched()
+			gen := e.lendToken()
+			e.flush()
+			e.dispatch(ctx, ds)
+			hold = e.unlendToken(gen)
 		}
 		clear(ds)
 		ds = ds[:0]
 	}
 }
+
+// lendTimeout is how long a handler may hold a lent read token before the
+// timer passes the token on to another reader.
+const lendTimeout = timerGranularity
+
+// lendToken marks the read token, held by the calling worker, as lent to
+// the handler it is about to run, and returns the loan's number for
+// unlendToken. Until the loan ends the token is passed on to the next
+// reader (reclaimTokenLocked) by the first Send or Call submitted, since
+// it will wait for a datagram (it may be the handler's own), or by the
+// timer after lendTimeout, since the handler may be waiting for another
+// message. Otherwise nobody reads meanwhile: the datagrams wait in the
+// socket's buffer.
+func (e *Endpoint) lendToken() uint64 {
+	now := time.Now()
+	e.mu.Lock()
+	e.lendGen++
+	gen := e.lendGen
+	e.lentSince = now
+	e.wakeLocked(now.Add(lendTimeout))
+	e.mu.Unlock()
+	return gen
+}
+
+// unlendToken ends loan gen and reports whether the caller still holds
+// the read token (false: it was passed on meanwhile).
+func (e *Endpoint) unlendToken(gen uint64) bool {
+	e.mu.Lock()
+	// A parked token is taken too: a Call in the handler took it and
+	// parked it when done.
+	kept := !e.lentSince.IsZero() && (e.parked || e.lendGen == gen)
+	if kept {
+		e.lentSince, e.parked = time.Time{}, false
+	}
+	e.mu.Unlock()
+	return kept
+}
+
+// reclaimTokenLocked passes a lent or parked read token on to the next
+// reader (a worker or the spare reader idle in select), if there is one.
+func (e *Endpoint) reclaimTokenLocked() {
+	if e.lentSince.IsZero() {
+		return
+	}
+	e.lentSince, e.parked = time.Time{}, false
+	e.readTok <- struct{}{} // never blocks: the token was not in the channel
+}
+
+// takeTokenLocked takes a lent or parked read token for the caller and
+// reports whether there was one.
+func (e *Endpoint) takeTokenLocked() bool {
+	if e.lentSince.IsZero() {
+		return false
+	}
+	e.lentSince, e.parked = time.Time{}, false
+	return true
+}
+
+// parkTokenLocked parks the read token held by the caller, which stops
+// reading, if nothing waits for a datagram: no Call, no unfinished
+// message, no partial or undelivered message, nothing in the inbox. It
+// reports whether it did. A parked token is taken by the next Call
+// (which reads its own response), a worker whose handler returns, or
+// passed on by the next Send or by the timer after lendTimeout: a request
+// arriving meanwhile waits in the socket buffer at most that long.
+func (e *Endpoint) parkTokenLocked(now time.Time) bool {
+	if e.closed || len(e.calls) > 0 || e.unfinished.Load() > 0 || e.reasmBytes > 0 || len(e.inbox) > 0 {
+		return false
+	}
+	e.lentSince, e.parked = now, true
+	e.wakeLocked(now.Add(lendTimeout))
+	return true
+}
+
+// interruptRead makes the socket's current or next read return at once
+// (a read deadline in the past); the reader clears it (clearReadDeadline).
+func (e *Endpoint) interruptRead() { e.pc.SetReadDeadline(time.Unix(1, 0)) }
+
+// clearReadDeadline removes the socket's read deadline.
+func (e *Endpoint) clearReadDeadline() { e.pc.SetReadDeadline(time.Time{}) }
 
 // spareReader takes its turn with the read token like a worker but never
 // runs a handler: it queues messages for the workers (blocking while the
@@ -520,6 +626,8 @@ func (e *Endpoint) spareReader(ctx context.Context, fail func(error)) {
 		}
 		if n >= 0 {
 			ds = e.applyDatagram(buf[:n], from, ds[:0])
+		} else {
+			e.clearReadDeadline() // interrupted (readForCall)
 		}
 		// Deliver before passing the token: only its holder adds to the
 		// inbox (see worker).

@@ -370,6 +370,20 @@ func (e *Endpoint) onTimer(now time.Time) time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	next := now.Add(time.Hour)
+	if c := e.reader; c != nil {
+		if now.Before(c.deadline) {
+			next = minTime(next, c.deadline)
+		} else {
+			e.interruptRead() // readForCall stops at its deadline
+		}
+	}
+	if !e.lentSince.IsZero() {
+		if at := e.lentSince.Add(lendTimeout); now.Before(at) {
+			next = minTime(next, at)
+		} else {
+			e.reclaimTokenLocked() // the handler may wait for another message
+		}
+	}
 	for _, p := range e.peers {
 		if !p.ackDue.IsZero() {
 			if !now.Before(p.ackDue) {

@@ -46,10 +46,15 @@ func (f *outFrag) size() int {
 
 // pendingCall waits for the response to a request.
 type pendingCall struct {
-	to   netip.AddrPort
-	msg  *outMsg
-	done chan callResult // capacity 1; receives the first outcome only
-	sent atomic.Bool
+	e       *Endpoint
+	to      netip.AddrPort
+	msg     *outMsg
+	done    chan callResult // capacity 1; receives the first outcome only
+	sent    atomic.Bool
+	reading atomic.Bool // the caller reads the socket (readForCall)
+	// deadline is the Call's: its ctx's or CallTimeout after submit.
+	// Set before the call is shared, then read-only.
+	deadline time.Time
 }
 
 // callResult is a response, or the failure of a request.
@@ -68,7 +73,13 @@ func (c *pendingCall) complete(r callResult) bool {
 	return true
 }
 
-func (c *pendingCall) fail(err error) { c.complete(callResult{err: err}) }
+// fail completes the call with err, waking its caller from the socket
+// read if it reads for itself.
+func (c *pendingCall) fail(err error) {
+	if c.complete(callResult{err: err}) && c.reading.Load() {
+		c.e.interruptRead()
+	}
+}
 
 // Send delivers payload to the peer at to, at most once, and returns when
 // the peer has acknowledged all of it. It retries until then, until ctx is
@@ -78,7 +89,7 @@ func (c *pendingCall) fail(err error) { c.complete(callResult{err: err}) }
 // Config.MaxQueuedBytes are queued to the peer. payload must not be
 // modified until Send returns.
 func (e *Endpoint) Send(ctx context.Context, to netip.AddrPort, payload []byte) error {
-	m, err := e.submit(ctx, nil, to, kindOneWay, 0, payload, nil)
+	m, _, err := e.submit(ctx, to, kindOneWay, 0, payload, nil)
 	if err != nil {
 		return err
 	}
@@ -108,40 +119,48 @@ func (e *Endpoint) SendMany(ctx context.Context, to []netip.AddrPort, payload []
 // time the error wraps ctx's error but not ErrPeerUnreachable; if the peer
 // restarted after taking the request it wraps ErrPeerUnreachable.
 func (e *Endpoint) Call(ctx context.Context, to netip.AddrPort, req []byte) ([]byte, error) {
-	// A (reused) timer, not context.WithTimeout: it costs a fraction.
-	var timeout <-chan time.Time
-	if _, ok := ctx.Deadline(); !ok {
-		t, _ := e.timers.Get().(*time.Timer)
-		if t == nil {
-			t = time.NewTimer(e.cfg.CallTimeout)
-		} else {
-			t.Reset(e.cfg.CallTimeout)
-		}
-		defer func() {
-			t.Stop() // no stale tick can be received after Stop (Go 1.23+)
-			e.timers.Put(t)
-		}()
-		timeout = t.C
-	}
-	c := &pendingCall{to: to, done: make(chan callResult, 1)}
-	m, err := e.submit(ctx, timeout, to, kindRequest, 0, req, c)
+	c := &pendingCall{e: e, to: to, done: make(chan callResult, 1)}
+	var hasDeadline bool
+	c.deadline, hasDeadline = ctx.Deadline() // else set by submit
+	m, reading, err := e.submit(ctx, to, kindRequest, 0, req, c)
 	if err != nil {
 		return nil, err
 	}
 	// The request's failure arrives on c.done too (finishLocked); its
 	// success needs no wake-up: the reply is what we wait for.
 	var ctxErr error
-	select {
-	case r := <-c.done:
-		if r.err != nil {
-			e.forgetCall(m.id)
-			return nil, r.err
+	if reading {
+		ctxErr = e.readForCall(ctx, c)
+	}
+	if ctxErr == nil {
+		var timeout <-chan time.Time
+		if !hasDeadline {
+			select {
+			case r := <-c.done:
+				return e.callOutcome(m, r)
+			default:
+			}
+			// A (reused) timer, not context.WithTimeout: it costs a fraction.
+			t, _ := e.timers.Get().(*time.Timer)
+			if t == nil {
+				t = time.NewTimer(time.Until(c.deadline))
+			} else {
+				t.Reset(time.Until(c.deadline))
+			}
+			defer func() {
+				t.Stop() // no stale tick can be received after Stop (Go 1.23+)
+				e.timers.Put(t)
+			}()
+			timeout = t.C
 		}
-		return r.resp, nil // completeCall removed c from e.calls
-	case <-ctx.Done():
-		ctxErr = ctx.Err()
-	case <-timeout:
-		ctxErr = context.DeadlineExceeded
+		select {
+		case r := <-c.done:
+			return e.callOutcome(m, r)
+		case <-ctx.Done():
+			ctxErr = ctx.Err()
+		case <-timeout:
+			ctxErr = context.DeadlineExceeded
+		}
 	}
 	defer e.forgetCall(m.id)
 	if err := e.abandon(m, to, ctxErr); err != nil {
@@ -155,6 +174,75 @@ func (e *Endpoint) Call(ctx context.Context, to netip.AddrPort, req []byte) ([]b
 	default:
 	}
 	return nil, fmt.Errorf("rudp: call %v: no reply: %w", to, ctxErr)
+}
+
+// callOutcome returns the outcome r of the Call of request m.
+func (e *Endpoint) callOutcome(m *outMsg, r callResult) ([]byte, error) {
+	if r.err != nil {
+		e.forgetCall(m.id)
+		return nil, r.err
+	}
+	return r.resp, nil // completeCall removed the call from e.calls
+}
+
+// readForCall is Call's wait when its submit took the read token (see
+// lendToken, parkTokenLocked): the caller reads the socket itself, as the
+// spare reader does (messages for handlers go to the inbox), until its
+// response has arrived, so that it is not handed over from another
+// goroutine. It stops early when c fails (pendingCall.fail), ctx is done
+// (context.AfterFunc) or c.deadline passes (onTimer): each of them
+// interrupts the read (interruptRead). It then parks the token or passes
+// it on, and returns ctx's error or context.DeadlineExceeded if it stopped
+// for them, else nil (c.done then holds the outcome, or will: ErrClosed).
+func (e *Endpoint) readForCall(ctx context.Context, c *pendingCall) (ctxErr error) {
+	c.reading.Store(true)
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, e.interruptRead)
+		defer stop()
+	}
+	if e.callBuf == nil { // only the token holder uses callBuf and callDs
+		e.callBuf = make([]byte, readBufSize)
+	}
+	ds := e.callDs[:0]
+	// An interrupter completes c, cancels ctx or finds the deadline
+	// passed before it sets a read deadline in the past; the loop clears
+	// that deadline before it checks them again, so no interruption is
+	// lost.
+	for !c.sent.Load() {
+		if ctxErr = ctx.Err(); ctxErr != nil {
+			break
+		}
+		n, from, done, _ := e.readOne(e.callBuf)
+		if done { // closed or failed: a worker will see it too
+			c.reading.Store(false)
+			e.mu.Lock()
+			e.reader = nil
+			e.mu.Unlock()
+			e.readTok <- struct{}{}
+			return nil
+		}
+		if n < 0 {
+			e.clearReadDeadline()
+			if !time.Now().Before(c.deadline) {
+				ctxErr = context.DeadlineExceeded
+				break
+			}
+			continue
+		}
+		ds = e.applyDatagram(e.callBuf[:n], from, ds[:0])
+		e.flush()
+		e.deliver(ds) // holding the token, as the spare reader does
+		clear(ds)
+	}
+	e.callDs = ds[:0]
+	c.reading.Store(false)
+	e.mu.Lock()
+	e.reader = nil
+	if !e.parkTokenLocked(time.Now()) {
+		e.readTok <- struct{}{}
+	}
+	e.mu.Unlock()
+	return ctxErr
 }
 
 // forgetCall stops waiting for the response to request id.
@@ -174,35 +262,44 @@ func (e *Endpoint) reply(to netip.AddrPort, ref uint64, payload []byte) error {
 		e.mu.Unlock()
 		return ErrClosed
 	}
-	p, err := e.peerLocked(to, time.Now())
+	now := time.Now()
+	p, err := e.peerLocked(to, now)
 	if err == nil {
-		e.enqueueLocked(p, kindResponse, ref, payload, nil, time.Now())
+		e.enqueueLocked(p, kindResponse, ref, payload, nil, now)
 	}
 	e.mu.Unlock()
 	e.flush()
 	return err
 }
 
-// submit waits for queue space and queues a message.
-func (e *Endpoint) submit(ctx context.Context, timeout <-chan time.Time, to netip.AddrPort, kind uint8, ref uint64, payload []byte, c *pendingCall) (*outMsg, error) {
+// submit waits for queue space (until deadline, if not zero) and queues a
+// message. The caller will wait for a datagram (the ack or the response),
+// so a lent or parked read token (see lendToken) is passed on to another
+// reader, or taken by a Call (kindRequest): reading reports that the
+// caller holds the token and must read (readForCall).
+func (e *Endpoint) submit(ctx context.Context, to netip.AddrPort, kind uint8, ref uint64, payload []byte, c *pendingCall) (_ *outMsg, reading bool, _ error) {
 	if len(payload) > e.cfg.MaxMessageSize {
-		return nil, fmt.Errorf("rudp: send to %v: %d bytes: %w", to, len(payload), ErrTooLarge)
+		return nil, false, fmt.Errorf("rudp: send to %v: %d bytes: %w", to, len(payload), ErrTooLarge)
 	}
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	var timeout <-chan time.Time
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("rudp: send to %v: %w", to, err)
+			return nil, false, fmt.Errorf("rudp: send to %v: %w", to, err)
 		}
 		now := time.Now()
+		if c != nil && c.deadline.IsZero() {
+			c.deadline = now.Add(e.cfg.CallTimeout)
+		}
 		e.mu.Lock()
 		if e.closed {
 			e.mu.Unlock()
-			return nil, ErrClosed
+			return nil, false, ErrClosed
 		}
 		p, err := e.peerLocked(to, now)
 		if err != nil {
 			e.mu.Unlock()
-			return nil, fmt.Errorf("rudp: send to %v: %w", to, err)
+			return nil, false, fmt.Errorf("rudp: send to %v: %w", to, err)
 		}
 		if p.queuedBytes == 0 || p.queuedBytes+len(payload) <= e.cfg.MaxQueuedBytes {
 			var done chan error
@@ -214,18 +311,32 @@ func (e *Endpoint) submit(ctx context.Context, timeout <-chan time.Time, to neti
 				c.msg = m
 				e.calls[m.id] = c
 			}
+			if kind == kindRequest {
+				if reading = e.takeTokenLocked(); reading {
+					e.reader = c
+					e.wakeLocked(c.deadline)
+				}
+			} else {
+				e.reclaimTokenLocked()
+			}
 			e.mu.Unlock()
 			e.flush()
-			return m, nil
+			return m, reading, nil
 		}
+		e.reclaimTokenLocked() // acks free the space
 		space := p.spaceSignal()
 		e.mu.Unlock()
+		if timeout == nil && c != nil {
+			t := time.NewTimer(time.Until(c.deadline))
+			defer t.Stop()
+			timeout = t.C
+		}
 		select {
 		case <-space:
 		case <-ctx.Done():
 		case <-e.done:
 		case <-timeout:
-			return nil, fmt.Errorf("rudp: send to %v: %w", to, context.DeadlineExceeded)
+			return nil, false, fmt.Errorf("rudp: send to %v: %w", to, context.DeadlineExceeded)
 		}
 	}
 }
