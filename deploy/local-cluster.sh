@@ -2,7 +2,10 @@
 # local-cluster.sh starts a raftkv cluster on loopback in the foreground: one
 # entrance and three raftd, with data under one directory. Ctrl-C stops
 # everything it started (SIGTERM by pid, then SIGKILL after a grace period).
-# `make run` runs it; it needs only Go and bash.
+# `make run` runs it; it needs only Go and bash. It refuses to start while
+# another run uses the same data directory (flock, where available) or an
+# entrance already answers on its port, and exits 1 if the cluster fails to
+# start or all of its processes exit by themselves.
 #
 #   deploy/local-cluster.sh [--fresh]
 #
@@ -39,6 +42,28 @@ mkdir -p "$DATA/logs"
 DATA=$(cd "$DATA" && pwd)
 BIN=$(cd "$BIN" && pwd)
 
+# One run per data directory: the lock is held by this script and, through
+# the inherited descriptor, by the daemons it starts.
+if command -v flock >/dev/null; then
+	exec {lockfd}>"$DATA/.lock"
+	if ! flock -n "$lockfd"; then
+		echo "error: $DATA is in use by another local cluster (make run); stop that one (Ctrl-C in its terminal)," >&2
+		echo "or give this one its own data and ports: RAFTKV_DATA=./tmp/cluster2 RAFTKV_BASE_PORT=7800 RAFTKV_HTTP_PORT=7880 $0" >&2
+		exit 1
+	fi
+fi
+# Someone else's entrance on our port would answer our readiness check.
+if RAFTCTL_SECRET_FILE= "$BIN/raftctl" --entrance "$HOST:$BASE" --timeout 1s list-peers >/dev/null 2>&1; then
+	rc=0
+else
+	rc=$?
+fi
+if ((rc == 0 || rc == 4)); then
+	echo "error: an entrance already answers on $HOST:$BASE (another cluster?); stop it, or set RAFTKV_BASE_PORT and RAFTKV_HTTP_PORT" >&2
+	exit 1
+fi
+
+
 pids=()
 names=()
 stopping=0
@@ -68,21 +93,29 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
+cmds=()
 start() { # name, then the command
 	local name=$1
 	shift
 	"$@" >>"$DATA/logs/$name.log" 2>&1 &
 	pids+=($!)
 	names+=("$name")
+	cmds+=("$*")
 	echo "started $name (pid $!): $*"
 }
 
+# The daemons get process groups of their own (job control on while they
+# start): Ctrl-C reaches only this script, which stops them in order
+# (SIGTERM, then SIGKILL). Off again after, so that Ctrl-C during the
+# script's own `sleep` still runs its trap.
+set -m
 start entrance "$BIN/entrance" --listen "$HOST:$BASE" --http "$HOST:$HTTP" --data-dir "$DATA/entrance" \
 	--discovery-port 0 # a loopback cluster: do not answer LAN discovery broadcasts
 for i in 1 2 3; do
 	start "n$i" "$BIN/raftd" --name "n$i" --listen "$HOST:$((BASE + i))" --data-dir "$DATA/n$i" \
 		--entrance "$HOST:$BASE"
 done
+set +m
 
 echo "waiting for a leader and two followers ..."
 ready=0
@@ -90,12 +123,14 @@ for _ in $(seq 1 60); do
 	for i in "${!pids[@]}"; do
 		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
 			echo "${names[$i]} exited during start-up; its log, $DATA/logs/${names[$i]}.log, ends with:" >&2
-			tail -n 20 "$DATA/logs/${names[$i]}.log" >&2 || true
-			echo "(is another cluster using ports $BASE-$((BASE + 3))? set RAFTKV_BASE_PORT)" >&2
+			tail -n 5 "$DATA/logs/${names[$i]}.log" >&2 || true
+			if grep -q "already in use" "$DATA/logs/${names[$i]}.log"; then
+				echo "(another program uses one of ports $BASE-$((BASE + 3)) or $HTTP: set RAFTKV_BASE_PORT and RAFTKV_HTTP_PORT)" >&2
+			fi
 			exit 1
 		fi
 	done
-	if "$BIN/raftctl" --entrance "$HOST:$BASE" --timeout 1s list-peers 2>/dev/null |
+	if RAFTCTL_SECRET_FILE= "$BIN/raftctl" --entrance "$HOST:$BASE" --timeout 1s list-peers 2>/dev/null |
 		awk '$5 == "alive" && $4 == "leader" { l++ } $5 == "alive" && $4 == "follower" { f++ }
 			END { exit !(l == 1 && f == 2) }'; then
 		ready=1
@@ -134,9 +169,14 @@ while ((stopping == 0)); do
 			alive=1
 		elif [[ -z "${reported[$i]:-}" ]]; then
 			reported[$i]=1
-			echo "${names[$i]} (pid ${pids[$i]}) exited; see $DATA/logs/${names[$i]}.log"
+			echo "${names[$i]} (pid ${pids[$i]}) exited; see $DATA/logs/${names[$i]}.log. To start it again (same data):"
+			echo "  ${cmds[$i]} >>$DATA/logs/${names[$i]}.log 2>&1 &"
 		fi
 	done
 	((alive == 1)) || break
 	sleep 1
 done
+if ((stopping == 0)); then
+	echo "every process of the cluster exited; see the logs in $DATA/logs" >&2
+	exit 1
+fi
