@@ -56,11 +56,17 @@ type LogOptions struct {
 // All methods are safe for concurrent use; the core's goroutine is
 // expected to be the only writer.
 type LogStore struct {
-	mu     sync.Mutex
-	db     *bolt.DB
-	noSync bool
-	logger *slog.Logger
-	closed bool
+	mu sync.Mutex
+	db *bolt.DB
+	// pendingHS is a hard state that Save was given without sync and
+	// has not written yet (only its Commit differs from the written one;
+	// the next synced write or Close writes it). bbolt has no safe
+	// unsynced commit: a power loss may keep a commit's meta page and
+	// lose the pages it points to, so every commit here is fsynced.
+	pendingHS raft.HardState
+	noSync    bool
+	logger    *slog.Logger
+	closed    bool
 
 	st logState
 
@@ -176,9 +182,17 @@ func (l *LogStore) Close() error {
 	if l.closed {
 		return nil
 	}
+	var err error
+	if !l.pendingHS.IsEmpty() {
+		hs := l.pendingHS
+		_, err = l.update(true, func(tx *bolt.Tx, st *logState) error { return st.putHardState(tx, hs) })
+		if err != nil {
+			err = fmt.Errorf("kvstore: close: writing the last hard state: %w", err)
+		}
+	}
 	l.closed = true
 	l.cache = nil
-	return l.db.Close()
+	return errors.Join(err, l.db.Close())
 }
 
 // Path returns the file's path.
@@ -193,11 +207,22 @@ func (l *LogStore) update(sync bool, fn func(tx *bolt.Tx, st *logState) error) (
 	}
 	st := l.st
 	l.db.NoSync = l.noSync || !sync
-	err := l.db.Update(func(tx *bolt.Tx) error { return fn(tx, &st) })
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		if err := fn(tx, &st); err != nil {
+			return err
+		}
+		// A hard state Save deferred goes with this commit, unless the
+		// commit wrote a newer one.
+		if !l.pendingHS.IsEmpty() && l.pendingHS.Commit > st.hs.Commit && l.pendingHS.Term == st.hs.Term && l.pendingHS.Vote == st.hs.Vote {
+			return st.putHardState(tx, l.pendingHS)
+		}
+		return nil
+	})
 	l.db.NoSync = l.noSync
 	if err != nil {
 		return logState{}, err
 	}
+	l.pendingHS = raft.HardState{}
 	prev := l.st
 	l.st = st
 	return prev, nil
@@ -205,12 +230,33 @@ func (l *LogStore) update(sync bool, fn func(tx *bolt.Tx, st *logState) error) (
 
 // Save writes one Ready: the snapshot (if not empty), then the entries,
 // then the hard state (if not empty), all in ONE bbolt transaction with
-// one commit. With sync, the commit is fsynced before Save returns; only
-// then may the caller send the Ready's messages.
+// one commit, fsynced before Save returns; only then may the caller send
+// the Ready's messages.
+//
+// Without sync (raft's MustSync false: no entries, no snapshot, the same
+// term and vote, so only the commit index moved) nothing is written now:
+// the hard state is kept and written with the next write or by Close. A
+// crash may so lose commit index updates, which is harmless: the commit
+// index needs no persistence, and a restarted node whose state machine
+// applied beyond the stored commit index may raise it to the applied
+// index (everything applied was committed). Writing it unsynced would not
+// be: bbolt's commits are safe only when fsynced.
 func (l *LogStore) Save(hs raft.HardState, ents []raft.Entry, snap raft.Snapshot, sync bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	prev, err := l.update(sync, func(tx *bolt.Tx, st *logState) error {
+	if !sync && len(ents) == 0 && snap.IsEmpty() {
+		if l.closed {
+			return ErrClosed
+		}
+		if !hs.IsEmpty() {
+			if hs.Term != l.st.hs.Term || hs.Vote != l.st.hs.Vote {
+				return fmt.Errorf("kvstore: save: term/vote change (%d/%d -> %d/%d) without sync", l.st.hs.Term, l.st.hs.Vote, hs.Term, hs.Vote)
+			}
+			l.pendingHS = hs
+		}
+		return nil
+	}
+	prev, err := l.update(true, func(tx *bolt.Tx, st *logState) error {
 		if !snap.IsEmpty() {
 			if err := st.applySnapshot(tx, snap); err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -476,5 +477,75 @@ func TestLogOpenRefusesHoles(t *testing.T) {
 	if l, err := OpenLog(path, LogOptions{}); err == nil {
 		l.Close()
 		t.Fatal("opened a log with a hole at index 5")
+	}
+}
+
+// TestLogUnsyncedSaveWritesNothing: a Save without sync (only the commit
+// index moved) leaves the file untouched, since an unsynced bbolt commit
+// is unsafe on power loss; the next synced write and Close write it.
+func TestLogUnsyncedSaveWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "raft.db")
+	l := openTestLog(t, path, LogOptions{})
+	// onDisk is the hard state a copy of the file holds now (what a crash
+	// would leave, as the file has no write in flight).
+	onDisk := func() raft.HardState {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp := filepath.Join(dir, fmt.Sprintf("copy-%d.db", len(b)^int(rand.Uint32())))
+		if err := os.WriteFile(cp, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := OpenLog(cp, LogOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		hs, _, err := c.InitialState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs
+	}
+	if err := l.Save(raft.HardState{Term: 1, Vote: 1, Commit: 1}, ents(1, 3, 1), raft.Snapshot{}, true); err != nil {
+		t.Fatal(err)
+	}
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before, sz := onDisk(), size()
+	if err := l.Save(raft.HardState{Term: 1, Vote: 1, Commit: 3}, nil, raft.Snapshot{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(); got != before || size() != sz {
+		t.Fatalf("after an unsynced Save the file holds %+v (size %d), want it untouched: %+v (size %d)", got, size(), before, sz)
+	}
+	// The next synced write takes the deferred commit index along.
+	if err := l.Save(raft.HardState{}, ents(4, 4, 1), raft.Snapshot{}, true); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := onDisk(), (raft.HardState{Term: 1, Vote: 1, Commit: 3}); got != want {
+		t.Fatalf("after the next synced Save the file holds %+v, want %+v", got, want)
+	}
+	// A term or vote change must be synced.
+	if err := l.Save(raft.HardState{Term: 2, Vote: 2, Commit: 3}, nil, raft.Snapshot{}, false); err == nil {
+		t.Fatal("an unsynced Save changing term and vote succeeded")
+	}
+	// Close writes what is still deferred.
+	if err := l.Save(raft.HardState{Term: 1, Vote: 1, Commit: 4}, nil, raft.Snapshot{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := onDisk(), (raft.HardState{Term: 1, Vote: 1, Commit: 4}); got != want {
+		t.Fatalf("after Close the file holds %+v, want %+v", got, want)
 	}
 }

@@ -407,6 +407,9 @@ func (n *Node) startCore(ident Identity) error {
 		n.learnMember(id, m)
 	}
 	n.snapIndex = n.rlog.SnapshotMeta().Index
+	if err := n.raiseCommitToApplied(); err != nil {
+		return err
+	}
 	seed := n.cfg.Seed
 	if seed == 0 {
 		var b [8]byte
@@ -589,6 +592,34 @@ func (n *Node) loop(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// raiseCommitToApplied makes the stored commit index at least the state
+// machine's applied index. The log stores commit index updates lazily
+// (kvstore.LogStore.Save writes them with the next fsynced write), while
+// the state machine fsyncs what it applied; after a crash the applied index
+// may so be ahead. Everything applied was committed, so raising it is
+// safe; an applied index beyond the log's end means the log lost fsynced
+// entries, and the node refuses to start.
+func (n *Node) raiseCommitToApplied() error {
+	hs, _, err := n.rlog.InitialState()
+	if err != nil {
+		return err
+	}
+	applied := n.kv.Applied()
+	if applied <= hs.Commit {
+		return nil
+	}
+	last, err := n.rlog.LastIndex()
+	if err != nil {
+		return err
+	}
+	if applied > last {
+		return fmt.Errorf("node: the state machine applied index %d but the Raft log ends at %d: raft.db lost fsynced entries; restore this node from a backup or remove it and join it anew with an empty data dir", applied, last)
+	}
+	n.logger().Info("raising the stored commit index to the applied index (commit updates are written lazily)", "commit", hs.Commit, "applied", applied)
+	hs.Commit = applied
+	return n.rlog.SetHardState(hs)
 }
 
 func (n *Node) step(m raft.Message) {
