@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -199,11 +200,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 		if ln != nil {
 			ln.Close()
 		}
-		if errors.Is(err, bolt.ErrTimeout) {
-			// bbolt waited for the lock another process holds.
-			return fmt.Errorf("--data-dir %s is in use by another process (is an entrance still running with it?): %w; stop that one, or give this one its own --data-dir", o.dataDir, err)
-		}
-		return err
+		return dataDirError(o.dataDir, err)
 	}
 	log.Info("entrance starting", "version", version(), "listen", pc.LocalAddr().String(), "http", o.http,
 		"data_dir", o.dataDir, "voters", o.voters, "authenticated", secret != nil,
@@ -288,6 +285,23 @@ func startDiscovery(ctx context.Context, o *options, listen net.Addr, secret []b
 	go resp.Run(ctx)
 	log.Info("answering discovery broadcasts", "port", o.discoveryPort, "addr", addr.String())
 	return resp
+}
+
+// dataDirError explains a registry that cannot be opened: bbolt's lock
+// timeout means another process (an entrance still running with dir)
+// holds it; a data dir this user may not write is a usage error (exit 2):
+// restarting does not fix it.
+func dataDirError(dir string, err error) error {
+	switch {
+	case errors.Is(err, bolt.ErrTimeout):
+		return fmt.Errorf("--data-dir %s is in use by another process (is an entrance still running with it?): %w; stop that one, or give this one its own --data-dir", dir, err)
+	case errors.Is(err, fs.ErrPermission):
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			err = pe
+		}
+		return usagef("--data-dir %s: permission denied for user %d (%v); make it writable by that user, or choose another --data-dir", dir, os.Getuid(), err)
+	}
+	return err
 }
 
 // validListenAddr reports whether s is host:port with a numeric port (the

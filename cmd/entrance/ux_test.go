@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,5 +64,17 @@ func TestDataDirInUse(t *testing.T) {
 		io.Discard, &stderr, envOf(nil), nil)
 	if code != 1 || !strings.HasPrefix(stderr.String(), "Error: --data-dir "+dir+" is in use by another process") {
 		t.Fatalf("exit %d, stderr %q; want 1 and that the data dir is in use", code, stderr.String())
+	}
+}
+
+// A data dir this user may not write is a usage error (exit 2: restarting
+// does not help). (Tests run as root here, where no permission is denied,
+// so the error is built as the entrance package returns it.)
+func TestDataDirPermissionDenied(t *testing.T) {
+	pe := &fs.PathError{Op: "mkdir", Path: "/srv/e", Err: syscall.EACCES}
+	err := dataDirError("/srv/e", fmt.Errorf("entrance: create data dir: %w", pe))
+	want := fmt.Sprintf("--data-dir /srv/e: permission denied for user %d (mkdir /srv/e: permission denied); make it writable by that user, or choose another --data-dir", os.Getuid())
+	if _, ok := errors.AsType[*usageError](err); !ok || err.Error() != want {
+		t.Fatalf("got %v, want usage error %q", err, want)
 	}
 }

@@ -21,13 +21,18 @@ func newDelCommand(f *factory) *cobra.Command {
 		Aliases: []string{"delete"},
 		Short:   "Delete a key, or every key with a prefix",
 		Long: `Delete KEY (or, with --prefix, every key starting with KEY) and print how
-many keys were deleted. Deleting a missing key is not an error (prints 0).`,
+many keys were deleted. Deleting a missing key is not an error (prints 0).
+As with etcdctl, del "" --prefix deletes every key: mind an empty shell
+variable ("$PREFIX").`,
 		Example: `  raftctl del greeting
   raftctl del config/ --prefix
   raftctl -o json del greeting`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.key = args[0]
+			if opts.key == "" && !opts.prefix {
+				return usagef("KEY must not be empty (with --prefix, \"\" means every key)")
+			}
 			return runDel(cmd.Context(), f, cmd, opts)
 		},
 	}

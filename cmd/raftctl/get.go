@@ -36,6 +36,9 @@ of that revision. Reads are linearizable (confirmed by the leader) unless
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.key = args[0]
+			if opts.key == "" && !opts.prefix {
+				return usagef("KEY must not be empty (with --prefix, \"\" means every key)")
+			}
 			if opts.rev < 0 {
 				return usagef("--rev must not be negative")
 			}

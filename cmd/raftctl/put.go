@@ -36,6 +36,9 @@ hold binary data. raftctl refuses to wait for a value typed at a terminal.`,
 		Args: rangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.key = args[0]
+			if opts.key == "" {
+				return usagef("KEY must not be empty")
+			}
 			if len(args) == 2 {
 				opts.value = []byte(args[1])
 			} else {

@@ -270,6 +270,24 @@ Environment: ` + envEntrance + `, ` + envEndpoints + ` (comma-separated) and
 	return root
 }
 
+// addCompletionCommand adds cobra's completion command now (it takes the
+// root's output when created: call it after SetOut) and makes an unknown
+// shell a usage error: `completion ksh` printed the help and exited 0.
+func addCompletionCommand(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	comp, _, err := root.Find([]string{"completion"})
+	if err != nil || comp == root {
+		return
+	}
+	comp.Args = cobra.ArbitraryArgs
+	comp.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("completion: unknown shell %q (want bash, zsh, fish or powershell)", args[0])
+		}
+		return cmd.Help()
+	}
+}
+
 // exactArgs is cobra.ExactArgs with a usage error that names what the
 // command takes (from its Use line).
 func exactArgs(n int) cobra.PositionalArgs {
@@ -360,6 +378,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, f *factor
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	addCompletionCommand(root)
 	var (
 		cmd = root
 		err error
@@ -374,6 +393,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, f *factor
 	}
 	code := exitCode(err, f.parsed)
 	msg := strings.ReplaceAll(err.Error(), "client: ", "")
+	if code == exitUnavailable && strings.Contains(msg, "ask entrance "+f.opts.entrance+" who leads") &&
+		strings.Contains(msg, "peer unreachable") {
+		// The entrance did not answer: the nodes may still serve.
+		msg += fmt.Sprintf("; is the entrance at %s running? raftctl --endpoints NODE,... talks to the nodes without it", f.opts.entrance)
+	}
 	if ctx.Err() != nil && code != exitUsage {
 		// Ctrl-C (or SIGTERM): say so, whatever the command made of the
 		// cancelled context; a write's "outcome unknown" stays in msg.

@@ -226,3 +226,58 @@ func TestStopNodeWithoutQuorumSaysWhy(t *testing.T) {
 		t.Fatalf("stop without quorum: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// An empty KEY is a usage error before anything is sent (it was the
+// cluster's "invalid: kvstore: empty key", exit 1); with --prefix it means
+// every key, as in etcdctl.
+func TestEmptyKey(t *testing.T) {
+	for _, args := range [][]string{{"put", "", "v"}, {"get", ""}, {"del", ""}} {
+		k := newFake()
+		r := execute(t, k, nil, args...)
+		if r.code != exitUsage || !strings.HasPrefix(r.stderr, "Error: KEY must not be empty") || len(k.calls) != 0 {
+			t.Errorf("raftctl %q: exit %d, stderr %q, calls %q; want 2 and nothing sent", args, r.code, r.stderr, k.calls)
+		}
+	}
+	k := newFake()
+	k.data["a"], k.data["b"] = "1", "2"
+	if r := execute(t, k, nil, "get", "", "--prefix"); r.code != exitOK || r.stdout != "a\n1\nb\n2\n" {
+		t.Fatalf("get \"\" --prefix: exit %d, stdout %q", r.code, r.stdout)
+	}
+	if r := execute(t, k, nil, "del", "", "--prefix"); r.code != exitOK || r.stdout != "2\n" {
+		t.Fatalf("del \"\" --prefix: exit %d, stdout %q", r.code, r.stdout)
+	}
+}
+
+// An unknown shell for completion is a usage error, not the help and 0.
+func TestCompletionUnknownShell(t *testing.T) {
+	r := execute(t, newFake(), nil, "completion", "ksh")
+	if r.code != exitUsage || !strings.HasPrefix(r.stderr, `Error: completion: unknown shell "ksh" (want bash, zsh, fish or powershell)`) {
+		t.Fatalf("completion ksh: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {
+		if r := execute(t, newFake(), nil, "completion", sh); r.code != exitOK || !strings.Contains(r.stdout, "raftctl") {
+			t.Errorf("completion %s: exit %d, stderr %q", sh, r.code, r.stderr)
+		}
+	}
+	if r := execute(t, newFake(), nil, "completion"); r.code != exitOK || !strings.Contains(r.stdout, "Available Commands") {
+		t.Fatalf("completion alone: exit %d, stdout %q; want its help", r.code, r.stdout)
+	}
+}
+
+// When the entrance does not answer, the error says what to check and
+// how to reach the nodes without it.
+func TestEntranceDownHint(t *testing.T) {
+	k := newFake()
+	k.err = fmt.Errorf("client: get %q: %w (last error: %w: ask entrance 127.0.0.1:7700 who leads: rudp: send to 127.0.0.1:7700: rudp: peer unreachable: context deadline exceeded)",
+		"k", client.ErrTimeout, client.ErrUnavailable)
+	r := execute(t, k, nil, "get", "k")
+	if r.code != exitUnavailable || !strings.HasSuffix(r.stderr, "; is the entrance at 127.0.0.1:7700 running? raftctl --endpoints NODE,... talks to the nodes without it\n") ||
+		strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("entrance down: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// A node that does not answer (with --endpoints) gets no such hint.
+	k.err = fmt.Errorf("client: get %q: %w (last error: 127.0.0.1:7701: rudp: peer unreachable)", "k", client.ErrTimeout)
+	if r := execute(t, k, nil, "--endpoints", "127.0.0.1:7701", "get", "k"); strings.Contains(r.stderr, "entrance") {
+		t.Fatalf("endpoint down: stderr %q mentions the entrance", r.stderr)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -365,9 +366,23 @@ func newLogger(o options, w io.Writer) (*slog.Logger, error) {
 
 // dataDirError explains bbolt's lock timeout: another process (a raftd
 // still running with dir) holds a database of dir.
+// A data dir this user may not write is a usage error (exit 2):
+// restarting does not fix it.
 func dataDirError(dir string, err error) error {
-	if errors.Is(err, bolt.ErrTimeout) {
+	switch {
+	case errors.Is(err, bolt.ErrTimeout):
 		return fmt.Errorf("--data-dir %s is in use by another process (is a raftd still running with it?): %w; stop that one, or give this node its own --data-dir", dir, err)
+	case errors.Is(err, fs.ErrPermission):
+		return usagef("--data-dir %s: permission denied for user %d (%v); make it writable by that user, or choose another --data-dir", dir, os.Getuid(), innermostPathError(err))
+	}
+	return err
+}
+
+// innermostPathError is the *fs.PathError inside err ("open X: permission
+// denied"), without the wrappers that repeat its path; err if none.
+func innermostPathError(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe
 	}
 	return err
 }
