@@ -169,8 +169,15 @@ while ((stopping == 0)); do
 			alive=1
 		elif [[ -z "${reported[$i]:-}" ]]; then
 			reported[$i]=1
-			echo "${names[$i]} (pid ${pids[$i]}) exited; see $DATA/logs/${names[$i]}.log. To start it again (same data):"
-			echo "  ${cmds[$i]} >>$DATA/logs/${names[$i]}.log 2>&1 &"
+			log="$DATA/logs/${names[$i]}.log"
+			# What its last run logged: did it leave the membership?
+			if awk '/raftd starting/ { left = 0 } /left the cluster|removed from the cluster/ { left = 1 } END { exit !left }' "$log"; then
+				echo "${names[$i]} (pid ${pids[$i]}) left the cluster and exited; see $log. Its data dir cannot rejoin;"
+				echo "to add it back as a new node: rm -rf $DATA/${names[$i]} && ${cmds[$i]} >>$log 2>&1 &"
+			else
+				echo "${names[$i]} (pid ${pids[$i]}) exited; see $log. To start it again (same data):"
+				echo "  ${cmds[$i]} >>$log 2>&1 &"
+			fi
 		fi
 	done
 	((alive == 1)) || break

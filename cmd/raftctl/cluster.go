@@ -44,12 +44,18 @@ func probe(ctx context.Context, c kv, peers []client.Peer, timeout time.Duration
 	return views
 }
 
-// findPeer returns the peer called name.
+// findPeer returns the peer called name. A node that left and joined
+// again under its name (with a wiped data dir) is listed twice, once
+// removed: the member wins over the removed entry.
 func findPeer(peers []client.Peer, name string) (client.Peer, error) {
-	for _, p := range peers {
-		if p.Name == name {
-			return p, nil
+	found := -1
+	for i, p := range peers {
+		if p.Name == name && (found < 0 || peers[found].Liveness == "removed") {
+			found = i
 		}
+	}
+	if found >= 0 {
+		return peers[found], nil
 	}
 	names := make([]string, 0, len(peers))
 	for _, p := range peers {

@@ -75,6 +75,13 @@ func runStatus(ctx context.Context, f *factory, cmd *cobra.Command, name string)
 		}
 		// Every peer (not only NAME) names the leader in the LEADER column.
 		views := probe(ctx, c, asked, min(f.opts.timeout, probeTimeout))
+		for i, v := range views {
+			// A removed entry whose address now answers with another ID
+			// is a new node at that address (listed too), not this one.
+			if v.peer.Liveness == "removed" && v.st != nil && v.peer.ID != "" && v.st.ID != v.peer.ID {
+				views[i].st, views[i].err = nil, fmt.Errorf("removed; %s is now node %s", v.peer.Addr, v.st.ID)
+			}
+		}
 		answered := 0
 		for _, v := range views {
 			if v.st != nil {

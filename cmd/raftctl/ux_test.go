@@ -281,3 +281,56 @@ func TestEntranceDownHint(t *testing.T) {
 		t.Fatalf("endpoint down: stderr %q mentions the entrance", r.stderr)
 	}
 }
+
+// A node that left (stop-node) and came back under its name with a new
+// data dir is listed twice, the old entry removed: NAME means the member.
+// transfer-leader and stop-node picked the removed entry ("is not a
+// voter", "already removed").
+func TestNameOfARejoinedNode(t *testing.T) {
+	k := newOpsFake()
+	// n2 was removed and rejoined as ID 4 at the same address.
+	old := k.peers[1]
+	old.Liveness, old.ID = "removed", fmt.Sprintf("%016x", 2)
+	k.peers[1].ID = fmt.Sprintf("%016x", 4)
+	k.status["a2"].ID = k.peers[1].ID
+	k.peers = append([]client.Peer{old}, k.peers...)
+	k.onTransfer = func(leaderAddr string, id uint64) error { leadBy(k, "a2"); return nil }
+	if r := execute(t, k, nil, "--timeout", "50ms", "transfer-leader", "n2"); r.code != exitOK {
+		t.Fatalf("transfer-leader n2: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got := k.calls[len(k.calls)-1]; got != "transfer a1 0000000000000004" {
+		t.Fatalf("last call %q, want the transfer to n2's current ID 4", got)
+	}
+	k.onStop = func(addr string, _ uint64, _ bool) error {
+		k.mu.Lock()
+		delete(k.status, addr)
+		k.mu.Unlock()
+		return nil
+	}
+	if r := execute(t, k, nil, "--timeout", "50ms", "stop-node", "n2", "--keep-membership"); r.code != exitOK {
+		t.Fatalf("stop-node n2: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got := k.calls[len(k.calls)-1]; got != "stop a2 0000000000000004 keep=true" {
+		t.Fatalf("last call %q, want the stop sent with n2's current ID 4", got)
+	}
+}
+
+// status shows the removed entry of a rejoined node as removed, not as a
+// second copy of the node now at its address.
+func TestStatusOfARejoinedNode(t *testing.T) {
+	k := newOpsFake()
+	old := k.peers[1]
+	old.Liveness, old.ID = "removed", fmt.Sprintf("%016x", 9)
+	k.peers = append(k.peers, old)
+	r := execute(t, k, nil, "--timeout", "50ms", "status")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != exitOK || len(lines) != 5 {
+		t.Fatalf("status: exit %d:\n%s", r.code, r.stdout)
+	}
+	if f := strings.Fields(lines[4]); f[0] != "n2" || f[1] != old.ID || f[3] != "removed" {
+		t.Fatalf("removed n2 row %q, want n2 %s ... removed:\n%s", f, old.ID, r.stdout)
+	}
+	if f := strings.Fields(lines[2]); f[0] != "n2" || f[3] != "follower" {
+		t.Fatalf("current n2 row %q, want it to answer:\n%s", f, r.stdout)
+	}
+}
