@@ -12,8 +12,9 @@ import (
 )
 
 type stopOptions struct {
-	keep bool
-	wait time.Duration
+	keep  bool
+	force bool
+	wait  time.Duration
 }
 
 func newStopNodeCommand(f *factory) *cobra.Command {
@@ -30,7 +31,9 @@ an entrance, until list-peers shows it removed.
 --keep-membership only stops the process, for maintenance: the node stays a
 voter and rejoins when restarted with the same data dir. Stopping a voter
 of a three-node cluster this way leaves two voters of three, so one more
-failure loses the quorum.
+failure loses the quorum. raftctl refuses a --keep-membership stop that
+would leave fewer live voters than a quorum (the cluster would stop taking
+writes) unless --force.
 
 Exit 1 when NAME is not a node or the node refuses (the last voter cannot
 leave); 3 when it does not stop before --wait ends.`,
@@ -46,6 +49,7 @@ leave); 3 when it does not stop before --wait ends.`,
 		},
 	}
 	cmd.Flags().BoolVar(&opts.keep, "keep-membership", false, "only stop the process; the node stays a member")
+	cmd.Flags().BoolVar(&opts.force, "force", false, "with --keep-membership, stop the node even if the quorum is lost")
 	cmd.Flags().DurationVar(&opts.wait, "wait", 30*time.Second, "how long to wait for the node to leave and stop")
 	return cmd
 }
@@ -71,6 +75,11 @@ func runStopNode(ctx context.Context, f *factory, cmd *cobra.Command, name strin
 		}
 		if target.Liveness == "removed" {
 			return fmt.Errorf("stop %s: it was already removed from the cluster", name)
+		}
+		if opts.keep && !opts.force {
+			if err := keepsQuorum(peers, target); err != nil {
+				return fmt.Errorf("stop %s: %w; stop it anyway with --force", name, err)
+			}
 		}
 		probeT := min(f.opts.timeout, probeTimeout)
 		idStr := target.ID
@@ -155,4 +164,26 @@ func runStopNode(ctx context.Context, f *factory, cmd *cobra.Command, name strin
 		}
 		return err
 	})
+}
+
+// keepsQuorum refuses to stop target (keeping it a member) when the live
+// voters left would be fewer than a quorum of the voters.
+func keepsQuorum(peers []client.Peer, target client.Peer) error {
+	voters, alive := 0, 0
+	for _, p := range peers {
+		if p.Liveness == "removed" || p.Role == "learner" {
+			continue
+		}
+		voters++
+		if p.Liveness == "alive" && p.Addr != target.Addr {
+			alive++
+		}
+	}
+	if target.Role == "learner" || target.Liveness != "alive" {
+		return nil
+	}
+	if need := voters/2 + 1; alive < need {
+		return fmt.Errorf("it would leave %d of %d voters running, fewer than the %d a quorum needs: the cluster would stop accepting writes", alive, voters, need)
+	}
+	return nil
 }

@@ -334,3 +334,37 @@ func TestStatusOfARejoinedNode(t *testing.T) {
 		t.Fatalf("current n2 row %q, want it to answer:\n%s", f, r.stdout)
 	}
 }
+
+// stop-node --keep-membership refuses to stop a voter when the live voters
+// left would be fewer than a quorum, unless --force.
+func TestStopNodeKeepsQuorum(t *testing.T) {
+	k := newOpsFake()
+	k.peers[2].Liveness = "down" // n3 is down: stopping n2 leaves 1 of 3
+	var stopped []string
+	k.onStop = func(addr string, _ uint64, _ bool) error {
+		k.mu.Lock()
+		delete(k.status, addr)
+		k.mu.Unlock()
+		stopped = append(stopped, addr)
+		return nil
+	}
+	r := execute(t, k, nil, "--timeout", "50ms", "stop-node", "n2", "--keep-membership")
+	want := "Error: stop n2: it would leave 1 of 3 voters running, fewer than the 2 a quorum needs: the cluster would stop accepting writes; stop it anyway with --force\n"
+	if r.code != exitError || r.stderr != want || len(stopped) != 0 {
+		t.Fatalf("stop that loses the quorum: exit %d, stderr %q, stopped %q; want 1, %q, nothing", r.code, r.stderr, stopped, want)
+	}
+	if r := execute(t, k, nil, "--timeout", "50ms", "stop-node", "n2", "--keep-membership", "--force"); r.code != exitOK || len(stopped) != 1 {
+		t.Fatalf("--force: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// With every voter alive, one may stop; a learner always may.
+	k = newOpsFake()
+	k.onStop = func(addr string, _ uint64, _ bool) error {
+		k.mu.Lock()
+		delete(k.status, addr)
+		k.mu.Unlock()
+		return nil
+	}
+	if r := execute(t, k, nil, "--timeout", "50ms", "stop-node", "n2", "--keep-membership"); r.code != exitOK {
+		t.Fatalf("stop with a quorum left: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
