@@ -392,7 +392,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, f *factor
 		return exitOK
 	}
 	code := exitCode(err, f.parsed)
-	msg := strings.ReplaceAll(err.Error(), "client: ", "")
+	msg := shortenArgs(strings.ReplaceAll(err.Error(), "client: ", ""), args)
 	if code == exitUnavailable && strings.Contains(msg, "ask entrance "+f.opts.entrance+" who leads") &&
 		strings.Contains(msg, "peer unreachable") {
 		// The entrance did not answer: the nodes may still serve.
@@ -412,6 +412,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, f *factor
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
 	return code
+}
+
+// maxQuotedArg is how much of a long argument (a key over the size limit)
+// an error message repeats.
+const maxQuotedArg = 64
+
+// shortenArgs replaces each long argument quoted in msg ("put "kkk...":
+// key too large") by its first maxQuotedArg bytes and its length, so that
+// the error stays one readable line.
+func shortenArgs(msg string, args []string) string {
+	for _, a := range args {
+		if len(a) <= maxQuotedArg {
+			continue
+		}
+		short := fmt.Sprintf("%q... (%d bytes)", a[:maxQuotedArg], len(a))
+		msg = strings.ReplaceAll(msg, strconv.Quote(a), short)
+		msg = strings.ReplaceAll(msg, a, short)
+	}
+	return msg
 }
 
 // exitCode maps an error to the documented exit status.

@@ -368,3 +368,16 @@ func TestStopNodeKeepsQuorum(t *testing.T) {
 		t.Fatalf("stop with a quorum left: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// An error about a long key (over the cluster's limit) does not repeat
+// the whole key.
+func TestLongKeyInError(t *testing.T) {
+	key := strings.Repeat("k", 5000)
+	k := newFake()
+	k.err = fmt.Errorf("client: put %q: %w: kvstore: key too large: 5000 bytes > 4096", key, client.ErrInvalid)
+	r := execute(t, k, nil, "put", key, "v")
+	want := fmt.Sprintf("Error: put %q... (5000 bytes): invalid request: kvstore: key too large: 5000 bytes > 4096\n", key[:64])
+	if r.code != exitError || r.stderr != want {
+		t.Fatalf("exit %d, stderr %q; want 1, %q", r.code, r.stderr, want)
+	}
+}
