@@ -196,7 +196,8 @@ func TestStopNodeFailures(t *testing.T) {
 	}
 	// The node accepts but keeps answering.
 	k.onStop = func(string, uint64, bool) error { return nil }
-	r := execute(t, k, nil, "--timeout", "50ms", "stop-node", "n1", "--keep-membership", "--wait", "300ms")
+	// n3 does not answer: stopping n1 would lose the quorum, hence --force.
+	r := execute(t, k, nil, "--timeout", "50ms", "stop-node", "n1", "--keep-membership", "--force", "--wait", "300ms")
 	if r.code != exitUnavailable || !strings.Contains(r.stderr, "n1 still answers") {
 		t.Fatalf("stop of a node that keeps running: exit %d, stderr %q", r.code, r.stderr)
 	}

@@ -77,7 +77,10 @@ func runStopNode(ctx context.Context, f *factory, cmd *cobra.Command, name strin
 			return fmt.Errorf("stop %s: it was already removed from the cluster", name)
 		}
 		if opts.keep && !opts.force {
-			if err := keepsQuorum(peers, target); err != nil {
+			// Ask the nodes: the entrance's liveness lags a stop by
+			// seconds (suspect after 2s, down after 6s).
+			views := probe(ctx, c, peers, min(f.opts.timeout, probeTimeout))
+			if err := keepsQuorum(views, target); err != nil {
 				return fmt.Errorf("stop %s: %w; stop it anyway with --force", name, err)
 			}
 		}
@@ -166,21 +169,25 @@ func runStopNode(ctx context.Context, f *factory, cmd *cobra.Command, name strin
 	})
 }
 
-// keepsQuorum refuses to stop target (keeping it a member) when the live
-// voters left would be fewer than a quorum of the voters.
-func keepsQuorum(peers []client.Peer, target client.Peer) error {
+// keepsQuorum refuses to stop target (keeping it a member) when the
+// voters left that answer their status would be fewer than a quorum of
+// the voters.
+func keepsQuorum(views []nodeView, target client.Peer) error {
 	voters, alive := 0, 0
-	for _, p := range peers {
-		if p.Liveness == "removed" || p.Role == "learner" {
+	targetVoter := false
+	for _, v := range views {
+		if v.peer.Liveness == "removed" || v.peer.Role == "learner" || (v.st != nil && v.st.Role == "learner") {
 			continue
 		}
 		voters++
-		if p.Liveness == "alive" && p.Addr != target.Addr {
+		if v.peer.Addr == target.Addr {
+			targetVoter = v.st != nil
+		} else if v.st != nil {
 			alive++
 		}
 	}
-	if target.Role == "learner" || target.Liveness != "alive" {
-		return nil
+	if !targetVoter {
+		return nil // a learner, or a node that does not answer anyway
 	}
 	if need := voters/2 + 1; alive < need {
 		return fmt.Errorf("it would leave %d of %d voters running, fewer than the %d a quorum needs: the cluster would stop accepting writes", alive, voters, need)
