@@ -294,6 +294,7 @@ func TestNameOfARejoinedNode(t *testing.T) {
 	k.peers[1].ID = fmt.Sprintf("%016x", 4)
 	k.status["a2"].ID = k.peers[1].ID
 	k.peers = append([]client.Peer{old}, k.peers...)
+	k.status["a3"] = &client.NodeStatus{ID: k.peers[3].ID, Role: "follower", Term: 4} // a quorum stays up
 	k.onTransfer = func(leaderAddr string, id uint64) error { leadBy(k, "a2"); return nil }
 	if r := execute(t, k, nil, "--timeout", "50ms", "transfer-leader", "n2"); r.code != exitOK {
 		t.Fatalf("transfer-leader n2: exit %d, stderr %q", r.code, r.stderr)
