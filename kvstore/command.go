@@ -15,8 +15,8 @@ import (
 type Op uint8
 
 const (
-	// OpNoop changes nothing. With a session it refreshes the session
-	// (a keep-alive).
+	// OpNoop changes nothing. With a ClientID it refreshes the client's
+	// session (a keep-alive), opening it when Seq is 1.
 	OpNoop Op = 0
 	// OpPut sets Key to Value.
 	OpPut Op = 1
@@ -33,10 +33,12 @@ const (
 	// OpRange reads like Store.Range (Key, End, Prefix, Limit, Rev).
 	// It is never deduplicated and changes nothing.
 	OpRange Op = 6
-	// OpRegisterSession opens a client session; Result.Session is its id
-	// (the index of the entry, so unique and deterministic).
+	// OpRegisterSession opened a session whose id was the entry's index
+	// (store format 1). Retired: sessions are keyed by Command.ClientID
+	// and open themselves, so Apply refuses it with ErrBadCommand. The
+	// value stays reserved.
 	OpRegisterSession Op = 7
-	// OpCloseSession closes the command's session.
+	// OpCloseSession closes the session of the command's ClientID.
 	OpCloseSession Op = 8
 )
 
@@ -82,11 +84,14 @@ type Compare struct {
 // Which fields matter depends on Op; the rest stay zero.
 type Command struct {
 	Op Op `msgpack:"o"`
-	// Session and Seq make the command exactly-once (Session 0: no
-	// deduplication). Seq must grow with each new command of a session;
-	// a retry reuses the Seq of the command it retries.
-	Session uint64 `msgpack:"s,omitempty"`
-	Seq     uint64 `msgpack:"q,omitempty"`
+	// ClientID and Seq make the command exactly-once (ClientID 0: no
+	// deduplication). ClientID is chosen by the client (at random, so
+	// that clients do not collide); its session opens with the first
+	// command it applies, which must have Seq 1. Seq must grow with each
+	// new command of the client; a retry reuses the Seq of the command it
+	// retries. See the package documentation, Exactly-once.
+	ClientID uint64 `msgpack:"s,omitempty"`
+	Seq      uint64 `msgpack:"q,omitempty"`
 	// Time is the proposer's clock in Unix nanoseconds. The store's clock
 	// is the largest Time seen in the log; sessions expire against it.
 	Time  int64  `msgpack:"tm,omitempty"`

@@ -230,8 +230,8 @@ func kvStream(seed uint64, n int) []raft.Entry {
 		cmd := Command{Time: int64(idx) * int64(time.Millisecond)}
 		switch p := rng.IntN(100); {
 		case i <= 3 || p < 4:
-			cmd.Op = OpRegisterSession
-			sessions = append(sessions, idx)
+			cmd.Op = OpNoop // a new client, whose first command opens its session
+			sessions = append(sessions, rng.Uint64()|1)
 		case p < 40:
 			cmd.Op, cmd.Key, cmd.Value = OpPut, key(), bytes.Repeat([]byte{byte(i)}, rng.IntN(100))
 		case p < 50:
@@ -255,14 +255,14 @@ func kvStream(seed uint64, n int) []raft.Entry {
 			e.Type, e.Data = raft.EntryConfChange, []byte{1, 2, 3}
 		}
 		if e.Type == raft.EntryNormal && (i <= 3 || rng.IntN(100) >= 1) {
-			if cmd.Op != OpRegisterSession && len(sessions) > 0 && rng.IntN(3) > 0 {
+			if len(sessions) > 0 && rng.IntN(3) > 0 {
 				s := sessions[len(sessions)-1-rng.IntN(min(len(sessions), 4))]
 				if prev, ok := lastCmd[s]; ok && rng.IntN(6) == 0 {
 					cmd = prev // a retry: same seq
 					cmd.Time = int64(idx) * int64(time.Millisecond)
 				} else {
 					seqs[s]++
-					cmd.Session, cmd.Seq = s, seqs[s]
+					cmd.ClientID, cmd.Seq = s, seqs[s]
 					lastCmd[s] = cmd
 				}
 			}

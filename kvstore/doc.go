@@ -29,7 +29,7 @@
 // internal/codec's bounded decoder) are put, delete, delete by prefix,
 // compare-and-swap (compare value, mod revision, version, create revision
 // or existence, then put or delete), compaction, no-op, a read (OpRange)
-// for reads through the log, and session registration and closing.
+// for reads through the log, and closing a client's session.
 //
 // Multi-version: every command that changes something takes the next
 // revision (a prefix delete takes one revision for all its keys). Each key
@@ -39,20 +39,25 @@
 // revision, so Range can read any revision not yet compacted. OpCompact
 // drops the versions no read at or above its revision can see.
 //
-// Exactly-once: OpRegisterSession opens a session whose id is its log
-// index. A command with Session and Seq is applied once: the session table
-// (bucket sessions, written in the same transaction as the data and the
-// applied index) keeps the last Seq and its Result, so a retry with the
-// same Seq gets that Result back (Duplicate set) and a lower Seq gets
-// ErrStaleSequence. A client therefore has one command in flight per
-// session. Sessions expire deterministically: each command carries the
-// proposer's clock (Command.Time); the store's clock is the largest Time
-// in the log, and before each such command every session idle for more
-// than Config.SessionTTL on that clock is dropped (bucket sessexp indexes
-// sessions by last activity). A command for a dropped session gets
-// ErrSessionExpired and is not applied, so an expired session can never
-// cause a double apply. Every replica drops the same sessions at the same
-// log index.
+// Exactly-once: a command with a ClientID and a Seq is applied once. The
+// ClientID is the client's own random 64-bit ID; the session table
+// (bucket sessions, keyed by ClientID, written in the same transaction as
+// the data and the applied index) keeps the last Seq and its Result. The
+// first command of an unknown ClientID, which must have Seq 1, opens its
+// session as it is applied: a one-shot client costs one log entry, not a
+// registration and then the command. A retry with the last Seq gets the
+// stored Result back (Duplicate set), a lower Seq gets ErrStaleSequence, so
+// a client has one command in flight per ClientID. Sessions expire
+// deterministically: each command carries the proposer's clock
+// (Command.Time); the store's clock is the largest Time in the log, and
+// before each such command every session idle for more than
+// Config.SessionTTL on that clock is dropped (bucket sessexp indexes
+// sessions by last activity). Every replica drops the same sessions at the
+// same log index. A command of an unknown ClientID with Seq > 1, or with
+// Seq 1 but stamped more than SessionTTL/2 behind the log clock, may be a
+// retry of one applied before its session was dropped: it gets
+// ErrSessionExpired and is not applied (see applyWithSession for why this
+// rules out a double apply).
 //
 // Snapshots: WriteSnapshot streams a consistent copy of the store (a
 // bbolt image from a read transaction, which does not block Apply) with a
@@ -98,7 +103,7 @@
 //	node.Advance(rd)
 //
 //	// Proposing: refuse bad requests early, then propose the bytes.
-//	cmd := kvstore.Command{Op: kvstore.OpPut, Key: k, Value: v, Session: sid, Seq: seq, Time: now.UnixNano()}
+//	cmd := kvstore.Command{Op: kvstore.OpPut, Key: k, Value: v, ClientID: id, Seq: seq, Time: now.UnixNano()}
 //	if err := kv.Validate(cmd); err != nil { ... }
 //	data, _ := kvstore.EncodeCommand(cmd)
 //	node.Propose(data)
@@ -127,8 +132,13 @@
 // values, or they answer the same log differently.
 //
 // Session expiry follows the proposers' clocks as written into the log: a
-// proposer whose clock runs far ahead expires sessions early (they then
-// get ErrSessionExpired, never a double apply).
+// proposer whose clock runs far ahead expires sessions early (their
+// clients then get ErrSessionExpired, never a double apply).
+//
+// The file carries a format number (storeFormat, now 2: sessions keyed by
+// ClientID). Open and snapshot installs refuse any other format with
+// ErrFormat and change nothing; format 1 (sessions registered through the
+// log) is not converted.
 //
 // A long snapshot read holds a bbolt read transaction; a writer that needs
 // to grow the memory map waits for it, so Config.InitialMmapBytes defaults

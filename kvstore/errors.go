@@ -29,9 +29,13 @@ var (
 	// ErrFutureRevision means the requested revision is above the current
 	// revision.
 	ErrFutureRevision = errors.New("kvstore: revision in the future")
-	// ErrSessionExpired means the command names a session that does not
-	// exist: never registered, closed, or expired. The command was not
-	// applied; the client must register a new session.
+	// ErrSessionExpired means the command's ClientID has no session
+	// (expired, closed, or never opened) and the command cannot open one:
+	// its Seq is not 1, or it was stamped more than SessionTTL/2 behind
+	// the log clock. It was not applied now, but an earlier copy of it may
+	// have been, before the session was dropped: the client must treat the
+	// outcome as unknown (unless it never sent another copy) and continue
+	// under a new ClientID.
 	ErrSessionExpired = errors.New("kvstore: session expired or unknown")
 	// ErrStaleSequence means the command's sequence number is below the
 	// session's last one: a late duplicate whose answer nobody waits for.
@@ -43,6 +47,10 @@ var (
 	// ErrBadSnapshot means snapshot bytes are not a kvstore snapshot or are
 	// corrupt. The store is unchanged.
 	ErrBadSnapshot = errors.New("kvstore: bad snapshot")
+	// ErrFormat means a state-machine file or snapshot has a layout
+	// version this build does not read (written by an older or newer
+	// raftkv). Nothing was changed.
+	ErrFormat = errors.New("kvstore: unsupported store format")
 	// ErrClosed means the store or log was closed.
 	ErrClosed = errors.New("kvstore: closed")
 )

@@ -18,7 +18,7 @@ import (
 func FuzzDecodeCommand(f *testing.F) {
 	seeds := []Command{
 		{Op: OpNoop},
-		{Op: OpPut, Key: []byte("k"), Value: []byte("v"), Session: 7, Seq: 3, Time: 1e18},
+		{Op: OpPut, Key: []byte("k"), Value: []byte("v"), ClientID: 7, Seq: 3, Time: 1e18},
 		{Op: OpDelete, Key: []byte("k\x00")},
 		{Op: OpDeletePrefix, Key: []byte("p/")},
 		{Op: OpCAS, Key: []byte("k"), Compare: &Compare{Target: CompareModRev, Rev: 9}, Then: OpDelete},
@@ -26,7 +26,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		{Op: OpCompact, Rev: 100},
 		{Op: OpRange, Key: []byte("a"), End: []byte("z"), Limit: 10, Rev: 4},
 		{Op: OpRegisterSession, Time: 5},
-		{Op: OpCloseSession, Session: 1, Seq: 2},
+		{Op: OpCloseSession, ClientID: 1, Seq: 2},
 	}
 	for _, c := range seeds {
 		b, err := EncodeCommand(c)
@@ -65,7 +65,9 @@ func FuzzApply(f *testing.F) {
 	for _, c := range []Command{
 		{Op: OpPut, Key: []byte("k"), Value: []byte("v")},
 		{Op: OpRegisterSession, Time: 1},
-		{Op: OpPut, Key: []byte("k"), Session: 2, Seq: 1},
+		{Op: OpPut, Key: []byte("k"), ClientID: 2, Seq: 1},
+		{Op: OpPut, Key: []byte("k"), ClientID: 2, Seq: 2, Time: 5},
+		{Op: OpPut, Key: []byte("k"), ClientID: 3, Seq: 4},
 		{Op: OpCAS, Key: []byte("k"), Compare: &Compare{Target: CompareVersion, Rev: 1}, Then: OpDelete},
 		{Op: OpCompact, Rev: 1},
 		{Op: OpRange, Prefix: true, Rev: 1},

@@ -197,19 +197,9 @@ func TestClusterWithRaftCore(t *testing.T) {
 		}
 		return true
 	}
-	propose(Command{Op: OpRegisterSession, Time: 1})
-	c.waitFor("the session", allApplied)
-	var session uint64
-	for _, r := range c.leader().results {
-		if r.Op == OpRegisterSession {
-			session = r.Session
-		}
-	}
-	if session == 0 {
-		t.Fatal("no session registered")
-	}
+	const session = 0x5e55 // the client's own ID: its first command opens the session
 	for i := range 60 {
-		propose(Command{Op: OpPut, Key: fmt.Appendf(nil, "k%02d", i%17), Value: fmt.Appendf(nil, "v%d", i), Session: session, Seq: uint64(i + 1), Time: 2})
+		propose(Command{Op: OpPut, Key: fmt.Appendf(nil, "k%02d", i%17), Value: fmt.Appendf(nil, "v%d", i), ClientID: session, Seq: uint64(i + 1), Time: 2})
 		if i%10 == 9 {
 			c.waitFor("apply", allApplied)
 		}
@@ -219,13 +209,13 @@ func TestClusterWithRaftCore(t *testing.T) {
 	// Node 3 goes down; the others move on and compact past it.
 	c.stop(3)
 	for i := range 120 {
-		propose(Command{Op: OpPut, Key: fmt.Appendf(nil, "k%02d", i%23), Value: fmt.Appendf(nil, "w%d", i), Session: session, Seq: uint64(100 + i), Time: 3})
+		propose(Command{Op: OpPut, Key: fmt.Appendf(nil, "k%02d", i%23), Value: fmt.Appendf(nil, "w%d", i), ClientID: session, Seq: uint64(100 + i), Time: 3})
 		if i%10 == 9 {
 			c.waitFor("apply", allApplied)
 		}
 	}
 	// A retry of the last command is answered, not applied again.
-	propose(Command{Op: OpPut, Key: []byte("k00"), Value: []byte("dup"), Session: session, Seq: 219, Time: 3})
+	propose(Command{Op: OpPut, Key: []byte("k00"), Value: []byte("dup"), ClientID: session, Seq: 219, Time: 3})
 	c.waitFor("apply", allApplied)
 	first, _ := c.nodes[1].log.FirstIndex()
 	if first <= 60 {

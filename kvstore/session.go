@@ -3,9 +3,102 @@ package kvstore
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
+
+// applyWithSession applies a command that carries a ClientID: exactly once
+// per (ClientID, Seq), with the session table keyed by the ClientID.
+//
+//   - A known client: Seq above the last one is applied and its answer
+//     stored; Seq equal to the last one is a retry, answered from the table
+//     (Duplicate set) and not applied again; a lower Seq is refused with
+//     ErrStaleSequence.
+//   - An unknown client (never seen, closed, or expired): a command with
+//     Seq 1 opens the session and is applied, in the same transaction as
+//     its data, so there is no separate registration round trip. Any other
+//     Seq is refused with ErrSessionExpired and not applied.
+//
+// Why Seq > 1 is refused: a client sends Seq n+1 only after Seq n was
+// answered or given up, so an unknown client with Seq > 1 means its
+// session existed and was dropped, and the table no longer knows whether
+// this very (ClientID, Seq) was applied before the drop (a client can be
+// retrying a command whose first copy was applied just before expiry).
+// Applying it would risk a double apply; refusing is always safe, and the
+// client then reports the outcome as unknown or, when this was the only
+// copy it ever sent, retries under a new ClientID.
+//
+// Seq 1 cannot be told apart the same way: a retry of a client's first
+// command after its session expired looks like a new client. Opening is
+// therefore also refused (ErrSessionExpired) when the command's Time is
+// more than SessionTTL/2 behind the log clock. For a double apply, one
+// copy of (ClientID, 1) must be applied, the session must then expire (the
+// log clock passes that copy's Time by more than SessionTTL), and a second
+// copy must still be admitted (its Time at most SessionTTL/2 behind the
+// clock): the proposers must have stamped the two copies more than
+// SessionTTL/2 apart (30 minutes by default). A copy is stamped when a
+// node proposes it, and a client gives up a write after its timeout
+// (seconds), so that takes a request held up for half an hour on its way
+// to the leader, or proposer clocks that disagree by as much in the
+// wrong direction. A proposer whose clock jumps far ahead, expiring every
+// session early, is covered: the retry stamped by an honest clock is then
+// too old to open a session. Commands after the first need no such
+// bound. (The registered
+// sessions of store format 1 let the runtime re-register and retry an
+// expired client's command once, which could apply it twice in exactly
+// this case; that rule is gone.)
+func (w *applier) applyWithSession(r Result, cmd *Command) (Result, error) {
+	if cmd.Seq == 0 {
+		return w.fail(r, fmt.Errorf("%w: client %016x without a sequence number", ErrBadCommand, cmd.ClientID)), nil
+	}
+	sess, ok, err := w.getSession(cmd.ClientID)
+	if err != nil {
+		return r, err
+	}
+	prev := int64(-1) // the session's LastActive before this command; -1: new
+	if ok {
+		prev = sess.LastActive
+	} else {
+		switch {
+		case cmd.Seq != 1:
+			return w.fail(r, fmt.Errorf("%w: client %016x has no session (expired, closed or never opened) and seq %d is not its first command; not applied",
+				ErrSessionExpired, cmd.ClientID, cmd.Seq)), nil
+		case cmd.Time < w.st.clock-int64(w.cfg.SessionTTL/2):
+			return w.fail(r, fmt.Errorf("%w: client %016x: first command stamped %v before the log clock, too old to open a session; not applied",
+				ErrSessionExpired, cmd.ClientID, time.Duration(w.st.clock-cmd.Time))), nil
+		}
+		if cmd.Op == OpCloseSession {
+			// Closing a session that does not exist: nothing to do, and
+			// nothing to remember.
+			r.Rev = w.st.rev
+			return r, nil
+		}
+	}
+	if ok && cmd.Seq <= sess.LastSeq {
+		if cmd.Seq < sess.LastSeq {
+			return w.fail(r, fmt.Errorf("%w: seq %d < last %d of client %016x", ErrStaleSequence, cmd.Seq, sess.LastSeq, cmd.ClientID)), nil
+		}
+		dup := sess.Resp
+		dup.Err = dup.Code.Err()
+		dup.Duplicate, dup.Index = true, r.Index
+		sess.LastActive = w.st.clock
+		return dup, w.putSession(cmd.ClientID, sess, prev)
+	}
+	if cmd.Op == OpCloseSession {
+		if err := w.deleteSession(cmd.ClientID, sess.LastActive); err != nil {
+			return r, err
+		}
+		r.Rev = w.st.rev
+		return r, nil
+	}
+	r, err = w.exec(r, cmd)
+	if err != nil {
+		return r, err
+	}
+	sess.LastSeq, sess.LastActive, sess.Resp = cmd.Seq, w.st.clock, r
+	return r, w.putSession(cmd.ClientID, sess, prev)
+}
 
 // sessionRecord is one client session's row in the session table.
 type sessionRecord struct {

@@ -1,25 +1,31 @@
 package kvstore
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+	"pgregory.net/rapid"
+
 	"github.com/raftkv/raftkv/node/raft"
 )
 
-func register(t *testing.T, k *testKV, at time.Duration) uint64 {
+// register returns a ClientID never used in k. Nothing is applied: the
+// client's first command (Seq 1) opens its session.
+func register(t *testing.T, k *testKV, _ time.Duration) uint64 {
 	t.Helper()
-	r := k.mustApply(Command{Op: OpRegisterSession, Time: int64(at)})
-	if r.Session != k.idx {
-		t.Fatalf("session id %d, want the entry index %d", r.Session, k.idx)
-	}
-	return r.Session
+	k.clients++
+	return 0xc11e000000000000 | k.clients
 }
 
 func withSession(cmd Command, id, seq uint64, at time.Duration) Command {
-	cmd.Session, cmd.Seq, cmd.Time = id, seq, int64(at)
+	cmd.ClientID, cmd.Seq, cmd.Time = id, seq, int64(at)
 	return cmd
 }
 
@@ -27,6 +33,9 @@ func TestSessionExactlyOnce(t *testing.T) {
 	k := newTestKV(t, Config{})
 	id := register(t, k, time.Second)
 	r1 := k.mustApply(withSession(put("a", "1"), id, 1, time.Second))
+	if st, _ := k.s.Status(); st.Sessions != 1 {
+		t.Fatalf("%d sessions after the client's first command, want 1 (opened in the same entry)", st.Sessions)
+	}
 	k.mustApply(put("a", "other")) // someone else writes in between
 	dup := k.apply(withSession(put("a", "1"), id, 1, time.Second))
 	if !dup.Duplicate || dup.Rev != r1.Rev || dup.KV.ModRev != r1.KV.ModRev {
@@ -52,8 +61,10 @@ func TestSessionExactlyOnce(t *testing.T) {
 	if r := k.apply(withSession(put("a", "old"), id, 1, time.Second)); !errors.Is(r.Err, ErrStaleSequence) {
 		t.Fatalf("stale seq: %v, want ErrStaleSequence", r.Err)
 	}
-	if r := k.apply(withSession(put("a", "z"), 999, 1, time.Second)); !errors.Is(r.Err, ErrSessionExpired) {
-		t.Fatalf("unknown session: %v, want ErrSessionExpired", r.Err)
+	// An unknown client whose command is not its first: its session
+	// existed once and is gone, so this may be a retry of something applied.
+	if r := k.apply(withSession(put("a", "z"), 999, 2, time.Second)); !errors.Is(r.Err, ErrSessionExpired) {
+		t.Fatalf("unknown client, seq 2: %v, want ErrSessionExpired", r.Err)
 	}
 	k.mustApply(withSession(Command{Op: OpCloseSession}, id, 3, time.Second))
 	if r := k.apply(withSession(put("a", "z"), id, 4, time.Second)); !errors.Is(r.Err, ErrSessionExpired) {
@@ -61,6 +72,53 @@ func TestSessionExactlyOnce(t *testing.T) {
 	}
 	if kv, _ := k.s.Get([]byte("a"), 0); string(kv.Value) != "x" {
 		t.Fatalf("a=%q after refused commands, want x", kv.Value)
+	}
+	if st, _ := k.s.Status(); st.Sessions != 0 {
+		t.Fatalf("%d sessions after close and refusals, want 0", st.Sessions)
+	}
+}
+
+// TestSessionOpenRules: what the first command of an unknown ClientID does.
+func TestSessionOpenRules(t *testing.T) {
+	const ttl = 10 * time.Second
+	tests := []struct {
+		name         string
+		cmd          Command
+		wantErr      error
+		wantSessions int
+		wantA        string // value of a afterwards ("" absent)
+	}{
+		{name: "seq 1 opens", cmd: withSession(put("a", "1"), 7, 1, 100*time.Second), wantSessions: 2, wantA: "1"},
+		{name: "seq 1 noop opens", cmd: withSession(Command{Op: OpNoop}, 7, 1, 100*time.Second), wantSessions: 2},
+		{name: "failed first command opens", cmd: withSession(put("", "1"), 7, 1, 100*time.Second), wantErr: ErrEmptyKey, wantSessions: 2},
+		{name: "seq 2 refused", cmd: withSession(put("a", "1"), 7, 2, 100*time.Second), wantErr: ErrSessionExpired, wantSessions: 1},
+		{name: "seq 0 refused", cmd: withSession(put("a", "1"), 7, 0, 100*time.Second), wantErr: ErrBadCommand, wantSessions: 1},
+		{name: "stamped ttl/2 behind opens", cmd: withSession(put("a", "1"), 7, 1, 95*time.Second), wantSessions: 2, wantA: "1"},
+		{name: "stamped over ttl/2 behind refused", cmd: withSession(put("a", "1"), 7, 1, 95*time.Second-1), wantErr: ErrSessionExpired, wantSessions: 1},
+		{name: "close of unknown is a no-op", cmd: withSession(Command{Op: OpCloseSession}, 7, 1, 100*time.Second), wantSessions: 1},
+		{name: "range ignores the session", cmd: withSession(Command{Op: OpRange, Key: []byte("a")}, 7, 9, 100*time.Second), wantSessions: 1},
+		{name: "retired register", cmd: Command{Op: OpRegisterSession, Time: int64(100 * time.Second)}, wantErr: ErrBadCommand, wantSessions: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := newTestKV(t, Config{SessionTTL: ttl})
+			k.mustApply(withSession(Command{Op: OpNoop}, 1, 1, 100*time.Second)) // the log clock is at 100s
+			r := k.apply(tt.cmd)
+			if !errors.Is(r.Err, tt.wantErr) || (tt.wantErr == nil) != (r.Err == nil) {
+				t.Fatalf("err %v, want %v", r.Err, tt.wantErr)
+			}
+			st, err := k.s.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Sessions != tt.wantSessions {
+				t.Errorf("%d sessions, want %d", st.Sessions, tt.wantSessions)
+			}
+			kv, err := k.s.Get([]byte("a"), 0)
+			if got := string(kv.Value); (err == nil) != (tt.wantA != "") || got != tt.wantA {
+				t.Errorf("a=%q (%v), want %q", got, err, tt.wantA)
+			}
+		})
 	}
 }
 
@@ -73,6 +131,7 @@ func TestSessionAcrossRestart(t *testing.T) {
 	k := &testKV{t: t, s: s}
 	id := register(t, k, time.Second)
 	first := k.mustApply(withSession(put("a", "1"), id, 1, time.Second))
+	second := k.mustApply(withSession(put("b", "2"), id, 2, time.Second))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -85,12 +144,20 @@ func TestSessionAcrossRestart(t *testing.T) {
 	if s.Applied() != 2 {
 		t.Fatalf("applied %d after restart, want 2", s.Applied())
 	}
-	r := k.apply(withSession(put("a", "1"), id, 1, 2*time.Second))
-	if !r.Duplicate || r.Rev != first.Rev {
-		t.Fatalf("retry after restart: %+v", r)
+	r := k.apply(withSession(put("b", "2"), id, 2, 2*time.Second))
+	if !r.Duplicate || r.Rev != second.Rev {
+		t.Fatalf("retry after restart: %+v, want the answer %+v", r, second)
 	}
-	if st, _ := s.Status(); st.Rev != 1 {
-		t.Fatalf("rev %d after a retried put, want 1", st.Rev)
+	if r := k.apply(withSession(put("a", "1"), id, 1, 2*time.Second)); !errors.Is(r.Err, ErrStaleSequence) {
+		t.Fatalf("older seq after restart: %v, want ErrStaleSequence (first answer was %+v)", r.Err, first)
+	}
+	// Replaying the log after a restart is harmless: the entries are at
+	// or below the applied index.
+	if rs, err := s.Apply([]raft.Entry{k.entryAt(2, withSession(put("b", "2"), id, 2, time.Second))}); err != nil || len(rs) != 0 {
+		t.Fatalf("replay of an applied entry: %v %v", rs, err)
+	}
+	if st, _ := s.Status(); st.Rev != 2 {
+		t.Fatalf("rev %d after retried puts, want 2", st.Rev)
 	}
 }
 
@@ -98,13 +165,22 @@ func TestSessionExpiry(t *testing.T) {
 	k := newTestKV(t, Config{SessionTTL: 10 * time.Second})
 	idle := register(t, k, 1*time.Second)
 	busy := register(t, k, 1*time.Second)
+	k.mustApply(withSession(put("i", "1"), idle, 1, 1*time.Second))
 	seq := uint64(0)
 	for at := 2 * time.Second; at <= 20*time.Second; at += 2 * time.Second {
 		seq++
 		k.mustApply(withSession(Command{Op: OpNoop}, busy, seq, at)) // keep-alive
 	}
-	if r := k.apply(withSession(put("a", "1"), idle, 1, 20*time.Second)); !errors.Is(r.Err, ErrSessionExpired) {
-		t.Fatalf("idle session after 19s of log time: %v, want ErrSessionExpired", r.Err)
+	// The idle client retries its first command after its session
+	// expired: that copy was applied, so it must not open a new session.
+	if r := k.apply(withSession(put("i", "1"), idle, 1, 1*time.Second)); !errors.Is(r.Err, ErrSessionExpired) {
+		t.Fatalf("retry of an expired client's first command stamped 19s ago: %v, want ErrSessionExpired", r.Err)
+	}
+	if r := k.apply(withSession(put("i", "2"), idle, 2, 20*time.Second)); !errors.Is(r.Err, ErrSessionExpired) {
+		t.Fatalf("idle client after 19s of log time: %v, want ErrSessionExpired", r.Err)
+	}
+	if kv, _ := k.s.Get([]byte("i"), 0); kv.Version != 1 || string(kv.Value) != "1" {
+		t.Fatalf("i=%q version %d: a refused command was applied", kv.Value, kv.Version)
 	}
 	if r := k.apply(withSession(put("a", "1"), busy, seq+1, 20*time.Second)); r.Err != nil {
 		t.Fatalf("busy session: %v", r.Err)
@@ -122,11 +198,16 @@ func TestSessionExpiry(t *testing.T) {
 	// the entries are batched.
 	entries := func(k *testKV) []raft.Entry {
 		var es []raft.Entry
-		es = append(es, k.entry(Command{Op: OpRegisterSession, Time: int64(time.Second)}))
-		for i := 2; i < 30; i++ {
+		for i := 1; i < 30; i++ {
 			es = append(es, k.entry(withSession(put("k", "v"), 1, uint64(i), time.Duration(i)*time.Second)))
 			if i == 5 {
-				es = append(es, k.entry(Command{Op: OpRegisterSession, Time: int64(5 * time.Second)}))
+				es = append(es, k.entry(withSession(put("j", "v"), 2, 1, 5*time.Second)))
+			}
+			if i == 25 {
+				// Client 2 expired at 16s: a retry of its first command
+				// is too old to open a session; its next command is refused.
+				es = append(es, k.entry(withSession(put("j", "w"), 2, 1, 5*time.Second)))
+				es = append(es, k.entry(withSession(put("j", "w"), 2, 2, 25*time.Second)))
 			}
 		}
 		return es
@@ -134,15 +215,183 @@ func TestSessionExpiry(t *testing.T) {
 	a, b := newTestKV(t, Config{SessionTTL: 10 * time.Second}), newTestKV(t, Config{SessionTTL: 10 * time.Second})
 	es := entries(a)
 	entries(b)
-	if _, err := a.s.Apply(es); err != nil {
+	ra, err := a.s.Apply(es)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range es {
-		if _, err := b.s.Apply([]raft.Entry{e}); err != nil {
+	for i, e := range es {
+		rb, err := b.s.Apply([]raft.Entry{e})
+		if err != nil {
 			t.Fatal(err)
+		}
+		if CodeOf(rb[0].Err) != CodeOf(ra[i].Err) || rb[0].Duplicate != ra[i].Duplicate {
+			t.Fatalf("entry %d: batched %v, alone %v", e.Index, ra[i].Err, rb[0].Err)
 		}
 	}
 	if dumpStore(t, a.s) != dumpStore(t, b.s) {
 		t.Fatal("one batch and entry-by-entry apply differ")
+	}
+	if kv, _ := a.s.Get([]byte("j"), 0); string(kv.Value) != "v" || kv.Version != 1 {
+		t.Fatalf("j=%q version %d, want the one write of client 2", kv.Value, kv.Version)
+	}
+}
+
+// TestSessionNoDoubleApply pits the session table against the property it
+// exists for: whatever the interleaving of clients, retries, lost answers,
+// refusals, expiries and clock jumps, no (ClientID, Seq) is ever applied
+// twice, as long as the copies of a client's first command are stamped
+// less than SessionTTL/2 apart (see applyWithSession; later commands need
+// no such bound). Clients behave like client.Client: one
+// command in flight, retried with the same (ClientID, Seq) or given up
+// (outcome unknown), and a new ClientID after a refusal.
+func TestSessionNoDoubleApply(t *testing.T) {
+	const ttl = 100 * time.Second
+	rapid.Check(t, func(rt *rapid.T) {
+		k := newTestKV(t, Config{SessionTTL: ttl, NoSync: true})
+		type client struct {
+			id, seq  uint64
+			inFlight bool
+			stamp    time.Duration // Time of the first copy of the command in flight
+		}
+		var (
+			now     time.Duration
+			clients [4]client
+			applied = map[[2]uint64]bool{}
+			ids     uint64
+		)
+		newID := func() uint64 { ids++; return ids }
+		for i := range clients {
+			clients[i].id = newID()
+		}
+		rt.Repeat(map[string]func(*rapid.T){
+			"tick": func(rt *rapid.T) {
+				now += time.Duration(rapid.Int64Range(0, int64(ttl)).Draw(rt, "dt"))
+			},
+			"jump": func(rt *rapid.T) {
+				// A proposer whose clock runs ahead moves the log clock on.
+				k.mustApply(Command{Op: OpNoop, Time: int64(now + time.Duration(rapid.Int64Range(0, int64(3*ttl)).Draw(rt, "ahead")))})
+			},
+			"send": func(rt *rapid.T) {
+				c := &clients[rapid.IntRange(0, len(clients)-1).Draw(rt, "client")]
+				// A copy of a command after Seq 1 may arrive any time later (a
+				// request delayed on its way is stamped when proposed); copies
+				// of Seq 1 only within SessionTTL/2 (the documented bound).
+				if c.inFlight && ((c.seq == 1 && now-c.stamp >= ttl/2) || rapid.Bool().Draw(rt, "give up")) {
+					c.inFlight = false // outcome unknown; the next command takes the next Seq
+				}
+				if !c.inFlight {
+					c.seq++
+					c.inFlight, c.stamp = true, now
+				}
+				r := k.apply(withSession(put("k", fmt.Sprint(c.id, c.seq)), c.id, c.seq, now))
+				key := [2]uint64{c.id, c.seq}
+				lost := rapid.Bool().Draw(rt, "reply lost")
+				switch {
+				case r.Err == nil && !r.Duplicate:
+					if applied[key] {
+						rt.Fatalf("client %d seq %d applied twice", c.id, c.seq)
+					}
+					applied[key] = true
+					c.inFlight = lost // the client retries what it got no answer to
+				case r.Err == nil:
+					if !applied[key] {
+						rt.Fatalf("client %d seq %d answered as a duplicate but never applied", c.id, c.seq)
+					}
+					c.inFlight = lost
+				case errors.Is(r.Err, ErrSessionExpired):
+					// Not applied now; an earlier copy may have been. The
+					// client starts over under a new ClientID, or keeps
+					// retrying (and keeps being refused).
+					if !lost && rapid.Bool().Draw(rt, "new id") {
+						*c = client{id: newID()}
+					}
+				case errors.Is(r.Err, ErrStaleSequence):
+					rt.Fatalf("client %d seq %d: stale, but it sends one command at a time", c.id, c.seq)
+				default:
+					rt.Fatalf("client %d seq %d: %v", c.id, c.seq, r.Err)
+				}
+			},
+		})
+	})
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// appendTrailer appends WriteSnapshot's trailer of img to b.
+func appendTrailer(b, img []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(len(img)))
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(img, castagnoli))
+}
+
+func TestStoreFormatRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	s, err := Open(path, Config{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &testKV{t: t, s: s}
+	k.mustApply(put("a", "1"))
+	data, info, err := s.SnapshotBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Make it a file of store format 1, as an older raftkv wrote.
+	setFormat := func(path string, v byte) {
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, []byte{v}) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setFormat(path, 1)
+	if _, err := Open(path, Config{NoSync: true}); !errors.Is(err, ErrFormat) {
+		t.Fatalf("open of a format-1 file: %v, want ErrFormat", err)
+	} else {
+		t.Logf("refusal reads: %v", err)
+	}
+	setFormat(path, storeFormat)
+	s, err = Open(path, Config{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	// A snapshot of a format-1 store is refused too, and the store kept.
+	old := filepath.Join(t.TempDir(), "old.db")
+	o, err := Open(old, Config{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := &testKV{t: t, s: o}
+	ok.mustApply(put("a", "old"))
+	o.Close()
+	setFormat(old, 1)
+	img := readFile(t, old)
+	var old1 []byte
+	old1 = append(old1, snapshotMagic...)
+	old1 = append(old1, img...)
+	old1 = appendTrailer(old1, img)
+	dst := newTestKV(t, Config{})
+	err = dst.s.InstallSnapshot(raft.Snapshot{Meta: raft.SnapshotMeta{Index: 1, Term: 1}, Data: old1})
+	if !errors.Is(err, ErrFormat) || !errors.Is(err, ErrBadSnapshot) {
+		t.Fatalf("install of a format-1 snapshot: %v, want ErrBadSnapshot and ErrFormat", err)
+	}
+	if dst.s.Applied() != 0 {
+		t.Fatalf("applied %d after a refused install", dst.s.Applied())
+	}
+	// The current format installs.
+	if err := dst.s.InstallSnapshot(raft.Snapshot{Meta: raft.SnapshotMeta{Index: info.Applied, Term: 1}, Data: data}); err != nil {
+		t.Fatal(err)
 	}
 }

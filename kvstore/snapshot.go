@@ -221,7 +221,7 @@ func (s *Store) prepareFile(path string, want *raft.SnapshotMeta, empty bool) (s
 		}
 		var err error
 		if st, err = initBuckets(tx); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+			return fmt.Errorf("%w: %w", ErrBadSnapshot, err)
 		}
 		if fresh {
 			st.applied, st.appliedTerm = want.Index, want.Term

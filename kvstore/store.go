@@ -28,7 +28,7 @@ var (
 	// escaped key, 0x00 0x01, 8-byte big-endian revision -> flag byte
 	// (0 put, 1 tombstone), createRev, version, value. See histKey.
 	bucketRevs = []byte("revs")
-	// bucketSessions maps an 8-byte big-endian session id to its msgpack
+	// bucketSessions maps an 8-byte big-endian ClientID to its msgpack
 	// sessionRecord.
 	bucketSessions = []byte("sessions")
 	// bucketSessionExpiry indexes sessions by last activity: 8-byte
@@ -39,7 +39,13 @@ var (
 	keyFormat = []byte("format") // 1 byte: storeFormat
 )
 
-const storeFormat = 1
+// storeFormat is the layout version of the state-machine file and its
+// snapshots. Open and snapshot installs refuse any other version.
+//
+//	1: sessions keyed by the log index of an OpRegisterSession entry
+//	   (the runtime mapped ClientIDs to them in its own file)
+//	2: sessions keyed by the client's ClientID, opened by its first command
+const storeFormat = 2
 
 // Defaults of Config.
 const (
@@ -151,8 +157,6 @@ type Result struct {
 	// KVs and More answer OpRange.
 	KVs  []KeyValue `msgpack:"kvs,omitempty"`
 	More bool       `msgpack:"m,omitempty"`
-	// Session is the new session id (OpRegisterSession).
-	Session uint64 `msgpack:"s,omitempty"`
 	// Duplicate says the answer came from the session table: the command
 	// was a retry and was not applied again.
 	Duplicate bool `msgpack:"-"`
@@ -289,13 +293,23 @@ func initBuckets(tx *bolt.Tx) (metaState, error) {
 			return metaState{}, err
 		}
 	} else if len(v) != 1 || v[0] != storeFormat {
-		return metaState{}, fmt.Errorf("unknown store format %v", v)
+		return metaState{}, formatError(v)
 	}
 	v := mb.Get(keyState)
 	if v == nil {
 		return metaState{}, mb.Put(keyState, metaState{}.encode())
 	}
 	return decodeMetaState(v)
+}
+
+// formatError explains a store format this build cannot read.
+func formatError(v []byte) error {
+	if len(v) == 1 && v[0] < storeFormat {
+		return fmt.Errorf("%w: store format %d was written by an older raftkv (this build reads format %d only; "+
+			"format %d keyed sessions differently): keep the older raftkv for this data, or start from an empty data dir (a new cluster, or a node joining a cluster that runs this build)",
+			ErrFormat, v[0], storeFormat, v[0])
+	}
+	return fmt.Errorf("%w: unknown store format %x (this build reads format %d; was it written by a newer raftkv?)", ErrFormat, v, storeFormat)
 }
 
 // readMeta reads the meta state inside a transaction.
@@ -486,51 +500,12 @@ func (w *applier) applyEntry(e raft.Entry) (Result, error) {
 		}
 	}
 	if cmd.Op == OpRegisterSession {
-		if err := w.putSession(e.Index, sessionRecord{LastActive: w.st.clock}, -1); err != nil {
-			return r, err
-		}
-		r.Session = e.Index
-		r.Rev = w.st.rev
-		return r, nil
+		return w.fail(r, fmt.Errorf("%w: register-session is retired (store format %d keys sessions by ClientID); the entry was written by an older raftkv", ErrBadCommand, storeFormat)), nil
 	}
-	if cmd.Session == 0 || cmd.Op == OpRange {
+	if cmd.ClientID == 0 || cmd.Op == OpRange {
 		return w.exec(r, &cmd)
 	}
-	if cmd.Seq == 0 {
-		return w.fail(r, fmt.Errorf("%w: session %d without a sequence number", ErrBadCommand, cmd.Session)), nil
-	}
-	sess, ok, err := w.getSession(cmd.Session)
-	if err != nil {
-		return r, err
-	}
-	if !ok {
-		return w.fail(r, fmt.Errorf("%w: session %d", ErrSessionExpired, cmd.Session)), nil
-	}
-	if cmd.Seq <= sess.LastSeq {
-		if cmd.Seq < sess.LastSeq {
-			return w.fail(r, fmt.Errorf("%w: seq %d < last %d of session %d", ErrStaleSequence, cmd.Seq, sess.LastSeq, cmd.Session)), nil
-		}
-		prev := sess.LastActive
-		dup := sess.Resp
-		dup.Err = dup.Code.Err()
-		dup.Duplicate, dup.Index = true, e.Index
-		sess.LastActive = w.st.clock
-		return dup, w.putSession(cmd.Session, sess, prev)
-	}
-	if cmd.Op == OpCloseSession {
-		if err := w.deleteSession(cmd.Session, sess.LastActive); err != nil {
-			return r, err
-		}
-		r.Rev = w.st.rev
-		return r, nil
-	}
-	r, err = w.exec(r, &cmd)
-	if err != nil {
-		return r, err
-	}
-	prev := sess.LastActive
-	sess.LastSeq, sess.LastActive, sess.Resp = cmd.Seq, w.st.clock, r
-	return r, w.putSession(cmd.Session, sess, prev)
+	return w.applyWithSession(r, &cmd)
 }
 
 func (w *applier) fail(r Result, err error) Result {
@@ -613,8 +588,8 @@ func (c *Config) check(cmd *Command) error {
 // so that an oversized or malformed request is refused without taking a
 // log slot. Apply performs the same checks.
 func (s *Store) Validate(cmd Command) error {
-	if cmd.Op > OpCloseSession {
-		return fmt.Errorf("%w: unknown op %d", ErrBadCommand, cmd.Op)
+	if cmd.Op > OpCloseSession || cmd.Op == OpRegisterSession {
+		return fmt.Errorf("%w: unknown op %v", ErrBadCommand, cmd.Op)
 	}
 	if err := s.cfg.check(&cmd); err != nil {
 		return err

@@ -19,6 +19,8 @@ type testKV struct {
 	t   testing.TB
 	s   *Store
 	idx uint64 // last index given to Apply
+
+	clients uint64 // ClientIDs handed out by register
 }
 
 func newTestKV(t testing.TB, cfg Config) *testKV {
@@ -137,7 +139,7 @@ func TestCommands(t *testing.T) {
 		{name: "request too large", cmd: Command{Op: OpPut, Key: []byte("a"), Value: []byte("v"), End: bytes.Repeat([]byte("e"), 16), Compare: &Compare{Value: bytes.Repeat([]byte("c"), 100)}}, wantErr: ErrRequestTooLarge, wantRev: 5, after: "a=3@1/3/2 ab=4@4/4/1 b=2@2/2/1 c=5@5/5/1"},
 		{name: "undecodable", raw: []byte{0xc1}, wantErr: ErrBadCommand, wantRev: 5, after: "a=3@1/3/2 ab=4@4/4/1 b=2@2/2/1 c=5@5/5/1"},
 		{name: "unknown op", cmd: Command{Op: 200, Key: []byte("a")}, wantErr: ErrBadCommand, wantRev: 5, after: "a=3@1/3/2 ab=4@4/4/1 b=2@2/2/1 c=5@5/5/1"},
-		{name: "session seq 0", cmd: Command{Op: OpPut, Key: []byte("a"), Session: 1}, wantErr: ErrBadCommand, wantRev: 5, after: "a=3@1/3/2 ab=4@4/4/1 b=2@2/2/1 c=5@5/5/1"},
+		{name: "session seq 0", cmd: Command{Op: OpPut, Key: []byte("a"), ClientID: 1}, wantErr: ErrBadCommand, wantRev: 5, after: "a=3@1/3/2 ab=4@4/4/1 b=2@2/2/1 c=5@5/5/1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
