@@ -15,14 +15,16 @@ import (
 
 // Client is a simulated client. It has one operation in flight at a time,
 // sends it to the node it believes leads, follows redirects, and retries
-// on timeouts (ClientTimeout) and lost answers. Writes carry its session
+// on timeouts (ClientTimeout) and lost answers. Writes carry its ClientID
 // and a sequence number: every retry of a write reuses them, so the store
-// applies it once however many copies commit.
+// applies it once however many copies commit. The first write of a
+// ClientID opens its session in the store; there is no registration.
 type Client struct {
 	s  *Sim
 	ID int
 
-	sess  uint64 // 0 until registered
+	sess  uint64 // the ClientID of its writes (0: pick a new one)
+	gen   uint64 // ClientIDs used so far
 	seq   uint64
 	guess uint64   // the node it believes leads
 	nodes []uint64 // the nodes it can reach (nil: all)
@@ -35,13 +37,12 @@ type Client struct {
 }
 
 type pending struct {
-	in       Input
-	call     int64
-	done     func(Output)
-	sess     uint64 // writes: the session and sequence number every copy carries
-	seq      uint64
-	logRead  bool
-	register *pending // set on a session registration: the write waiting for it
+	in      Input
+	call    int64
+	done    func(Output)
+	sess    uint64 // writes: the ClientID and sequence number every copy carries
+	seq     uint64
+	logRead bool
 }
 
 // answer is what a node sends back to a client.
@@ -86,9 +87,9 @@ func (c *Client) Do(in Input, done func(Output)) {
 		return
 	}
 	if c.sess == 0 {
-		c.cur = &pending{register: p}
-		c.send()
-		return
+		// A new ClientID, unique per client and deterministic per seed.
+		c.gen++
+		c.sess, c.seq = uint64(c.ID+1)<<32|c.gen, 0
 	}
 	c.seq++
 	p.sess, p.seq = c.sess, c.seq
@@ -175,8 +176,6 @@ func (c *Client) arrive(p *pending, node uint64) {
 	}
 	cmd := kvstore.Command{Time: int64(s.C.Now()) * int64(time.Millisecond), Key: []byte(p.in.Key)}
 	switch {
-	case p.register != nil:
-		cmd = kvstore.Command{Op: kvstore.OpRegisterSession, Time: cmd.Time}
 	case p.in.Op == OpGet:
 		cmd.Op = kvstore.OpRange
 	case p.in.Op == OpPut:
@@ -188,9 +187,9 @@ func (c *Client) arrive(p *pending, node uint64) {
 		cmd.Compare = &kvstore.Compare{Target: kvstore.CompareValue, Value: []byte(p.in.Expect)}
 	}
 	if p.seq != 0 {
-		// The pending's own session: a copy still on its way after the
-		// client moved to a new session must not lose its session.
-		cmd.Session, cmd.Seq = p.sess, p.seq
+		// The pending's own ClientID: a copy still on its way after the
+		// client moved to a new one must not lose it.
+		cmd.ClientID, cmd.Seq = p.sess, p.seq
 	}
 	data, err := kvstore.EncodeCommand(cmd)
 	if err != nil {
@@ -264,18 +263,6 @@ func (c *Client) receive(p *pending, a answer) {
 		})
 		return
 	}
-	if p.register != nil {
-		if a.res.Err != nil || a.res.Session == 0 {
-			c.s.failf("client %d: register session: result %+v", c.ID, a.res)
-			return
-		}
-		c.sess, c.seq = a.res.Session, 1
-		w := p.register
-		w.sess, w.seq = c.sess, c.seq
-		c.cur = w
-		c.send()
-		return
-	}
 	out := a.out
 	if p.in.Op != OpGet || p.logRead {
 		var ok bool
@@ -291,7 +278,7 @@ func (c *Client) output(p *pending, r kvstore.Result) (Output, bool) {
 	switch {
 	case errors.Is(r.Err, kvstore.ErrSessionExpired):
 		// An earlier copy may have been applied before the session
-		// expired: the outcome is unknown. Start a new session.
+		// expired: the outcome is unknown. Continue under a new ClientID.
 		c.sess, c.seq = 0, 0
 		c.s.stats.Expired++
 		return Output{Unknown: true}, true
@@ -332,16 +319,12 @@ func (c *Client) complete(p *pending, out Output, ret int64) {
 	}
 }
 
-// abandon gives up the operation in flight: a write (or a session
-// registration for one) is recorded with an unknown outcome, a read is
-// dropped.
+// abandon gives up the operation in flight: a write is recorded with an
+// unknown outcome, a read is dropped.
 func (c *Client) abandon() {
 	p := c.cur
 	if p == nil {
 		return
-	}
-	if p.register != nil {
-		p = p.register // registration may have been applied, the write never was; recorded as unknown anyway
 	}
 	if p.in.Op == OpGet {
 		c.cur = nil

@@ -25,8 +25,9 @@
 // goes through the log and all stores must then agree on applied index and
 // fingerprint (CheckReplicas).
 //
-// Clients (Client) register a session through the log, then give each
-// write the next sequence number, and reuse it on every retry: after a
+// Clients (Client) pick a ClientID (the first write under it opens its
+// session in the store), give each write the next sequence number, and
+// reuse it on every retry: after a
 // timeout (ClientTimeout), a redirect (the node is not leader: try the
 // leader it names), an answer lost on the way back (ReplyLoss), a node
 // that crashed with the request, or a node whose store had applied the
@@ -39,8 +40,8 @@
 // read (MsgReadIndex) to the leader. Clients reach nodes over their own
 // simulated links (1..ClientDelay ms each way) and can be confined to a
 // partition (Restrict). Sessions expire on the log clock (Config.SessionTTL):
-// a client told ErrSessionExpired records its write as unknown and opens a
-// new session.
+// a client told ErrSessionExpired records its write as unknown and goes on
+// under a new ClientID.
 //
 // The real runtime (package node) opens the store with fsync on, so what
 // Apply committed survives a crash, exactly as here; it starts the core

@@ -292,8 +292,8 @@ func TestKVUnreliableOneKey(t *testing.T) {
 
 // Sessions expire on the log clock while their clients think: a write
 // retried after its session expired gets ErrSessionExpired, never a
-// second apply, and its outcome is unknown to the client, which opens a
-// new session. Every replica expires the same sessions at the same index
+// second apply, and its outcome is unknown to the client, which goes on
+// under a new ClientID. Every replica expires the same sessions at the same index
 // (fingerprints).
 func TestKVSessionExpiry(t *testing.T) {
 	s := newSim(t, Config{Seed: envSeed(t, 9), Nodes: 3, Clients: 4, SessionTTL: 150 * time.Millisecond,

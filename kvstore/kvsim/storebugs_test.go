@@ -36,13 +36,12 @@ func TestStoreRetriedFailureKeepsItsError(t *testing.T) {
 		}
 		return res[0]
 	}
-	sess := apply(1, enc(kvstore.Command{Op: kvstore.OpRegisterSession, Time: 1})).Session
-	cas := enc(kvstore.Command{Op: kvstore.OpCAS, Session: sess, Seq: 1, Time: 2, Key: []byte("k"), Value: []byte("v"),
+	cas := enc(kvstore.Command{Op: kvstore.OpCAS, ClientID: 0x5e55, Seq: 1, Time: 2, Key: []byte("k"), Value: []byte("v"),
 		Compare: &kvstore.Compare{Target: kvstore.CompareValue, Value: []byte("x")}, Then: kvstore.OpPut})
-	for i := uint64(2); i <= 4; i++ {
+	for i := uint64(1); i <= 3; i++ {
 		r := apply(i, cas)
 		if !errors.Is(r.Err, kvstore.ErrCompareFailed) {
-			t.Errorf("copy %d of the same command (duplicate=%v): err %v, want %v", i-1, r.Duplicate, r.Err, kvstore.ErrCompareFailed)
+			t.Errorf("copy %d of the same command (duplicate=%v): err %v, want %v", i, r.Duplicate, r.Err, kvstore.ErrCompareFailed)
 		}
 	}
 	if _, err := st.Get([]byte("k"), 0); !errors.Is(err, kvstore.ErrKeyNotFound) {
