@@ -116,11 +116,20 @@ type Client struct {
 }
 
 // session is one exactly-once write stream: at most one write in flight,
-// Seq strictly increasing; a retry re-sends the same (id, seq).
+// Seq strictly increasing; a retry re-sends the same (id, seq). The
+// cluster opens its session with the first write (Seq 1) and drops it
+// after it has been idle for its session TTL (kvstore.DefaultSessionTTL,
+// an hour, by default).
 type session struct {
-	id  uint64
-	seq uint64
+	id       uint64
+	seq      uint64
+	lastUsed time.Time
 }
+
+// sessionMaxIdle is how long a pooled session may stay unused before the
+// client drops it rather than risk the cluster having expired it (which
+// would cost a refused attempt), well below the cluster's session TTL.
+const sessionMaxIdle = 10 * time.Minute
 
 // New returns a Client for the cluster named by cfg. It validates cfg and
 // opens the transport; it does not contact the cluster (leader discovery
@@ -189,15 +198,18 @@ func (c *Client) newSessionID() uint64 {
 func (c *Client) acquireSession() *session {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n := len(c.free); n > 0 {
+	for n := len(c.free); n > 0; n = len(c.free) {
 		s := c.free[n-1]
 		c.free = c.free[:n-1]
-		return s
+		if time.Since(s.lastUsed) < sessionMaxIdle {
+			return s
+		}
 	}
 	return &session{id: c.newSessionID()}
 }
 
 func (c *Client) releaseSession(s *session) {
+	s.lastUsed = time.Now()
 	c.mu.Lock()
 	c.free = append(c.free, s)
 	c.mu.Unlock()
@@ -363,11 +375,16 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 	defer cancel()
 
 	write := isWrite(req.Op)
+	var sess *session
 	if write {
-		s := c.acquireSession()
-		defer c.releaseSession(s)
-		s.seq++
-		req.ClientID, req.Seq = s.id, s.seq
+		sess = c.acquireSession()
+		defer func() {
+			if sess != nil {
+				c.releaseSession(sess)
+			}
+		}()
+		sess.seq++
+		req.ClientID, req.Seq = sess.id, sess.seq
 	}
 	payload, err := proto.Encode(proto.KindClient, req)
 	if err != nil {
@@ -375,6 +392,7 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 	}
 
 	var (
+		copies   int   // attempts of this (ClientID, Seq) that may have reached a node
 		sent     bool  // a copy may have reached a node
 		lastErr  error // why the last attempt failed
 		redirect string
@@ -404,6 +422,7 @@ loop:
 		reply, err := c.tr.Call(actx, addr, payload)
 		acancel()
 		sent = true
+		copies++
 		err = authRefused(err)
 		if err != nil {
 			c.log.Debug("attempt failed", "op", what, "addr", addr, "err", err)
@@ -462,6 +481,26 @@ loop:
 			if c.backoff(ctx, &pause) != nil {
 				break loop
 			}
+		case proto.CodeSessionExpired:
+			// The cluster no longer knows this ClientID: it refused this
+			// copy. The session is dead either way.
+			serr := &ServerError{Code: resp.Code, Message: resp.Message}
+			sess = nil
+			if copies > 1 {
+				// An earlier copy may have been applied before the
+				// session was dropped: only "unknown" is honest.
+				return nil, fmt.Errorf("client: %s: %w: %w", what, ErrOutcomeUnknown, serr)
+			}
+			// This was the only copy, and it was not applied: the write
+			// starts over under a new ClientID.
+			c.log.Debug("session expired; new session", "op", what, "client_id", fmt.Sprintf("%016x", req.ClientID))
+			sess = &session{id: c.newSessionID(), seq: 1}
+			req.ClientID, req.Seq = sess.id, sess.seq
+			if payload, err = proto.Encode(proto.KindClient, req); err != nil {
+				return nil, fmt.Errorf("client: %s: %w", what, err)
+			}
+			copies = 0
+			lastErr = fmt.Errorf("%s: %w", addr, serr)
 		case proto.CodeUnavailable:
 			lastErr = fmt.Errorf("%s: %w", addr, &ServerError{Code: resp.Code, Message: resp.Message})
 			c.forgetLeader(addr)

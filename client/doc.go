@@ -16,9 +16,20 @@
 // of sessions; a session carries at most one write at a time and its Seq
 // grows by one per write. A retry re-sends the same (ClientID, Seq), so the
 // cluster's session table answers a duplicate without applying it again.
-// A write that got no answer before its deadline fails with
-// ErrOutcomeUnknown (and ErrTimeout): it may have been applied, exactly once,
-// or not at all. It is never reported as "not applied".
+// There is no registration: the ClientID is random, and the cluster opens
+// its session with the first write, in the same log entry, so a one-shot
+// write costs one commit round. A write that got no answer before its
+// deadline fails with ErrOutcomeUnknown (and ErrTimeout): it may have been
+// applied, exactly once, or not at all. It is never reported as "not
+// applied".
+//
+// The cluster drops a session that stayed idle for its session TTL (an
+// hour by default, on the log's clock); the pool drops sessions idle for
+// ten minutes first. If the cluster answers that a write's session expired
+// (proto.CodeSessionExpired: the write was not applied), the write starts
+// over under a new ClientID when that attempt was its only one; otherwise
+// an earlier copy may have been applied before the session expired, and
+// the write fails with ErrOutcomeUnknown.
 //
 // # Errors
 //

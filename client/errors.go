@@ -34,8 +34,11 @@ var (
 	// nothing was written.
 	ErrCompareFailed = errors.New("client: compare failed")
 	// ErrOutcomeUnknown means a write was sent but no answer came back
-	// before the deadline: it may or may not have been applied (it will be
-	// applied at most once). It is never reported as a plain failure.
+	// before the deadline, or the cluster refused a retry because the
+	// write's session had expired meanwhile (the error then wraps a
+	// *ServerError with proto.CodeSessionExpired): it may or may not have
+	// been applied (it will be applied at most once). It is never reported
+	// as a plain failure.
 	ErrOutcomeUnknown = errors.New("client: write outcome unknown")
 	// ErrCompacted means the revision asked for was compacted away.
 	ErrCompacted = errors.New("client: revision compacted")
@@ -79,6 +82,8 @@ func (e *ServerError) Unwrap() error {
 		return ErrCompacted
 	case proto.CodeNotLeader:
 		return ErrNoLeader
+	case proto.CodeSessionExpired:
+		return ErrUnavailable
 	default:
 		return ErrInternal
 	}

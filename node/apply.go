@@ -1,8 +1,6 @@
 package node
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -11,9 +9,9 @@ import (
 	"github.com/raftkv/raftkv/node/raft"
 )
 
-// waitKey names a proposed command: its kvstore session and sequence
-// number (session 0: a command without a session, Seq a random tag).
-type waitKey struct{ session, seq uint64 }
+// waitKey names a proposed command: its ClientID and sequence number
+// (ClientID 0: a command without a session, Seq a random tag).
+type waitKey struct{ client, seq uint64 }
 
 // applyResult is what a waiting writer gets.
 type applyResult struct {
@@ -29,8 +27,8 @@ type ccWaiter struct {
 }
 
 // applyJob is work for the applier: a run of committed entries without
-// configuration changes or session registrations, or (done != nil) a
-// barrier that is closed once everything before it is applied.
+// configuration changes, or (done != nil) a barrier that is closed once
+// everything before it is applied.
 type applyJob struct {
 	ents []raft.Entry
 	done chan struct{}
@@ -41,11 +39,12 @@ type applyJob struct {
 const maxApplyBatch = 4096
 
 // dispatch hands committed entries to the applier, so that the state
-// machine's fsync overlaps the log's in the loop. Configuration changes
-// and session registrations, which change the core or the runtime's
-// tables, are applied by the loop itself after a barrier (the applier is
-// idle then), tables first: a crash in between re-applies the entry after
-// the restart, and both table updates are idempotent.
+// machine's fsync overlaps the log's in the loop. Configuration changes,
+// which change the core and the members table, are applied by the loop
+// itself after a barrier (the applier is idle then), table first: a crash
+// in between re-applies the entry after the restart, and the table update
+// is idempotent. (Client sessions live in kvstore alone: an ordinary
+// command opens its client's session.)
 func (n *Node) dispatch(ents []raft.Entry) error {
 	start := 0
 	flush := func(end int) {
@@ -54,14 +53,7 @@ func (n *Node) dispatch(ents []raft.Entry) error {
 		}
 	}
 	for i, e := range ents {
-		var client uint64
-		special := e.Type == raft.EntryConfChange
-		if !special && len(e.Data) > 0 {
-			if c, err := kvstore.DecodeCommand(e.Data); err == nil && c.Op == kvstore.OpRegisterSession && len(c.Key) == 8 {
-				special, client = true, binary.BigEndian.Uint64(c.Key)
-			}
-		}
-		if !special {
+		if e.Type != raft.EntryConfChange {
 			continue
 		}
 		flush(i)
@@ -70,13 +62,7 @@ func (n *Node) dispatch(ents []raft.Entry) error {
 		if p := n.applyErr.Load(); p != nil {
 			return *p
 		}
-		var err error
-		if e.Type == raft.EntryConfChange {
-			err = n.applyConfChange(e)
-		} else {
-			err = n.applyRegister(e, client)
-		}
-		if err != nil {
+		if err := n.applyConfChange(e); err != nil {
 			return err
 		}
 	}
@@ -155,9 +141,8 @@ func (n *Node) applyRun(batch []raft.Entry) error {
 	return nil
 }
 
-// deliver hands results to waiting writers and forgets expired sessions.
+// deliver hands results to waiting writers.
 func (n *Node) deliver(batch []raft.Entry, cmds []*kvstore.Command, res []kvstore.Result) {
-	var expired []uint64
 	n.stMu.Lock()
 	defer n.stMu.Unlock()
 	// kvstore skips entries it already applied; results start at the first
@@ -168,14 +153,7 @@ func (n *Node) deliver(batch []raft.Entry, cmds []*kvstore.Command, res []kvstor
 		if cmd == nil {
 			continue
 		}
-		if cmd.Session != 0 && errors.Is(r.Err, kvstore.ErrSessionExpired) {
-			if c, ok := n.sessionOf[cmd.Session]; ok {
-				delete(n.sessionOf, cmd.Session)
-				delete(n.repl.Clients, c)
-				expired = append(expired, c)
-			}
-		}
-		k := waitKey{cmd.Session, cmd.Seq}
+		k := waitKey{cmd.ClientID, cmd.Seq}
 		if ws, ok := n.waiters[k]; ok {
 			delete(n.waiters, k)
 			for _, ch := range ws {
@@ -183,41 +161,6 @@ func (n *Node) deliver(batch []raft.Entry, cmds []*kvstore.Command, res []kvstor
 			}
 		}
 	}
-	if len(expired) > 0 {
-		if err := n.meta.putClients(nil, expired); err != nil {
-			// The mapping stays on disk; the next command with it gets
-			// ErrSessionExpired again and retries the removal.
-			n.logger().Warn("forget expired sessions", "err", err)
-		}
-	}
-}
-
-// applyRegister records ClientID -> session (the entry's index) unless the
-// client already has a session (concurrent first requests: first wins).
-func (n *Node) applyRegister(e raft.Entry, client uint64) error {
-	n.stMu.Lock()
-	_, known := n.repl.Clients[client]
-	n.stMu.Unlock()
-	if !known {
-		if err := n.meta.putClients(map[uint64]uint64{client: e.Index}, nil); err != nil {
-			return err
-		}
-		n.stMu.Lock()
-		n.repl.Clients[client] = e.Index
-		n.sessionOf[e.Index] = client
-		n.stMu.Unlock()
-	}
-	if _, err := n.kv.Apply([]raft.Entry{e}); err != nil {
-		return err
-	}
-	n.stMu.Lock()
-	sess := n.repl.Clients[client]
-	n.stMu.Unlock()
-	for _, ch := range n.regWaiters[client] {
-		ch <- sess
-	}
-	delete(n.regWaiters, client)
-	return nil
 }
 
 // applyConfChange applies a membership change to the core, the log's
@@ -306,12 +249,6 @@ func (n *Node) failWaiters() {
 		delete(n.waiters, k)
 	}
 	n.stMu.Unlock()
-	for c, ws := range n.regWaiters {
-		for _, ch := range ws {
-			close(ch)
-		}
-		delete(n.regWaiters, c)
-	}
 	for _, w := range n.ccWaiters {
 		w.ch <- ErrNotLeader
 	}

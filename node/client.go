@@ -131,6 +131,8 @@ func (n *Node) errResponse(err error) proto.ClientResponse {
 		return proto.ClientResponse{Code: proto.CodeCompareFailed, Message: err.Error()}
 	case errors.Is(err, kvstore.ErrCompacted):
 		return proto.ClientResponse{Code: proto.CodeCompacted, Message: err.Error()}
+	case errors.Is(err, kvstore.ErrSessionExpired):
+		return proto.ClientResponse{Code: proto.CodeSessionExpired, Message: err.Error()}
 	case errors.Is(err, kvstore.ErrEmptyKey), errors.Is(err, kvstore.ErrKeyTooLarge),
 		errors.Is(err, kvstore.ErrValueTooLarge), errors.Is(err, kvstore.ErrRequestTooLarge),
 		errors.Is(err, kvstore.ErrBadCommand), errors.Is(err, kvstore.ErrFutureRevision),
@@ -138,7 +140,7 @@ func (n *Node) errResponse(err error) proto.ClientResponse {
 		return proto.ClientResponse{Code: proto.CodeInvalid, Message: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
 		errors.Is(err, ErrClosed), errors.Is(err, kvstore.ErrClosed), errors.Is(err, raft.ErrProposalDropped),
-		errors.Is(err, errBusy), errors.Is(err, kvstore.ErrSessionExpired):
+		errors.Is(err, errBusy):
 		return proto.ClientResponse{Code: proto.CodeUnavailable, Message: err.Error()}
 	}
 	return proto.ClientResponse{Code: proto.CodeInternal, Message: err.Error()}
@@ -200,8 +202,13 @@ func toCommand(req proto.ClientRequest) (kvstore.Command, error) {
 }
 
 // write proposes a client write on the leader and waits until it is
-// applied. (ClientID, Seq) is the client's session: a retry with the same
-// pair is answered from the session table and not applied again.
+// applied. (ClientID, Seq) is the client's session, kept by kvstore alone:
+// the first write of a ClientID opens it, a retry with the same pair is
+// answered from the session table and not applied again, and a write whose
+// ClientID lost its session is refused (CodeSessionExpired) and not
+// applied. The node never retries that under another session: an earlier
+// copy may have been applied, and only the client knows whether it sent
+// one.
 func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientResponse {
 	if !n.IsLeader() {
 		return n.errResponse(n.notLeader())
@@ -218,16 +225,7 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 	}
 	defer n.waiting.Add(-1)
 	n.proposing.Add(1)
-	var res kvstore.Result
-	for attempt := 0; ; attempt++ {
-		res, err = n.propose(ctx, req.ClientID, req.Seq, cmd)
-		// A session that expired on the log clock is gone: register a new
-		// one and try once more.
-		if err == nil && errors.Is(res.Err, kvstore.ErrSessionExpired) && attempt == 0 && req.ClientID != 0 {
-			continue
-		}
-		break
-	}
+	res, err := n.propose(ctx, req.ClientID, req.Seq, cmd)
 	n.proposing.Add(-1)
 	if err != nil {
 		n.met.failed.Inc()
@@ -251,9 +249,10 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 	return resp
 }
 
-// propose proposes cmd under the client's session and waits for its
-// result.
+// propose proposes cmd under the client's (ClientID, Seq) and waits for
+// its result. One trip to the loop: the session is kvstore's business.
 func (n *Node) propose(ctx context.Context, client, seq uint64, cmd kvstore.Command) (kvstore.Result, error) {
+	cmd.ClientID = client
 	if client == 0 {
 		// No session: no deduplication; Seq only tags the waiter.
 		cmd.Seq = randUint64()
@@ -261,55 +260,25 @@ func (n *Node) propose(ctx context.Context, client, seq uint64, cmd kvstore.Comm
 		cmd.Seq = seq
 	}
 	cmd.Time = time.Now().UnixNano()
-	ch := make(chan applyResult, 1)
-	var (
-		key          waitKey
-		perr         error
-		needSession  bool
-		registerOnce bool
-	)
-	for {
-		// One trip to the loop: look the session up and propose.
-		if err := n.do(ctx, func() {
-			if raft.StateType(n.role.Load()) != raft.StateLeader {
-				perr = n.notLeader()
-				return
-			}
-			if client != 0 {
-				n.stMu.Lock()
-				s, ok := n.repl.Clients[client]
-				n.stMu.Unlock()
-				if !ok {
-					needSession = true
-					return
-				}
-				cmd.Session = s
-			}
-			data, err := kvstore.EncodeCommand(cmd)
-			if err != nil {
-				perr = err
-				return
-			}
-			if perr = n.rn.Propose(data); perr == nil {
-				key = waitKey{cmd.Session, cmd.Seq}
-				n.stMu.Lock()
-				n.waiters[key] = append(n.waiters[key], ch)
-				n.stMu.Unlock()
-			}
-		}); err != nil {
-			return kvstore.Result{}, err
-		}
-		if !needSession || registerOnce {
-			break
-		}
-		// The client's first write (or its session expired): register.
-		if _, err := n.session(ctx, client); err != nil {
-			return kvstore.Result{}, err
-		}
-		needSession, registerOnce = false, true
+	data, err := kvstore.EncodeCommand(cmd)
+	if err != nil {
+		return kvstore.Result{}, err
 	}
-	if needSession {
-		return kvstore.Result{}, fmt.Errorf("node: register session of client %016x: %w", client, ErrNotLeader)
+	ch := make(chan applyResult, 1)
+	key := waitKey{cmd.ClientID, cmd.Seq}
+	var perr error
+	if err := n.do(ctx, func() {
+		if raft.StateType(n.role.Load()) != raft.StateLeader {
+			perr = n.notLeader()
+			return
+		}
+		if perr = n.rn.Propose(data); perr == nil {
+			n.stMu.Lock()
+			n.waiters[key] = append(n.waiters[key], ch)
+			n.stMu.Unlock()
+		}
+	}); err != nil {
+		return kvstore.Result{}, err
 	}
 	if perr != nil {
 		if errors.Is(perr, raft.ErrProposalDropped) {
@@ -348,65 +317,6 @@ func (n *Node) dropWaiter(key waitKey, ch chan applyResult) {
 			n.waiters[key] = ws
 		}
 	})
-}
-
-// session returns the kvstore session of a client, registering one
-// through the log the first time the client writes.
-func (n *Node) session(ctx context.Context, client uint64) (uint64, error) {
-	var (
-		sess uint64
-		ch   chan uint64
-		perr error
-	)
-	if err := n.do(ctx, func() {
-		n.stMu.Lock()
-		s, ok := n.repl.Clients[client]
-		n.stMu.Unlock()
-		if ok {
-			sess = s
-			return
-		}
-		if raft.StateType(n.role.Load()) != raft.StateLeader {
-			perr = n.notLeader()
-			return
-		}
-		ch = make(chan uint64, 1)
-		if len(n.regWaiters[client]) == 0 {
-			data, err := kvstore.EncodeCommand(kvstore.Command{
-				Op: kvstore.OpRegisterSession, Key: binary.BigEndian.AppendUint64(nil, client), Time: time.Now().UnixNano(),
-			})
-			if err != nil {
-				perr = err
-				return
-			}
-			if perr = n.rn.Propose(data); perr != nil {
-				return
-			}
-		}
-		n.regWaiters[client] = append(n.regWaiters[client], ch)
-	}); err != nil {
-		return 0, err
-	}
-	if perr != nil {
-		if errors.Is(perr, raft.ErrProposalDropped) {
-			return 0, n.notLeader()
-		}
-		return 0, perr
-	}
-	if ch == nil {
-		return sess, nil
-	}
-	select {
-	case s, ok := <-ch:
-		if !ok {
-			return 0, ErrNotLeader
-		}
-		return s, nil
-	case <-ctx.Done():
-		return 0, fmt.Errorf("node: register session: %w", ctx.Err())
-	case <-n.loopDone:
-		return 0, ErrClosed
-	}
 }
 
 // read serves a get or range: serializable reads at once from the local

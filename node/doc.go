@@ -26,8 +26,8 @@
 //     which coalesces what is queued into one kvstore transaction (its fsync
 //     overlaps the loop's next log fsync) and answers waiting writers;
 //     configuration changes (raft.Node.ApplyConfChange, the log's
-//     ConfState, the members table), session registrations, snapshot
-//     installs and snapshot creation wait for the applier to drain (a
+//     ConfState, the members table), snapshot installs and snapshot
+//     creation wait for the applier to drain (a
 //     barrier) and run on the loop;
 //  4. answer ReadStates (the read waits until applied >= index);
 //  5. Advance; every Config.SnapshotEntries applied entries, snapshot the
@@ -46,12 +46,16 @@
 // Writes go to the leader (elsewhere CodeNotLeader with the leader's
 // address). A write carries the client's session (ClientID, Seq); a retry
 // with the same pair is answered from kvstore's session table and applied
-// at most once. A client's first write registers its kvstore session
-// through the log; the ClientID -> session table is replicated state kept
-// by this package (node.db and snapshots), so every replica deduplicates
-// the same way. One ClientID must have one write outstanding at a time:
-// the session keeps only the last sequence number, so an older Seq
-// arriving after a newer one is refused (CodeInvalid, stale sequence).
+// at most once. The session table is kvstore's alone, keyed by ClientID:
+// a client's first write (Seq 1) opens its session in the same log entry
+// and transaction as its data, so a one-shot write costs one entry and one
+// commit round. A write whose ClientID has no session and is not its first
+// (the session expired) is refused with CodeSessionExpired and not
+// applied; the node never retries it under another session (an earlier
+// copy may have been applied). One ClientID must have one write
+// outstanding at a time: the session keeps only the last sequence number,
+// so an older Seq arriving after a newer one is refused (CodeInvalid,
+// stale sequence).
 // Linearizable reads run on the leader after a ReadIndex round (reads that
 // arrive together share one round: each arrived before it was issued);
 // serializable reads are served at once from the local store on any node.
@@ -97,7 +101,9 @@
 // # Files
 //
 // DataDir/raft.db is the Raft log, DataDir/kv.db the state machine,
-// DataDir/node.db the identity, members and client sessions.
+// DataDir/node.db the identity, the members table and the data dir's
+// format (metaFormat: a data dir of another format is refused with
+// ErrDataFormat, as kv.db is with kvstore.ErrFormat).
 //
 // # Usage
 //

@@ -19,18 +19,32 @@ import (
 //   - identity: the node ID and cluster ID the entrance gave at admission;
 //   - members: ID -> {Name, Addr}, the replicated members table, as of the
 //     applied index (rebuilt from ConfChange contexts and snapshots);
-//   - clients: ClientID -> kvstore session id, also replicated state (see
-//     sessions.go).
+//   - format: the layout version of the data dir (metaFormat).
 //
-// The members and clients tables are replicated state kept outside
-// kvstore; they travel inside snapshots in the envelope of snapshot.go.
+// The members table is replicated state kept outside kvstore; it travels
+// inside snapshots in the envelope below. Client sessions are kvstore's
+// (keyed by ClientID, in the state machine's own transaction).
 var (
 	bucketIdentity = []byte("identity")
 	bucketMembers  = []byte("members")
-	bucketClients  = []byte("clients")
+	// bucketClients held ClientID -> kvstore session in format 1; its
+	// presence marks a data dir written by an older raftkv.
+	bucketClients = []byte("clients")
 
 	keyIdentity = []byte("identity")
+	keyFormat   = []byte("format") // in bucketIdentity: 1 byte, metaFormat
 )
+
+// metaFormat is the layout version of a data dir (node.db, and with it
+// the formats of kv.db and of snapshot envelopes).
+//
+//	1 (no format key): node.db also mapped ClientIDs to kvstore sessions
+//	2: sessions are kvstore's alone, keyed by ClientID
+const metaFormat = 2
+
+// ErrDataFormat means the data dir was written by a raftkv whose layout
+// this build does not read. Nothing was changed.
+var ErrDataFormat = errors.New("node: unsupported data dir format")
 
 // Identity is what a node keeps about itself across restarts.
 type Identity struct {
@@ -77,18 +91,42 @@ func openMeta(path string, noSync bool) (*metaDB, error) {
 	}
 	db.NoSync = noSync
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketIdentity, bucketMembers, bucketClients} {
+		if err := checkMetaFormat(tx); err != nil {
+			return err
+		}
+		for _, b := range [][]byte{bucketIdentity, bucketMembers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return tx.Bucket(bucketIdentity).Put(keyFormat, []byte{metaFormat})
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("node: open %s: %w", path, err)
 	}
 	return &metaDB{db: db}, nil
+}
+
+// checkMetaFormat refuses a node.db of another format. A file with an
+// identity (or a clients table) but no format key is format 1.
+func checkMetaFormat(tx *bolt.Tx) error {
+	ib := tx.Bucket(bucketIdentity)
+	var v []byte
+	if ib != nil {
+		v = ib.Get(keyFormat)
+	}
+	switch {
+	case len(v) == 1 && v[0] == metaFormat:
+		return nil
+	case v != nil:
+		return fmt.Errorf("%w: format %x (this build reads format %d; was it written by a newer raftkv?)", ErrDataFormat, v, metaFormat)
+	case tx.Bucket(bucketClients) != nil || (ib != nil && ib.Get(keyIdentity) != nil):
+		return fmt.Errorf("%w: written by an older raftkv (format 1: client sessions registered through the log); "+
+			"this build reads format %d only: keep the older raftkv for this data dir, or start this node with an empty data dir",
+			ErrDataFormat, metaFormat)
+	}
+	return nil // a new file
 }
 
 func (m *metaDB) Close() error { return m.db.Close() }
@@ -125,25 +163,23 @@ func (m *metaDB) setIdentity(id Identity) error {
 // replState is the runtime's share of the replicated state.
 type replState struct {
 	Members map[uint64]Member `msgpack:"m"`
-	// Clients maps a client's ClientID to its kvstore session.
-	Clients map[uint64]uint64 `msgpack:"c"`
 }
 
 func newReplState() replState {
-	return replState{Members: map[uint64]Member{}, Clients: map[uint64]uint64{}}
+	return replState{Members: map[uint64]Member{}}
 }
 
 func (s replState) clone() replState {
-	return replState{Members: maps.Clone(s.Members), Clients: maps.Clone(s.Clients)}
+	return replState{Members: maps.Clone(s.Members)}
 }
 
 func u64key(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-// load reads the members and clients tables.
+// load reads the members table.
 func (m *metaDB) load() (replState, error) {
 	s := newReplState()
 	err := m.db.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
+		return tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
 			if len(k) != 8 {
 				return fmt.Errorf("bad member key %x", k)
 			}
@@ -153,48 +189,33 @@ func (m *metaDB) load() (replState, error) {
 			}
 			s.Members[binary.BigEndian.Uint64(k)] = mb
 			return nil
-		}); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketClients).ForEach(func(k, v []byte) error {
-			if len(k) != 8 || len(v) != 8 {
-				return fmt.Errorf("bad client row %x", k)
-			}
-			s.Clients[binary.BigEndian.Uint64(k)] = binary.BigEndian.Uint64(v)
-			return nil
 		})
 	})
 	if err != nil {
-		return replState{}, fmt.Errorf("node: load members and clients: %w", err)
+		return replState{}, fmt.Errorf("node: load members: %w", err)
 	}
 	return s, nil
 }
 
-// replace overwrites both tables with s (a snapshot install).
+// replace overwrites the members table with s (a snapshot install).
 func (m *metaDB) replace(s replState) error {
 	err := m.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMembers, bucketClients} {
-			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
-				return err
-			}
-			if _, err := tx.CreateBucket(name); err != nil {
-				return err
-			}
+		if err := tx.DeleteBucket(bucketMembers); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			return err
+		}
+		b, err := tx.CreateBucket(bucketMembers)
+		if err != nil {
+			return err
 		}
 		for id, mb := range s.Members {
-			if err := tx.Bucket(bucketMembers).Put(u64key(id), encodeMember(mb)); err != nil {
-				return err
-			}
-		}
-		for c, sess := range s.Clients {
-			if err := tx.Bucket(bucketClients).Put(u64key(c), u64key(sess)); err != nil {
+			if err := b.Put(u64key(id), encodeMember(mb)); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("node: replace members and clients: %w", err)
+		return fmt.Errorf("node: replace members: %w", err)
 	}
 	return nil
 }
@@ -214,36 +235,17 @@ func (m *metaDB) putMember(id uint64, mb Member, del bool) error {
 	return nil
 }
 
-// putClients records and removes client sessions in one transaction.
-func (m *metaDB) putClients(set map[uint64]uint64, del []uint64) error {
-	if len(set) == 0 && len(del) == 0 {
-		return nil
-	}
-	err := m.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketClients)
-		for c, sess := range set {
-			if err := b.Put(u64key(c), u64key(sess)); err != nil {
-				return err
-			}
-		}
-		for _, c := range del {
-			if err := b.Delete(u64key(c)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("node: write client sessions: %w", err)
-	}
-	return nil
-}
-
 // Snapshot envelope: the runtime wraps kvstore's snapshot bytes with its
-// own replicated tables.
+// own replicated table.
 //
-//	magic "RKVNODE1" | uint32 BE length of msgpack(replState) | msgpack(replState) | kvstore snapshot bytes
-var envelopeMagic = []byte("RKVNODE1")
+//	magic "RKVNODE2" | uint32 BE length of msgpack(replState) | msgpack(replState) | kvstore snapshot bytes
+//
+// "RKVNODE1" (format 1) also carried the ClientID -> session map; such a
+// snapshot comes from an older raftkv and is refused.
+var (
+	envelopeMagic   = []byte("RKVNODE2")
+	envelopeMagicV1 = []byte("RKVNODE1")
+)
 
 func wrapSnapshot(s replState, kv []byte) []byte {
 	meta, err := msgpack.Marshal(&s)
@@ -264,6 +266,9 @@ func unwrapSnapshot(data []byte) (replState, []byte, error) {
 	if len(data) == 0 {
 		return newReplState(), nil, nil
 	}
+	if bytes.HasPrefix(data, envelopeMagicV1) {
+		return replState{}, nil, fmt.Errorf("%w: %w: envelope %q was written by an older raftkv (format 1); a cluster must run one format", ErrBadSnapshot, ErrDataFormat, envelopeMagicV1)
+	}
 	if !bytes.HasPrefix(data, envelopeMagic) || len(data) < len(envelopeMagic)+4 {
 		return replState{}, nil, fmt.Errorf("%w: missing header", ErrBadSnapshot)
 	}
@@ -279,9 +284,6 @@ func unwrapSnapshot(data []byte) (replState, []byte, error) {
 	}
 	if s.Members == nil {
 		s.Members = map[uint64]Member{}
-	}
-	if s.Clients == nil {
-		s.Clients = map[uint64]uint64{}
 	}
 	return s, rest[n:], nil
 }

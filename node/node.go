@@ -92,10 +92,9 @@ type Node struct {
 	stopc    chan struct{} // capacity 1: the node asks itself to stop
 
 	// Shared by the loop and the applier, guarded by stMu.
-	stMu      sync.Mutex
-	repl      replState         // Members: written by the loop only (after a barrier)
-	sessionOf map[uint64]uint64 // kvstore session -> ClientID
-	waiters   map[waitKey][]chan applyResult
+	stMu    sync.Mutex
+	repl    replState // Members: written by the loop only (after a barrier)
+	waiters map[waitKey][]chan applyResult
 
 	// The applier goroutine applies runs of commands (see apply.go).
 	applyc      chan applyJob
@@ -104,7 +103,6 @@ type Node struct {
 
 	// Owned by the loop goroutine.
 	rn           *raft.Node
-	regWaiters   map[uint64][]chan uint64 // ClientID -> session
 	ccWaiters    []*ccWaiter
 	readWaiters  map[string]*readBatch // by ReadIndex request context
 	pendingReads []chan uint64         // reads that arrived since the last ReadIndex
@@ -144,12 +142,10 @@ func New(cfg Config) (*Node, error) {
 		stopc:       make(chan struct{}, 1),
 		reportc:     make(chan struct{}, 1),
 		waiters:     map[waitKey][]chan applyResult{},
-		regWaiters:  map[uint64][]chan uint64{},
 		readWaiters: map[string]*readBatch{},
 		applyc:      make(chan applyJob, 256),
 		applierDone: make(chan struct{}),
 		peers:       map[uint64]*peer{},
-		sessionOf:   map[uint64]uint64{},
 		addrs:       map[uint64]netip.AddrPort{},
 	}
 	n.logp.Store(cfg.Logger.With("name", cfg.Name))
@@ -400,9 +396,6 @@ func (n *Node) startCore(ident Identity) error {
 	if err != nil {
 		return err
 	}
-	for c, s := range n.repl.Clients {
-		n.sessionOf[s] = c
-	}
 	for id, m := range n.repl.Members {
 		n.learnMember(id, m)
 	}
@@ -473,10 +466,6 @@ func (n *Node) installSnapshot(snap raft.Snapshot) error {
 	}
 	n.stMu.Lock()
 	n.repl = repl
-	clear(n.sessionOf)
-	for c, s := range repl.Clients {
-		n.sessionOf[s] = c
-	}
 	n.stMu.Unlock()
 	for id, m := range repl.Members {
 		n.learnMember(id, m)

@@ -103,10 +103,15 @@ const (
 	CodeRefused       Code = 6 // admission or admin operation refused (see Message)
 	CodeCompacted     Code = 7 // the revision asked for was compacted away
 	CodeInternal      Code = 8 // a bug or an I/O error on the server
+	// CodeSessionExpired: the write's ClientID has no session (it expired,
+	// or the write is not the ClientID's first) and the write was not
+	// applied; an earlier copy of it may have been. Retry only under a new
+	// ClientID, and only if no other copy was sent.
+	CodeSessionExpired Code = 9
 )
 
 var codeNames = [...]string{"ok", "not found", "not leader", "compare failed", "invalid",
-	"unavailable", "refused", "compacted", "internal"}
+	"unavailable", "refused", "compacted", "internal", "session expired"}
 
 func (c Code) String() string {
 	if int(c) < len(codeNames) {
