@@ -122,8 +122,13 @@ type Client struct {
 // an hour, by default).
 type session struct {
 	id       uint64
+	start    int64 // when id was chosen (Unix nanoseconds): proto.ClientRequest.SessionStart
 	seq      uint64
 	lastUsed time.Time
+}
+
+func (c *Client) newSession() *session {
+	return &session{id: c.newSessionID(), start: time.Now().UnixNano()}
 }
 
 // sessionMaxIdle is how long a pooled session may stay unused before the
@@ -205,7 +210,7 @@ func (c *Client) acquireSession() *session {
 			return s
 		}
 	}
-	return &session{id: c.newSessionID()}
+	return c.newSession()
 }
 
 func (c *Client) releaseSession(s *session) {
@@ -384,7 +389,7 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 			}
 		}()
 		sess.seq++
-		req.ClientID, req.Seq = sess.id, sess.seq
+		req.ClientID, req.Seq, req.SessionStart = sess.id, sess.seq, sess.start
 	}
 	payload, err := proto.Encode(proto.KindClient, req)
 	if err != nil {
@@ -392,14 +397,15 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 	}
 
 	var (
-		copies   int   // attempts of this (ClientID, Seq) that may have reached a node
-		sent     bool  // a copy may have reached a node
-		lastErr  error // why the last attempt failed
-		redirect string
-		hops     int // redirects followed since the last pause
-		avoid    = map[string]bool{}
-		pause    = c.cfg.MinBackoff
-		refused  error // the last error that wraps ErrUnauthorized
+		copies    int   // attempts of this (ClientID, Seq) that may have reached a node
+		restarted bool  // the write started over under a new ClientID
+		sent      bool  // a copy may have reached a node
+		lastErr   error // why the last attempt failed
+		redirect  string
+		hops      int // redirects followed since the last pause
+		avoid     = map[string]bool{}
+		pause     = c.cfg.MinBackoff
+		refused   error // the last error that wraps ErrUnauthorized
 	)
 loop:
 	for ctx.Err() == nil {
@@ -491,11 +497,17 @@ loop:
 				// session was dropped: only "unknown" is honest.
 				return nil, fmt.Errorf("client: %s: %w: %w", what, ErrOutcomeUnknown, serr)
 			}
+			if restarted {
+				// A brand-new session refused too: not applied, and
+				// retrying will not help (a clock far behind the cluster's).
+				return &resp, fmt.Errorf("client: %s: new session refused (is this machine's clock behind the cluster's?): %w", what, serr)
+			}
 			// This was the only copy, and it was not applied: the write
 			// starts over under a new ClientID.
 			c.log.Debug("session expired; new session", "op", what, "client_id", fmt.Sprintf("%016x", req.ClientID))
-			sess = &session{id: c.newSessionID(), seq: 1}
-			req.ClientID, req.Seq = sess.id, sess.seq
+			sess, restarted = c.newSession(), true
+			sess.seq = 1
+			req.ClientID, req.Seq, req.SessionStart = sess.id, sess.seq, sess.start
 			if payload, err = proto.Encode(proto.KindClient, req); err != nil {
 				return nil, fmt.Errorf("client: %s: %w", what, err)
 			}

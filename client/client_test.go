@@ -41,12 +41,17 @@ type fakeCluster struct {
 	inflight map[uint64]bool                    // ClientIDs with a request being served
 	overlap  bool                               // two requests of one ClientID were in flight together
 	ids      map[uint64]string                  // node ID -> address, for AdminTransferLeader
-	admin    []string                           // every admin request: "addr {op ...}"
+	// Sessions, as kvstore keeps them: a ClientID is known from its first
+	// write (Seq 1) until it expires; expireOnDrop expires a client's
+	// session right after a write whose reply is dropped.
+	known        map[uint64]bool
+	expireOnDrop bool
+	admin        []string // every admin request: "addr {op ...}"
 }
 
 func newFakeCluster(leader string, addrs ...string) *fakeCluster {
 	fc := &fakeCluster{nodes: map[string]*fakeNode{}, leader: leader, data: map[string][]byte{},
-		applied: map[[2]uint64]proto.ClientResponse{}, inflight: map[uint64]bool{}}
+		applied: map[[2]uint64]proto.ClientResponse{}, inflight: map[uint64]bool{}, known: map[uint64]bool{}}
 	for _, a := range addrs {
 		fc.nodes[a] = &fakeNode{leader: leader}
 	}
@@ -125,6 +130,9 @@ func (fc *fakeCluster) Call(ctx context.Context, addr string, payload []byte) ([
 	if n.dropReplies > 0 && isWrite(req.Op) && resp.Code == proto.CodeOK {
 		n.dropReplies--
 		drop = true
+		if fc.expireOnDrop {
+			fc.expireLocked(req.ClientID)
+		}
 	}
 	fc.mu.Unlock()
 	// Yield so that concurrent requests of one session would overlap.
@@ -147,6 +155,10 @@ func (fc *fakeCluster) serveLocked(addr string, n *fakeNode, req *proto.ClientRe
 		if prev, ok := fc.applied[[2]uint64{req.ClientID, req.Seq}]; ok {
 			return prev
 		}
+		if !fc.known[req.ClientID] && req.Seq != 1 {
+			return proto.ClientResponse{Code: proto.CodeSessionExpired, Message: "session expired"}
+		}
+		fc.known[req.ClientID] = true
 	}
 	var resp proto.ClientResponse
 	switch req.Op {
@@ -182,6 +194,16 @@ func (fc *fakeCluster) serveLocked(addr string, n *fakeNode, req *proto.ClientRe
 	fc.applies++
 	fc.applied[[2]uint64{req.ClientID, req.Seq}] = resp
 	return resp
+}
+
+// expireLocked drops a client's session, as the cluster does after its TTL.
+func (fc *fakeCluster) expireLocked(id uint64) {
+	delete(fc.known, id)
+	for k := range fc.applied {
+		if k[0] == id {
+			delete(fc.applied, k)
+		}
+	}
 }
 
 func newTestClient(t *testing.T, cfg Config) *Client {
@@ -288,6 +310,69 @@ func TestRetryKeepsSession(t *testing.T) {
 	}
 	if second := fc.seen[3]; second.ClientID != first.ClientID || second.Seq != first.Seq+1 {
 		t.Fatalf("next write (%x, %d), want (%x, %d)", second.ClientID, second.Seq, first.ClientID, first.Seq+1)
+	}
+}
+
+// A pooled session the cluster expired: the write's only attempt is
+// refused (not applied), so it starts over under a new ClientID, and the
+// dead one is never used again.
+func TestExpiredSessionStartsOver(t *testing.T) {
+	fc := newFakeCluster("n1", "n1")
+	c := newTestClient(t, Config{Endpoints: []string{"n1"}, Transport: fc})
+	if _, err := c.Put(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	old := fc.seen[0].ClientID
+	fc.expireLocked(old)
+	fc.mu.Unlock()
+	for _, v := range []string{"w", "x"} {
+		if _, err := c.Put(t.Context(), "k", []byte(v)); err != nil {
+			t.Fatalf("put after the session expired: %v", err)
+		}
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.applies != 3 || string(fc.data["k"]) != "x" {
+		t.Fatalf("applied %d writes, k=%q; want 3 and x", fc.applies, fc.data["k"])
+	}
+	var got []string
+	for _, r := range fc.seen {
+		got = append(got, fmt.Sprintf("old=%v/%d", r.ClientID == old, r.Seq))
+	}
+	if want := []string{"old=true/1", "old=true/2", "old=false/1", "old=false/2"}; !slices.Equal(got, want) {
+		t.Fatalf("requests %v, want %v", got, want)
+	}
+}
+
+// A session that expired while the client retried a write whose first
+// copy was applied: the retry is refused, and the client must not present
+// that as "not applied", nor retry it under a new ClientID (a double apply).
+func TestExpiredDuringRetryIsOutcomeUnknown(t *testing.T) {
+	fc := newFakeCluster("n1", "n1")
+	c := newTestClient(t, Config{Endpoints: []string{"n1"}, Transport: fc})
+	if _, err := c.Put(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	fc.nodes["n1"].dropReplies = 1
+	fc.expireOnDrop = true
+	fc.mu.Unlock()
+	_, err := c.Put(t.Context(), "k", []byte("w"))
+	if se, ok := errors.AsType[*ServerError](err); !errors.Is(err, ErrOutcomeUnknown) || !ok || se.Code != proto.CodeSessionExpired {
+		t.Fatalf("put: %v, want ErrOutcomeUnknown with the server's session-expired answer", err)
+	}
+	if _, err := c.Put(t.Context(), "k2", []byte("v2")); err != nil {
+		t.Fatalf("next put: %v", err)
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.applies != 3 || string(fc.data["k"]) != "w" {
+		t.Fatalf("applied %d writes (k=%q), want 3 (the second put exactly once)", fc.applies, fc.data["k"])
+	}
+	s := fc.seen
+	if len(s) != 4 || s[1].ClientID != s[0].ClientID || s[1].Seq != 2 || s[2].Seq != 2 || s[3].ClientID == s[0].ClientID || s[3].Seq != 1 {
+		t.Fatalf("requests %+v: want put 1, 2 copies of put 2, then put 3 under a new ClientID", s)
 	}
 }
 

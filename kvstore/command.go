@@ -107,6 +107,10 @@ type Command struct {
 	Compare *Compare `msgpack:"c,omitempty"`
 	// Then is what OpCAS does when Compare holds: OpPut or OpDelete.
 	Then Op `msgpack:"n,omitempty"`
+	// SessionStart is the client's clock (Unix nanoseconds) when it chose
+	// ClientID, the same in every command of the ClientID (0: unknown;
+	// Time stands in). Only the command that opens a session reads it.
+	SessionStart int64 `msgpack:"ss,omitempty"`
 }
 
 // EncodeCommand returns cmd's wire form (the Data of a log entry).

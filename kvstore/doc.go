@@ -54,10 +54,11 @@
 // Config.SessionTTL on that clock is dropped (bucket sessexp indexes
 // sessions by last activity). Every replica drops the same sessions at the
 // same log index. A command of an unknown ClientID with Seq > 1, or with
-// Seq 1 but stamped more than SessionTTL/2 behind the log clock, may be a
-// retry of one applied before its session was dropped: it gets
-// ErrSessionExpired and is not applied (see applyWithSession for why this
-// rules out a double apply).
+// Seq 1 but a Command.SessionStart (when the client chose its ClientID)
+// more than SessionTTL/2 behind the log clock, may be a retry of one
+// applied before its session was dropped: it gets ErrSessionExpired and is
+// not applied (see applyWithSession for why this rules out a double apply
+// however long a client retries).
 //
 // Snapshots: WriteSnapshot streams a consistent copy of the store (a
 // bbolt image from a read transaction, which does not block Apply) with a

@@ -16,9 +16,10 @@ import (
 //     (Duplicate set) and not applied again; a lower Seq is refused with
 //     ErrStaleSequence.
 //   - An unknown client (never seen, closed, or expired): a command with
-//     Seq 1 opens the session and is applied, in the same transaction as
-//     its data, so there is no separate registration round trip. Any other
-//     Seq is refused with ErrSessionExpired and not applied.
+//     Seq 1 whose session is recent opens the session and is applied, in
+//     the same transaction as its data, so there is no separate
+//     registration round trip. Anything else is refused with
+//     ErrSessionExpired and not applied.
 //
 // Why Seq > 1 is refused: a client sends Seq n+1 only after Seq n was
 // answered or given up, so an unknown client with Seq > 1 means its
@@ -29,25 +30,27 @@ import (
 // client then reports the outcome as unknown or, when this was the only
 // copy it ever sent, retries under a new ClientID.
 //
-// Seq 1 cannot be told apart the same way: a retry of a client's first
-// command after its session expired looks like a new client. Opening is
-// therefore also refused (ErrSessionExpired) when the command's Time is
-// more than SessionTTL/2 behind the log clock. For a double apply, one
-// copy of (ClientID, 1) must be applied, the session must then expire (the
-// log clock passes that copy's Time by more than SessionTTL), and a second
-// copy must still be admitted (its Time at most SessionTTL/2 behind the
-// clock): the proposers must have stamped the two copies more than
-// SessionTTL/2 apart (30 minutes by default). A copy is stamped when a
-// node proposes it, and a client gives up a write after its timeout
-// (seconds), so that takes a request held up for half an hour on its way
-// to the leader, or proposer clocks that disagree by as much in the
-// wrong direction. A proposer whose clock jumps far ahead, expiring every
-// session early, is covered: the retry stamped by an honest clock is then
-// too old to open a session. Commands after the first need no such
-// bound. (The registered
-// sessions of store format 1 let the runtime re-register and retry an
-// expired client's command once, which could apply it twice in exactly
-// this case; that rule is gone.)
+// Seq 1 cannot be told apart that way: a retry of a client's first
+// command after its session expired looks like a new client. So opening
+// also needs a recent session: the command's SessionStart (the client's
+// clock when it chose the ClientID, the same in every copy; the proposer's
+// Time when the client did not send one) at most SessionTTL/2 behind the
+// log clock. For a double apply, one copy of (ClientID, 1) must be applied
+// (the log clock then reaches at least its proposer's Time, which is after
+// SessionStart), the session must expire (the log clock passes that by
+// more than SessionTTL), and a second copy must still be admitted
+// (SessionStart at most SessionTTL/2 behind the clock): impossible while
+// the client's clock is less than SessionTTL/2 (30 minutes by default)
+// ahead of the proposers', however long the client keeps retrying. A
+// proposer whose clock jumps far ahead, expiring every session early, only
+// makes more first commands too old to open. The price: a client whose
+// clock is more than SessionTTL/2 behind the log clock cannot open
+// sessions (its writes get ErrSessionExpired). Without SessionStart
+// (older clients) the bound is on the retries instead: copies of the first
+// command proposed more than SessionTTL/2 apart. Commands after the first
+// need no bound. (The registered sessions of store format 1 let the
+// runtime re-register an expired client and retry its command once, which
+// could apply it twice; that rule is gone.)
 func (w *applier) applyWithSession(r Result, cmd *Command) (Result, error) {
 	if cmd.Seq == 0 {
 		return w.fail(r, fmt.Errorf("%w: client %016x without a sequence number", ErrBadCommand, cmd.ClientID)), nil
@@ -64,9 +67,9 @@ func (w *applier) applyWithSession(r Result, cmd *Command) (Result, error) {
 		case cmd.Seq != 1:
 			return w.fail(r, fmt.Errorf("%w: client %016x has no session (expired, closed or never opened) and seq %d is not its first command; not applied",
 				ErrSessionExpired, cmd.ClientID, cmd.Seq)), nil
-		case cmd.Time < w.st.clock-int64(w.cfg.SessionTTL/2):
-			return w.fail(r, fmt.Errorf("%w: client %016x: first command stamped %v before the log clock, too old to open a session; not applied",
-				ErrSessionExpired, cmd.ClientID, time.Duration(w.st.clock-cmd.Time))), nil
+		case sessionStart(cmd) < w.st.clock-int64(w.cfg.SessionTTL/2):
+			return w.fail(r, fmt.Errorf("%w: client %016x: session started %v before the log clock, too old to open (limit %v; is the client's clock behind?); not applied",
+				ErrSessionExpired, cmd.ClientID, time.Duration(w.st.clock-sessionStart(cmd)), w.cfg.SessionTTL/2)), nil
 		}
 		if cmd.Op == OpCloseSession {
 			// Closing a session that does not exist: nothing to do, and
@@ -98,6 +101,15 @@ func (w *applier) applyWithSession(r Result, cmd *Command) (Result, error) {
 	}
 	sess.LastSeq, sess.LastActive, sess.Resp = cmd.Seq, w.st.clock, r
 	return r, w.putSession(cmd.ClientID, sess, prev)
+}
+
+// sessionStart is when cmd's client chose its ClientID: SessionStart, or
+// the proposer's Time for a client that did not say.
+func sessionStart(cmd *Command) int64 {
+	if cmd.SessionStart != 0 {
+		return cmd.SessionStart
+	}
+	return cmd.Time
 }
 
 // sessionRecord is one client session's row in the session table.

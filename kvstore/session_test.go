@@ -29,6 +29,11 @@ func withSession(cmd Command, id, seq uint64, at time.Duration) Command {
 	return cmd
 }
 
+func withStart(cmd Command, start time.Duration) Command {
+	cmd.SessionStart = int64(start)
+	return cmd
+}
+
 func TestSessionExactlyOnce(t *testing.T) {
 	k := newTestKV(t, Config{})
 	id := register(t, k, time.Second)
@@ -95,6 +100,9 @@ func TestSessionOpenRules(t *testing.T) {
 		{name: "seq 0 refused", cmd: withSession(put("a", "1"), 7, 0, 100*time.Second), wantErr: ErrBadCommand, wantSessions: 1},
 		{name: "stamped ttl/2 behind opens", cmd: withSession(put("a", "1"), 7, 1, 95*time.Second), wantSessions: 2, wantA: "1"},
 		{name: "stamped over ttl/2 behind refused", cmd: withSession(put("a", "1"), 7, 1, 95*time.Second-1), wantErr: ErrSessionExpired, wantSessions: 1},
+		{name: "session start ttl/2 behind opens", cmd: withStart(withSession(put("a", "1"), 7, 1, 100*time.Second), 95*time.Second), wantSessions: 2, wantA: "1"},
+		{name: "session start over ttl/2 behind refused", cmd: withStart(withSession(put("a", "1"), 7, 1, 100*time.Second), 95*time.Second-1), wantErr: ErrSessionExpired, wantSessions: 1},
+		{name: "session start beats a recent stamp", cmd: withStart(withSession(put("a", "1"), 7, 1, 200*time.Second), 10*time.Second), wantErr: ErrSessionExpired, wantSessions: 0},
 		{name: "close of unknown is a no-op", cmd: withSession(Command{Op: OpCloseSession}, 7, 1, 100*time.Second), wantSessions: 1},
 		{name: "range ignores the session", cmd: withSession(Command{Op: OpRange, Key: []byte("a")}, 7, 9, 100*time.Second), wantSessions: 1},
 		{name: "retired register", cmd: Command{Op: OpRegisterSession, Time: int64(100 * time.Second)}, wantErr: ErrBadCommand, wantSessions: 1},
@@ -237,11 +245,11 @@ func TestSessionExpiry(t *testing.T) {
 }
 
 // TestSessionNoDoubleApply pits the session table against the property it
-// exists for: whatever the interleaving of clients, retries, lost answers,
-// refusals, expiries and clock jumps, no (ClientID, Seq) is ever applied
-// twice, as long as the copies of a client's first command are stamped
-// less than SessionTTL/2 apart (see applyWithSession; later commands need
-// no such bound). Clients behave like client.Client: one
+// exists for: whatever the interleaving of clients, retries (for as long
+// as they like), lost answers, refusals, expiries and clock jumps, no
+// (ClientID, Seq) is ever applied twice (see applyWithSession). Clients
+// that send no SessionStart are safe only while the copies of their first
+// command are proposed less than SessionTTL/2 apart. Clients behave like client.Client: one
 // command in flight, retried with the same (ClientID, Seq) or given up
 // (outcome unknown), and a new ClientID after a refusal.
 func TestSessionNoDoubleApply(t *testing.T) {
@@ -250,6 +258,7 @@ func TestSessionNoDoubleApply(t *testing.T) {
 		k := newTestKV(t, Config{SessionTTL: ttl, NoSync: true})
 		type client struct {
 			id, seq  uint64
+			start    time.Duration // when it chose id (0: it does not say)
 			inFlight bool
 			stamp    time.Duration // Time of the first copy of the command in flight
 		}
@@ -259,9 +268,16 @@ func TestSessionNoDoubleApply(t *testing.T) {
 			applied = map[[2]uint64]bool{}
 			ids     uint64
 		)
-		newID := func() uint64 { ids++; return ids }
+		newClient := func(rt *rapid.T) client {
+			ids++
+			c := client{id: ids}
+			if rapid.Bool().Draw(rt, "says when it started") {
+				c.start = max(now, 1)
+			}
+			return c
+		}
 		for i := range clients {
-			clients[i].id = newID()
+			clients[i] = newClient(rt)
 		}
 		rt.Repeat(map[string]func(*rapid.T){
 			"tick": func(rt *rapid.T) {
@@ -273,17 +289,18 @@ func TestSessionNoDoubleApply(t *testing.T) {
 			},
 			"send": func(rt *rapid.T) {
 				c := &clients[rapid.IntRange(0, len(clients)-1).Draw(rt, "client")]
-				// A copy of a command after Seq 1 may arrive any time later (a
-				// request delayed on its way is stamped when proposed); copies
-				// of Seq 1 only within SessionTTL/2 (the documented bound).
-				if c.inFlight && ((c.seq == 1 && now-c.stamp >= ttl/2) || rapid.Bool().Draw(rt, "give up")) {
+				// A copy may arrive any time later (a client retrying for
+				// long, a request delayed on its way: it is stamped when
+				// proposed), except the first command of a client that sends
+				// no SessionStart: its copies come within SessionTTL/2.
+				if c.inFlight && ((c.seq == 1 && c.start == 0 && now-c.stamp >= ttl/2) || rapid.Bool().Draw(rt, "give up")) {
 					c.inFlight = false // outcome unknown; the next command takes the next Seq
 				}
 				if !c.inFlight {
 					c.seq++
 					c.inFlight, c.stamp = true, now
 				}
-				r := k.apply(withSession(put("k", fmt.Sprint(c.id, c.seq)), c.id, c.seq, now))
+				r := k.apply(withStart(withSession(put("k", fmt.Sprint(c.id, c.seq)), c.id, c.seq, now), c.start))
 				key := [2]uint64{c.id, c.seq}
 				lost := rapid.Bool().Draw(rt, "reply lost")
 				switch {
@@ -303,7 +320,7 @@ func TestSessionNoDoubleApply(t *testing.T) {
 					// client starts over under a new ClientID, or keeps
 					// retrying (and keeps being refused).
 					if !lost && rapid.Bool().Draw(rt, "new id") {
-						*c = client{id: newID()}
+						*c = newClient(rt)
 					}
 				case errors.Is(r.Err, ErrStaleSequence):
 					rt.Fatalf("client %d seq %d: stale, but it sends one command at a time", c.id, c.seq)

@@ -161,7 +161,7 @@ func (n *Node) acquireWaiting() bool {
 
 // toCommand maps a client write to a state-machine command.
 func toCommand(req proto.ClientRequest) (kvstore.Command, error) {
-	cmd := kvstore.Command{Key: req.Key, Value: req.Value}
+	cmd := kvstore.Command{Key: req.Key, Value: req.Value, SessionStart: req.SessionStart}
 	switch req.Op {
 	case proto.OpPut:
 		cmd.Op = kvstore.OpPut
@@ -176,7 +176,7 @@ func toCommand(req proto.ClientRequest) (kvstore.Command, error) {
 		if req.Revision <= 0 {
 			return cmd, fmt.Errorf("%w: compact needs a positive revision", kvstore.ErrBadCommand)
 		}
-		cmd = kvstore.Command{Op: kvstore.OpCompact, Rev: uint64(req.Revision)}
+		cmd = kvstore.Command{Op: kvstore.OpCompact, Rev: uint64(req.Revision), SessionStart: req.SessionStart}
 	case proto.OpCAS:
 		cmd.Op, cmd.Then = kvstore.OpCAS, kvstore.OpPut
 		if req.DeleteOnSuccess {

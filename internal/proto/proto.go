@@ -163,6 +163,14 @@ type ClientRequest struct {
 	Compare         CompareTarget `msgpack:"ct"`
 	CompareValue    []byte        `msgpack:"cv"`
 	DeleteOnSuccess bool          `msgpack:"cd"`
+	// SessionStart is the client's clock (Unix nanoseconds) when it chose
+	// ClientID; every request of that ClientID carries the same value. The
+	// cluster opens a session for an unknown ClientID only when it is
+	// recent (see kvstore's Exactly-once), so that a retry of a client's
+	// first write can never reopen a session that expired after the write
+	// was applied, however long the client kept retrying. 0 (an older
+	// client): the cluster uses the time it proposes the write instead.
+	SessionStart int64 `msgpack:"ss,omitempty"`
 }
 
 // KeyValue is one key as stored, with its multi-version metadata.

@@ -24,6 +24,7 @@ type Client struct {
 	ID int
 
 	sess  uint64 // the ClientID of its writes (0: pick a new one)
+	start int64  // when it picked sess (virtual Unix nanoseconds)
 	gen   uint64 // ClientIDs used so far
 	seq   uint64
 	guess uint64   // the node it believes leads
@@ -40,7 +41,8 @@ type pending struct {
 	in      Input
 	call    int64
 	done    func(Output)
-	sess    uint64 // writes: the ClientID and sequence number every copy carries
+	sess    uint64 // writes: the ClientID, its start and the sequence number every copy carries
+	start   int64
 	seq     uint64
 	logRead bool
 }
@@ -90,9 +92,10 @@ func (c *Client) Do(in Input, done func(Output)) {
 		// A new ClientID, unique per client and deterministic per seed.
 		c.gen++
 		c.sess, c.seq = uint64(c.ID+1)<<32|c.gen, 0
+		c.start = int64(c.s.C.Now()) * int64(time.Millisecond)
 	}
 	c.seq++
-	p.sess, p.seq = c.sess, c.seq
+	p.sess, p.start, p.seq = c.sess, c.start, c.seq
 	c.cur = p
 	c.send()
 }
@@ -189,7 +192,7 @@ func (c *Client) arrive(p *pending, node uint64) {
 	if p.seq != 0 {
 		// The pending's own ClientID: a copy still on its way after the
 		// client moved to a new one must not lose it.
-		cmd.ClientID, cmd.Seq = p.sess, p.seq
+		cmd.ClientID, cmd.SessionStart, cmd.Seq = p.sess, p.start, p.seq
 	}
 	data, err := kvstore.EncodeCommand(cmd)
 	if err != nil {
