@@ -319,6 +319,31 @@ func TestExactlyOnceUnderRetry(t *testing.T) {
 	c.start(old, old.addr)
 }
 
+// A client's first write opens its session in the same log entry: one
+// entry, one commit round, no registration. A write of an unknown client
+// that is not its first is refused with CodeSessionExpired, not applied.
+func TestFirstWriteIsOneEntry(t *testing.T) {
+	c := newCluster(t, 1) // one voter: no election can add an entry meanwhile
+	mustOK(t, c.do(put(41, 1, "warm", "up")))
+	lead := c.waitLeader()
+	before := lead.n.kv.Applied()
+	mustOK(t, lead.n.Do(context.Background(), put(42, 1, "k", "v")))
+	if got := lead.n.kv.Applied() - before; got != 1 {
+		t.Fatalf("a new client's first write took %d log entries, want 1", got)
+	}
+	st, err := lead.n.kv.Status()
+	if err != nil || st.Sessions != 2 {
+		t.Fatalf("kvstore has %d sessions (%v), want 2", st.Sessions, err)
+	}
+	r := lead.n.Do(context.Background(), put(43, 2, "k", "expired"))
+	if r.Code != proto.CodeSessionExpired {
+		t.Fatalf("unknown client with seq 2: %v %s, want session expired", r.Code, r.Message)
+	}
+	if v := mustOK(t, c.do(get("k"))); string(v.KVs[0].Value) != "v" {
+		t.Fatalf("k = %q after a refused write", v.KVs[0].Value)
+	}
+}
+
 func TestCASAndRange(t *testing.T) {
 	c := newCluster(t, 3)
 	mustOK(t, c.do(put(31, 1, "p/a", "1")))
