@@ -23,7 +23,13 @@ import (
 //
 // The members table is replicated state kept outside kvstore; it travels
 // inside snapshots in the envelope below. Client sessions are kvstore's
-// (keyed by ClientID, in the state machine's own transaction).
+// (keyed by ClientID, in the state machine's own transaction). The members
+// table stays here because moving it into kv.db would buy no atomicity: a
+// configuration change is applied by the loop to the core and to the log's
+// ConfState (raft.db) as well, outside any kv.db transaction, and replayed
+// idempotently after a crash; and the bootstrap snapshot must name the
+// founding member before any kvstore image exists (an empty Data installs
+// an empty store), which would need a new kvstore snapshot form.
 var (
 	bucketIdentity = []byte("identity")
 	bucketMembers  = []byte("members")
