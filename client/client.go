@@ -289,10 +289,22 @@ func decodeReply(p []byte, v any) error {
 	return proto.Decode(p, v)
 }
 
+// checkSize refuses a request no node could receive, before anything is
+// sent: it is not retried, and a write so refused did not happen.
+func checkSize(payload []byte) error {
+	if len(payload) > proto.MaxMessageBytes {
+		return fmt.Errorf("%w: the request is %d bytes, over the largest message of %d bytes (values are limited to 1 MiB by default)", ErrInvalid, len(payload), proto.MaxMessageBytes)
+	}
+	return nil
+}
+
 // call sends one request to one address and decodes the reply.
 func (c *Client) call(ctx context.Context, addr string, kind proto.Kind, req, resp any) error {
 	payload, err := proto.Encode(kind, req)
 	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if err := checkSize(payload); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
 	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
@@ -393,6 +405,9 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 	}
 	payload, err := proto.Encode(proto.KindClient, req)
 	if err != nil {
+		return nil, fmt.Errorf("client: %s: %w", what, err)
+	}
+	if err := checkSize(payload); err != nil {
 		return nil, fmt.Errorf("client: %s: %w", what, err)
 	}
 

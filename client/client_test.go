@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -618,5 +619,20 @@ func TestStopNode(t *testing.T) {
 	defer cancel()
 	if err := c.StopNode(ctx, "n2", 7, false); !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrTimeout) {
 		t.Fatalf("stop of a node that does not answer: %v, want ErrUnavailable and ErrTimeout", err)
+	}
+}
+
+// TestRequestOverMessageLimitNotSent: a request larger than any node can
+// receive is refused before anything is sent: ErrInvalid at once, never
+// retried until the deadline and never "outcome unknown".
+func TestRequestOverMessageLimitNotSent(t *testing.T) {
+	g := &garbageTransport{}
+	c := newTestClient(t, Config{Endpoints: []string{"n1"}, Transport: g})
+	_, err := c.Put(t.Context(), "big", bytes.Repeat([]byte{1}, proto.MaxMessageBytes))
+	if !errors.Is(err, ErrInvalid) || errors.Is(err, ErrOutcomeUnknown) || !strings.Contains(err.Error(), "largest message") {
+		t.Fatalf("put of a value over the message limit: %v, want ErrInvalid naming the limit", err)
+	}
+	if g.calls != 0 {
+		t.Fatalf("%d calls sent for a request no node can receive", g.calls)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/raftkv/raftkv/internal/proto"
 	"github.com/raftkv/raftkv/rudp"
 )
 
@@ -28,7 +29,7 @@ func newRUDPTransport(secret []byte, log *slog.Logger) (*rudpTransport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen udp: %w", err)
 	}
-	ep, err := rudp.New(pc, rudp.Config{Secret: secret, Logger: log})
+	ep, err := rudp.New(pc, rudp.Config{Secret: secret, Logger: log, MaxMessageSize: proto.MaxMessageBytes})
 	if err != nil {
 		_ = pc.Close()
 		return nil, err

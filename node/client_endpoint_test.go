@@ -21,7 +21,7 @@ func newClientEndpoint(t testing.TB) *clientEndpoint {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := rudp.New(pc, rudp.Config{Logger: slog.New(slog.DiscardHandler)})
+	ep, err := rudp.New(pc, rudp.Config{Logger: slog.New(slog.DiscardHandler), MaxMessageSize: proto.MaxMessageBytes})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/raftkv/raftkv/internal/proto"
 	"github.com/raftkv/raftkv/kvstore"
 	"github.com/raftkv/raftkv/node/raft"
 	"github.com/raftkv/raftkv/rudp"
@@ -256,6 +257,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		Logger:         n.cfg.Logger,
 		HandlerWorkers: n.cfg.HandlerWorkers,
 		InboxLen:       max(256, n.cfg.HandlerWorkers),
+		MaxMessageSize: proto.MaxMessageBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("node: transport: %w", err)
@@ -352,9 +354,18 @@ func (n *Node) openStores() error {
 		n.meta.Close()
 		return err
 	}
+	if kc := n.kv.Config(); kc.MaxRequestBytes+raftEnvelopeBytes > proto.MaxMessageBytes {
+		n.closeStores()
+		return fmt.Errorf("node: the store accepts requests of %d bytes, but a Raft message carrying one must fit in %d bytes (proto.MaxMessageBytes): lower the store's limits", kc.MaxRequestBytes, proto.MaxMessageBytes-raftEnvelopeBytes)
+	}
 	n.kvp.Store(n.kv)
 	return nil
 }
+
+// raftEnvelopeBytes is room for what a Raft message adds to the entries it
+// carries (its own fields, each entry's term, index and type), beyond the
+// largest request the store accepts; see proto.MaxMessageBytes.
+const raftEnvelopeBytes = 64 << 10
 
 func (n *Node) closeStores() {
 	for _, c := range []interface{ Close() error }{n.kv, n.rlog, n.meta} {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/raftkv/raftkv/internal/proto"
 	"github.com/raftkv/raftkv/node/raft"
+	"github.com/raftkv/raftkv/rudp"
 )
 
 // sendWorkers is the number of concurrent rudp Sends per peer. rudp's Send
@@ -43,10 +45,15 @@ func (p *peer) run(ctx context.Context, n *Node, id uint64) {
 					if !ok {
 						continue
 					}
-					sctx, cancel := context.WithTimeout(ctx, n.sendTimeout())
+					sctx, cancel := context.WithTimeout(ctx, n.sendTimeout(len(b)))
 					err := n.ep.Send(sctx, addr, b)
 					cancel()
-					if err != nil && ctx.Err() == nil {
+					if errors.Is(err, rudp.ErrTooLarge) {
+						// A bug, not a network fault: the store's limits
+						// must keep every Raft message under
+						// proto.MaxMessageBytes (checked at start).
+						n.logger().Error("a Raft message is too large to send; replication to this peer is stuck", "peer", fmt.Sprintf("%016x", id), "bytes", len(b), "err", err)
+					} else if err != nil && ctx.Err() == nil {
 						n.logger().Debug("send failed", "peer", fmt.Sprintf("%016x", id), "addr", addr.String(), "err", err)
 						select {
 						case n.unreachc <- id:
@@ -60,10 +67,13 @@ func (p *peer) run(ctx context.Context, n *Node, id uint64) {
 	wg.Wait()
 }
 
-// sendTimeout bounds one Raft message's delivery: about an election timeout,
-// after which the core has moved on anyway.
-func (n *Node) sendTimeout() time.Duration {
-	return n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks)
+// sendTimeout bounds the delivery of one Raft message of size bytes: about
+// an election timeout, after which the core has moved on anyway, plus the
+// time to move it at 1 MB/s. A large MsgApp (one entry can be a 1 MiB
+// value) given up halfway is sent again from the start, so its deadline
+// must not depend on the link being idle.
+func (n *Node) sendTimeout(size int) time.Duration {
+	return n.cfg.TickInterval*time.Duration(n.cfg.ElectionTicks) + time.Duration(size)*time.Microsecond
 }
 
 // ensurePeer returns the peer for id, starting its senders if needed.

@@ -29,6 +29,14 @@ import (
 	"github.com/raftkv/raftkv/internal/codec"
 )
 
+// MaxMessageBytes is the largest rudp message raftd and clients exchange
+// (rudp.Config.MaxMessageSize of both). It must hold one Raft message
+// carrying kvstore's largest request (by default a 1 MiB value, a 4 KiB key
+// and the command's envelope) with room to spare: a committed-to-be entry
+// that no message can carry would stall replication for good. node checks
+// this at start against its store's limits.
+const MaxMessageBytes = 2 << 20
+
 // Kind is the first byte of every payload.
 //
 // ONLY APPEND: values are on the wire.
