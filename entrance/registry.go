@@ -4,13 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/raftkv/raftkv/internal/codec"
+	"github.com/raftkv/raftkv/internal/fsutil"
 )
 
 // Role is a node's place in the Raft configuration as the entrance knows it.
@@ -122,13 +122,17 @@ type store struct {
 const registryFile = "entrance.db"
 
 func openStore(dir string) (*store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := fsutil.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("entrance: create data dir: %w", err)
 	}
 	path := filepath.Join(dir, registryFile)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("entrance: open registry %s: %w", path, err)
+	}
+	if err := fsutil.SyncDir(dir); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("entrance: open registry: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketNodes, bucketMeta} {

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/raftkv/raftkv/internal/fsutil"
 	"github.com/raftkv/raftkv/node/raft"
 	"github.com/vmihailenco/msgpack/v5"
 	bolt "go.etcd.io/bbolt"
@@ -107,6 +109,10 @@ func OpenLog(path string, opts LogOptions) (*LogStore, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: open log %s: %w", path, err)
+	}
+	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("kvstore: open log: %w", err)
 	}
 	l := &LogStore{db: db, noSync: opts.NoSync, logger: opts.Logger}
 	if l.logger == nil {

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/raftkv/raftkv/internal/fsutil"
 	"github.com/raftkv/raftkv/node/raft"
 	bolt "go.etcd.io/bbolt"
 )
@@ -255,6 +257,10 @@ func (s *Store) openDB() error {
 	db, err := bolt.Open(s.path, 0o600, s.boltOptions())
 	if err != nil {
 		return fmt.Errorf("kvstore: open %s: %w", s.path, err)
+	}
+	if err := fsutil.SyncDir(filepath.Dir(s.path)); err != nil {
+		db.Close()
+		return fmt.Errorf("kvstore: open store: %w", err)
 	}
 	var st metaState
 	if err := db.Update(func(tx *bolt.Tx) error {

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"time"
 
 	"github.com/raftkv/raftkv/internal/codec"
+	"github.com/raftkv/raftkv/internal/fsutil"
 	"github.com/vmihailenco/msgpack/v5"
 	bolt "go.etcd.io/bbolt"
 )
@@ -94,6 +96,10 @@ func openMeta(path string, noSync bool) (*metaDB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("node: open %s: %w", path, err)
+	}
+	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("node: open node meta: %w", err)
 	}
 	db.NoSync = noSync
 	err = db.Update(func(tx *bolt.Tx) error {

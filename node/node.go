@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/raftkv/raftkv/internal/fsutil"
 	"github.com/raftkv/raftkv/internal/proto"
 	"github.com/raftkv/raftkv/kvstore"
 	"github.com/raftkv/raftkv/node/raft"
@@ -235,7 +235,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 	})
 
-	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+	if err := fsutil.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("node: data dir: %w", err)
 	}
 	if err := n.openStores(); err != nil {
