@@ -24,7 +24,7 @@ import (
 // the directory, and checks that every acknowledged write is there and
 // nothing is half-written.
 const (
-	crashChildEnv = "KVSTORE_CRASH_CHILD" // "log" or "kv"
+	crashChildEnv = "KVSTORE_CRASH_CHILD" // "log", "kv" or "kvearly"
 	crashDirEnv   = "KVSTORE_CRASH_DIR"
 	crashSeedEnv  = "KVSTORE_CRASH_SEED"
 	crashFromEnv  = "KVSTORE_CRASH_FROM" // log: steps already on disk
@@ -48,6 +48,8 @@ func crashChildMain(mode string) int {
 		err = logCrashChild(dir, seed, from)
 	case "kv":
 		err = kvCrashChild(dir, seed)
+	case "kvearly":
+		err = kvEarlyCrashChild(dir, seed)
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
@@ -115,8 +117,9 @@ func logCrashChild(dir string, seed uint64, from int) error {
 
 // runCrashChild starts the child, lets it acknowledge a random number of
 // writes, kills it at a random moment and returns the last acknowledged
-// number (-1 if none).
-func runCrashChild(t *testing.T, rng *rand.Rand, mode, dir string, seed uint64, from int) int64 {
+// number (-1 if none). lines, when not nil, is given every line the child
+// printed, in order, before runCrashChild returns.
+func runCrashChild(t *testing.T, rng *rand.Rand, mode, dir string, seed uint64, from int, lines func(string)) int64 {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+mode, crashDirEnv+"="+dir,
@@ -135,6 +138,9 @@ func runCrashChild(t *testing.T, rng *rand.Rand, mode, dir string, seed uint64, 
 		defer close(acks)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
+			if lines != nil {
+				lines(sc.Text())
+			}
 			if n, ok := strings.CutPrefix(sc.Text(), "ack "); ok {
 				v, _ := strconv.ParseInt(n, 10, 64)
 				acks <- v
@@ -176,7 +182,7 @@ func TestCrashLog(t *testing.T) {
 	from, iters, inFlight := 0, 0, 0
 	deadline := time.Now().Add(crashBudget)
 	for iter := 0; iter < crashIterations && time.Now().Before(deadline); iter++ {
-		last := runCrashChild(t, rng, "log", dir, seed, from)
+		last := runCrashChild(t, rng, "log", dir, seed, from, nil)
 		acked := max(int(last), from)
 		l := openTestLog(t, filepath.Join(dir, "raft.db"), LogOptions{})
 		g := newLogSteps(seed)
@@ -332,7 +338,7 @@ func TestCrashKV(t *testing.T) {
 	for iter := 0; iter < crashIterations && time.Now().Before(deadline); iter++ {
 		// A restarted child re-acknowledges batches it skips, so an ack
 		// below the applied index is no news.
-		if last := runCrashChild(t, rng, "kv", dir, seed, 0); last > 0 {
+		if last := runCrashChild(t, rng, "kv", dir, seed, 0, nil); last > 0 {
 			acked = max(acked, uint64(last))
 		}
 		s, err := Open(filepath.Join(dir, "kv.db"), Config{SessionTTL: kvCrashTTL})
@@ -368,6 +374,129 @@ func TestCrashKV(t *testing.T) {
 	t.Logf("%d kills, applied %d of %d entries, %d times the batch in flight had committed", iters, acked, kvCrashEntries, inFlight)
 	if acked == 0 {
 		t.Fatal("no batch was ever acknowledged")
+	}
+}
+
+// resultLine is how the early-answer crash test prints one result.
+func resultLine(r Result) string {
+	line := fmt.Sprintf("res %d op=%d rev=%d code=%d dup=%v deleted=%d kvs=%d", r.Index, r.Op, r.Rev, r.Code, r.Duplicate, r.Deleted, len(r.KVs))
+	if r.KV != nil {
+		line += fmt.Sprintf(" kv=%s@%d/%d/%d", r.KV.Key, r.KV.CreateRev, r.KV.ModRev, r.KV.Version)
+	}
+	return line
+}
+
+// kvEarlyCrashChild applies the stream as package node does: it answers
+// (prints every result, then "ack END") from ApplyThen's callback, before
+// the batch commits.
+func kvEarlyCrashChild(dir string, seed uint64) error {
+	s, err := Open(filepath.Join(dir, "kv.db"), Config{SessionTTL: kvCrashTTL})
+	if err != nil {
+		return err
+	}
+	stream := kvStream(seed, kvCrashEntries)
+	start := s.Applied()
+	for _, end := range kvBatches(seed, kvCrashEntries) {
+		if end <= start {
+			continue
+		}
+		if _, err := s.ApplyThen(stream[start:end], func(rs []Result) error {
+			for _, r := range rs {
+				os.Stdout.WriteString(resultLine(r) + "\n")
+			}
+			ack(end)
+			return nil
+		}); err != nil {
+			return err
+		}
+		start = end
+	}
+	return s.Close()
+}
+
+// TestCrashKVEarlyAnswer: the child answers each batch before its commit
+// and is SIGKILLed at random moments. After each kill the store holds the
+// last answered batch or the one before it (never more than one answered
+// batch is uncommitted, never an unanswered one committed), equals a clean
+// replay byte for byte, and every answer the child ever gave, before a
+// crash or while re-applying after one, is the clean replay's answer for
+// that entry: the answers given early are the ones a restarted node gives,
+// and the session table answers retries with them.
+func TestCrashKVEarlyAnswer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes; skipped in -short")
+	}
+	dir := t.TempDir()
+	seed := crashSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	stream := kvStream(seed, kvCrashEntries)
+	want := map[string]string{} // "res <index>" -> the clean replay's line
+	ref, err := Open(filepath.Join(t.TempDir(), "ref.db"), Config{SessionTTL: kvCrashTTL, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	{
+		all, err := Open(filepath.Join(t.TempDir(), "all.db"), Config{SessionTTL: kvCrashTTL, NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := all.Apply(stream)
+		all.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			want[fmt.Sprintf("res %d", r.Index)] = resultLine(r)
+		}
+	}
+	applied, iters, uncommitted, answers := uint64(0), 0, 0, 0
+	deadline := time.Now().Add(crashBudget)
+	for iter := 0; iter < crashIterations && time.Now().Before(deadline); iter++ {
+		var lines []string
+		runCrashChild(t, rng, "kvearly", dir, seed, 0, func(l string) { lines = append(lines, l) })
+		lo, hi := applied, applied // the committed index must be in [lo, hi]
+		for _, l := range lines {
+			if n, ok := strings.CutPrefix(l, "ack "); ok {
+				end, _ := strconv.ParseUint(n, 10, 64)
+				lo, hi = hi, end // hi's callback ran after the batch ending at lo committed
+				continue
+			}
+			f := strings.Fields(l)
+			if len(f) < 2 || f[0] != "res" {
+				t.Fatalf("iteration %d: unexpected child output %q", iter, l)
+			}
+			if w := want[f[0]+" "+f[1]]; l != w {
+				t.Fatalf("iteration %d: the child answered\n  %s\nwhere a clean replay answers\n  %s", iter, l, w)
+			}
+			answers++
+		}
+		s, err := Open(filepath.Join(dir, "kv.db"), Config{SessionTTL: kvCrashTTL})
+		if err != nil {
+			t.Fatalf("iteration %d: reopen: %v", iter, err)
+		}
+		got := s.Applied()
+		if got < lo || got > hi {
+			s.Close()
+			t.Fatalf("iteration %d: applied index %d, want the last answered batch's end %d or the previous %d", iter, got, hi, lo)
+		}
+		if _, err := ref.Apply(stream[ref.Applied():got]); err != nil {
+			t.Fatal(err)
+		}
+		wantDump, gotDump := dumpStore(t, ref), dumpStore(t, s)
+		s.Close()
+		if wantDump != gotDump {
+			t.Fatalf("iteration %d: store at applied %d differs from a clean replay:\nwant:\n%s\ngot:\n%s", iter, got, wantDump, gotDump)
+		}
+		if got < hi {
+			uncommitted++
+		}
+		applied = got
+		iters++
+	}
+	t.Logf("%d kills, applied %d of %d entries, %d answers checked, %d times the last answered batch had not committed", iters, applied, kvCrashEntries, answers, uncommitted)
+	if applied == 0 {
+		t.Fatal("no batch was ever committed")
 	}
 }
 

@@ -224,8 +224,9 @@ type Store struct {
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied grows
 
-	// testHook, when set, runs at named steps of Restore; an error
-	// simulates a crash at that step.
+	// testHook, when set, runs at named steps of Restore and before
+	// ApplyThen's commit ("apply-commit"); an error simulates a crash at
+	// that step.
 	testHook func(step string) error
 }
 
@@ -433,6 +434,52 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 // Entries with empty Data and EntryConfChange entries only advance the
 // applied index (the caller applies configuration changes to the core).
 func (s *Store) Apply(ents []raft.Entry) ([]Result, error) {
+	return s.ApplyThen(ents, nil)
+}
+
+// ApplyThen is Apply that hands the results over before the commit: then,
+// when not nil, receives them once every entry of the batch is applied
+// inside the write transaction, before that transaction commits (two
+// fsyncs unless NoSync). Apply's contract holds otherwise: the same
+// results are returned, and the applied index advances only after the
+// commit. If then returns an error, the transaction rolls back (nothing of
+// the batch is applied) and ApplyThen returns that error.
+//
+// then runs with the store's locks held, inside bbolt's write
+// transaction: it must not call any method of s, and should only hand the
+// results on (answer waiting clients). The results stay valid after
+// ApplyThen returns.
+//
+// Why answering before the commit is safe, for a caller that applies only
+// entries committed in the Raft log (as package node does):
+//
+//   - The results are decided. Apply is deterministic: an entry's result
+//     depends only on the entries before it in the log (the log clock is
+//     Command.Time, the session table lives in this same file), and a
+//     committed entry never changes. If the process dies before the commit
+//     (or the commit fails), the file still holds the state at the old
+//     applied index, Raft hands the entries above it over again after the
+//     restart, and re-applying them yields the same results, session table
+//     included: a client that retries a write whose answer it already got
+//     (or lost) gets that same answer back as a duplicate, not a second
+//     application.
+//   - Linearizable reads never see uncommitted state and never miss an
+//     answered write. Applied() and WaitApplied advance only after the
+//     commit has returned, and every read (Range, Status, snapshots) runs
+//     in a bbolt read transaction, which sees committed state only. A write
+//     answered here has log index w <= the leader's commit index; a
+//     ReadIndex read that starts after the answer gets a read index
+//     i >= w (the leader's commit index once it committed an entry of its
+//     term, which covers every committed entry) and is served once
+//     Applied() >= i, so after the commit of a transaction that contains w:
+//     the read sees the write. A read at an applied index below w would be
+//     stale, and that is what a serializable read may be, by definition
+//     (it may even miss a write whose answer its client has received from
+//     this very node, until the commit returns).
+//   - Only one write transaction runs at a time (applyMu), so at most one
+//     batch is answered and not committed, and batch n+1 starts from the
+//     committed state of batch n.
+func (s *Store) ApplyThen(ents []raft.Entry, then func([]Result) error) ([]Result, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.RLock()
@@ -468,7 +515,15 @@ func (s *Store) Apply(ents []raft.Entry) ([]Result, error) {
 			st.applied, st.appliedTerm = e.Index, e.Term
 			results = append(results, r)
 		}
-		return tx.Bucket(bucketMeta).Put(keyState, st.encode())
+		if err := tx.Bucket(bucketMeta).Put(keyState, st.encode()); err != nil {
+			return err
+		}
+		if then != nil {
+			if err := then(results); err != nil {
+				return err
+			}
+		}
+		return s.hook("apply-commit")
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: apply [%d,%d]: %w", ents[0].Index, ents[len(ents)-1].Index, err)
