@@ -119,7 +119,15 @@ func (n *Node) applier() {
 	}
 }
 
-// applyRun applies ordinary entries in one kvstore transaction.
+// applyRun applies ordinary entries in one kvstore transaction and answers
+// their waiting writers as soon as the transaction has applied them, before
+// it commits (kvstore.Store.ApplyThen, whose comment has the argument): the
+// entries are committed in the Raft log, so their results are decided, and
+// a crash before the commit re-applies them after the restart with the same
+// results (a client's retry is answered from the session table). The
+// state machine's two fsyncs so leave the write's latency. Linearizable
+// reads still see only committed state: the store's applied index, which
+// they wait for, advances after the commit.
 func (n *Node) applyRun(batch []raft.Entry) error {
 	cmds := make([]*kvstore.Command, len(batch))
 	for i, e := range batch {
@@ -130,18 +138,24 @@ func (n *Node) applyRun(batch []raft.Entry) error {
 		}
 	}
 	start := time.Now()
-	res, err := n.kv.Apply(batch)
+	_, err := n.kv.ApplyThen(batch, func(res []kvstore.Result) error {
+		n.deliver(batch, cmds, res)
+		if n.cfg.beforeStateCommit != nil {
+			return n.cfg.beforeStateCommit(res)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	if !n.cfg.NoSync {
 		n.met.commitDur.Observe(time.Since(start).Seconds())
 	}
-	n.deliver(batch, cmds, res)
 	return nil
 }
 
-// deliver hands results to waiting writers.
+// deliver hands results to waiting writers. It runs inside the state
+// machine's write transaction (see applyRun): it must not call n.kv.
 func (n *Node) deliver(batch []raft.Entry, cmds []*kvstore.Command, res []kvstore.Result) {
 	n.stMu.Lock()
 	defer n.stMu.Unlock()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/raftkv/raftkv/kvstore"
 )
 
 // Defaults of Config.
@@ -110,6 +112,11 @@ type Config struct {
 	// slowSync is added to every log write that fsyncs, modelling a slower
 	// disk per node (benchmarks; the nodes of a test share one disk).
 	slowSync time.Duration
+	// beforeStateCommit, when set, runs after the applier answered a
+	// batch's writers and before the state machine commits it; an error
+	// rolls the batch back and stops the node, as a crash between answer
+	// and commit would (tests).
+	beforeStateCommit func([]kvstore.Result) error
 }
 
 func (c *Config) validate() error {

@@ -24,7 +24,10 @@
 //     unreachable to the core);
 //  3. apply CommittedEntries: runs of commands go to the applier goroutine,
 //     which coalesces what is queued into one kvstore transaction (its fsync
-//     overlaps the loop's next log fsync) and answers waiting writers;
+//     overlaps the loop's next log fsync) and answers waiting writers once
+//     the transaction has applied them, before its commit and fsync
+//     (kvstore.Store.ApplyThen; the store's applied index, which reads
+//     wait for, advances after the commit);
 //     configuration changes (raft.Node.ApplyConfChange, the log's
 //     ConfState, the members table), snapshot installs and snapshot
 //     creation wait for the applier to drain (a
@@ -37,9 +40,11 @@
 // transfers leadership to the most caught-up active voter and stops once
 // it knows its successor (at most one election timeout later).
 //
-// A client is answered only after its entry is applied, which implies it
-// is committed (durable on a quorum): a SIGKILL at any moment loses no
-// acknowledged write.
+// A client is answered only after its entry is committed (durable on a
+// quorum) and applied in the state machine's open transaction: a SIGKILL at
+// any moment loses no acknowledged write, since a restarted node re-applies
+// the log above the store's committed applied index, with the same results
+// (the session table answers a retry with the answer already given).
 //
 // # Requests
 //
