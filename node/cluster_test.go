@@ -328,8 +328,13 @@ func TestFirstWriteIsOneEntry(t *testing.T) {
 	c := newCluster(t, 1) // one voter: no election can add an entry meanwhile
 	mustOK(t, c.do(put(41, 1, "warm", "up")))
 	lead := c.waitLeader()
+	// A write is answered before its batch commits in the store; a
+	// linearizable read waits until the store applied (and committed)
+	// everything committed before it, and adds no entry.
+	mustOK(t, c.do(get("warm")))
 	before := lead.n.kv.Applied()
 	mustOK(t, lead.n.Do(context.Background(), put(42, 1, "k", "v")))
+	mustOK(t, c.do(get("k")))
 	if got := lead.n.kv.Applied() - before; got != 1 {
 		t.Fatalf("a new client's first write took %d log entries, want 1", got)
 	}
