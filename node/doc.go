@@ -63,7 +63,9 @@
 // stale sequence).
 // Linearizable reads run on the leader after a ReadIndex round (reads that
 // arrive together share one round: each arrived before it was issued);
-// serializable reads are served at once from the local store on any node.
+// serializable reads are served at once from the local store on any node,
+// from what it has committed: on the leader too they may miss a write
+// answered a moment ago, whose state machine batch is still committing.
 //
 // # Membership and identity
 //
