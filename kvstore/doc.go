@@ -23,7 +23,11 @@
 // one Result per applied entry, with per-command outcomes as sentinel
 // errors (ErrCompareFailed, ErrValueTooLarge, ErrSessionExpired, ...);
 // an error from Apply itself means an I/O failure and nothing of the batch
-// was applied.
+// was applied. ApplyThen hands the results over earlier, once the batch is
+// applied inside its transaction and before the commit's fsyncs, so that a
+// caller applying committed log entries can answer its clients without
+// waiting for the disk; Applied() and reads still move only at the commit
+// (ApplyThen's comment says why that is safe).
 //
 // Commands (Command, msgpack with short tags, decoded through
 // internal/codec's bounded decoder) are put, delete, delete by prefix,
