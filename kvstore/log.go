@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -26,8 +28,7 @@ var (
 
 	keyHardState = []byte("hardstate") // msgpack raft.HardState
 	keyConfState = []byte("confstate") // msgpack raft.ConfState
-	keySnapMeta  = []byte("snapmeta")  // msgpack raft.SnapshotMeta
-	keySnapData  = []byte("snapdata")  // the snapshot's Data, raw
+	keySnapMeta  = []byte("snapmeta")  // msgpack raft.SnapshotMeta; its data is a file, see keySnapFile
 	keyLogOffset = []byte("offset")    // 16 bytes: index and term of the last compacted entry
 )
 
@@ -48,6 +49,9 @@ type LogOptions struct {
 	Timeout time.Duration
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
+	// SnapDir is the directory of the snapshot files (see SnapshotFile);
+	// "" means "snap" next to the log file.
+	SnapDir string
 }
 
 // LogStore is the Raft log on bbolt: it implements raft.Storage, and the
@@ -69,6 +73,10 @@ type LogStore struct {
 	noSync    bool
 	logger    *slog.Logger
 	closed    bool
+	snapDir   string
+	// testHook, when set, runs at named steps of writing and recording a
+	// snapshot file; an error simulates a crash at that step.
+	testHook func(step string) error
 
 	st logState
 
@@ -87,6 +95,9 @@ type logState struct {
 	hs   raft.HardState
 	cs   raft.ConfState
 	snap raft.SnapshotMeta
+	// snapFile names snap's data. Invariant: snap.Index == 0 ||
+	// snapFile.Name != "".
+	snapFile SnapshotFile
 	// offset and offsetTerm name the last discarded entry (the "dummy"
 	// entry of MemoryStorage): FirstIndex is offset+1.
 	offset, offsetTerm uint64
@@ -114,7 +125,10 @@ func OpenLog(path string, opts LogOptions) (*LogStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("kvstore: open log: %w", err)
 	}
-	l := &LogStore{db: db, noSync: opts.NoSync, logger: opts.Logger}
+	l := &LogStore{db: db, noSync: opts.NoSync, logger: opts.Logger, snapDir: opts.SnapDir}
+	if l.snapDir == "" {
+		l.snapDir = filepath.Join(filepath.Dir(path), "snap")
+	}
 	if l.logger == nil {
 		l.logger = slog.New(slog.DiscardHandler)
 	}
@@ -125,6 +139,10 @@ func OpenLog(path string, opts LogOptions) (*LogStore, error) {
 		l.maxCache = uint64(opts.CacheBytes)
 	}
 	if err := l.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("kvstore: open log %s: %w", path, err)
+	}
+	if err := l.checkSnapDir(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("kvstore: open log %s: %w", path, err)
 	}
@@ -143,6 +161,9 @@ func (l *LogStore) load() error {
 		if err != nil {
 			return err
 		}
+		if err := checkLogFormat(sb, lb); err != nil {
+			return err
+		}
 		st := &l.st
 		if v := sb.Get(keyHardState); v != nil {
 			if err := msgpack.Unmarshal(v, &st.hs); err != nil {
@@ -157,6 +178,11 @@ func (l *LogStore) load() error {
 		if v := sb.Get(keySnapMeta); v != nil {
 			if err := msgpack.Unmarshal(v, &st.snap); err != nil {
 				return fmt.Errorf("decode snapshot meta: %w", err)
+			}
+		}
+		if v := sb.Get(keySnapFile); v != nil {
+			if err := msgpack.Unmarshal(v, &st.snapFile); err != nil {
+				return fmt.Errorf("decode snapshot file record: %w", err)
 			}
 		}
 		if v := sb.Get(keyLogOffset); v != nil {
@@ -262,9 +288,16 @@ func (l *LogStore) Save(hs raft.HardState, ents []raft.Entry, snap raft.Snapshot
 		}
 		return nil
 	}
+	var sf SnapshotFile
+	if !snap.IsEmpty() {
+		var err error
+		if sf, err = l.snapshotFile(snap); err != nil {
+			return fmt.Errorf("kvstore: save: %w", err)
+		}
+	}
 	prev, err := l.update(true, func(tx *bolt.Tx, st *logState) error {
 		if !snap.IsEmpty() {
-			if err := st.applySnapshot(tx, snap); err != nil {
+			if err := st.applySnapshot(tx, snap.Meta, sf); err != nil {
 				return err
 			}
 		}
@@ -279,6 +312,7 @@ func (l *LogStore) Save(hs raft.HardState, ents []raft.Entry, snap raft.Snapshot
 		return nil
 	})
 	if err != nil {
+		l.dropUnrecorded(sf)
 		if len(ents) > 0 {
 			return fmt.Errorf("kvstore: save [%d,%d]: %w", ents[0].Index, ents[len(ents)-1].Index, err)
 		}
@@ -286,6 +320,7 @@ func (l *LogStore) Save(hs raft.HardState, ents []raft.Entry, snap raft.Snapshot
 	}
 	if !snap.IsEmpty() {
 		l.dropCache()
+		l.removeOld(prev.snapFile)
 	}
 	l.cacheAppend(prev, ents)
 	return nil
@@ -330,15 +365,48 @@ func (l *LogStore) SetConfState(cs raft.ConfState) error {
 func (l *LogStore) ApplySnapshot(s raft.Snapshot) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, err := l.update(true, func(tx *bolt.Tx, st *logState) error { return st.applySnapshot(tx, s) }); err != nil {
+	sf, err := l.snapshotFile(s)
+	if err != nil {
+		return fmt.Errorf("kvstore: apply snapshot at %d: %w", s.Meta.Index, err)
+	}
+	prev, err := l.update(true, func(tx *bolt.Tx, st *logState) error { return st.applySnapshot(tx, s.Meta, sf) })
+	if err != nil {
+		l.dropUnrecorded(sf)
 		return fmt.Errorf("kvstore: apply snapshot at %d: %w", s.Meta.Index, err)
 	}
 	l.dropCache()
+	l.removeOld(prev.snapFile)
 	return nil
+}
+
+// snapshotFile writes s's data to a new snapshot file (before the log
+// transaction that names it), after checking that s is newer than the
+// log's snapshot. Callers hold mu.
+func (l *LogStore) snapshotFile(s raft.Snapshot) (SnapshotFile, error) {
+	if l.closed {
+		return SnapshotFile{}, ErrClosed
+	}
+	if s.Meta.Index <= l.st.snap.Index {
+		return SnapshotFile{}, raft.ErrSnapOutOfDate
+	}
+	return l.writeSnapFile(s.Meta.Index, s.Meta.Term, func(w io.Writer) error {
+		_, err := w.Write(s.Data)
+		return err
+	})
+}
+
+// dropUnrecorded removes a file written for a transaction that failed.
+func (l *LogStore) dropUnrecorded(f SnapshotFile) {
+	if f.Name != "" && f.Name != l.st.snapFile.Name {
+		os.Remove(filepath.Join(l.snapDir, f.Name))
+	}
 }
 
 // CreateSnapshot records a snapshot of the application state as of index
 // i, like raft.MemoryStorage.CreateSnapshot; the log is not compacted.
+// data is written to a snapshot file first (WriteSnapshotFile, then
+// RecordSnapshot); a caller with a large state should call those two
+// itself and stream the data.
 func (l *LogStore) CreateSnapshot(i uint64, cs *raft.ConfState, data []byte) (raft.Snapshot, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -361,17 +429,16 @@ func (l *LogStore) CreateSnapshot(i uint64, cs *raft.ConfState, data []byte) (ra
 	} else {
 		meta.ConfState = cloneConfState(l.st.cs)
 	}
-	_, err = l.update(true, func(tx *bolt.Tx, st *logState) error {
-		st.snap = meta
-		sb := tx.Bucket(bucketRaftState)
-		if err := putMsgpack(sb, keySnapMeta, meta); err != nil {
-			return err
-		}
-		return sb.Put(keySnapData, data)
-	})
+	sf, err := l.snapshotFile(raft.Snapshot{Meta: meta, Data: data})
 	if err != nil {
 		return raft.Snapshot{}, fmt.Errorf("kvstore: create snapshot at %d: %w", i, err)
 	}
+	prev, err := l.update(true, func(tx *bolt.Tx, st *logState) error { return st.putSnapshot(tx, meta, sf) })
+	if err != nil {
+		l.dropUnrecorded(sf)
+		return raft.Snapshot{}, fmt.Errorf("kvstore: create snapshot at %d: %w", i, err)
+	}
+	l.removeOld(prev.snapFile)
 	return raft.Snapshot{Meta: meta, Data: data}, nil
 }
 
@@ -527,8 +594,9 @@ func (l *LogStore) FirstIndex() (uint64, error) {
 	return l.st.offset + 1, nil
 }
 
-// Snapshot implements raft.Storage. The data is read from disk on each
-// call.
+// Snapshot implements raft.Storage. The data is read from the snapshot
+// file (and checked against its recorded size and checksum) on each call:
+// the caller holds it in memory.
 func (l *LogStore) Snapshot() (raft.Snapshot, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -537,14 +605,15 @@ func (l *LogStore) Snapshot() (raft.Snapshot, error) {
 	}
 	s := raft.Snapshot{Meta: l.st.snap}
 	s.Meta.ConfState = cloneConfState(s.Meta.ConfState)
-	err := l.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketRaftState).Get(keySnapData); len(v) > 0 {
-			s.Data = slices.Clone(v)
-		}
-		return nil
-	})
+	if s.Meta.Index == 0 {
+		return s, nil
+	}
+	data, err := l.readSnapFile(l.st.snapFile)
 	if err != nil {
-		return raft.Snapshot{}, fmt.Errorf("kvstore: read snapshot: %w", err)
+		return raft.Snapshot{}, fmt.Errorf("kvstore: read snapshot at %d: %w", s.Meta.Index, err)
+	}
+	if len(data) > 0 {
+		s.Data = data
 	}
 	return s, nil
 }
@@ -572,8 +641,8 @@ func (st *logState) putOffset(tx *bolt.Tx) error {
 	return tx.Bucket(bucketRaftState).Put(keyLogOffset, v[:])
 }
 
-func (st *logState) applySnapshot(tx *bolt.Tx, s raft.Snapshot) error {
-	if s.Meta.Index <= st.snap.Index {
+func (st *logState) applySnapshot(tx *bolt.Tx, meta raft.SnapshotMeta, f SnapshotFile) error {
+	if meta.Index <= st.snap.Index {
 		return raft.ErrSnapOutOfDate
 	}
 	if err := tx.DeleteBucket(bucketRaftLog); err != nil {
@@ -582,17 +651,13 @@ func (st *logState) applySnapshot(tx *bolt.Tx, s raft.Snapshot) error {
 	if _, err := tx.CreateBucket(bucketRaftLog); err != nil {
 		return err
 	}
-	st.snap = s.Meta
-	st.snap.ConfState = cloneConfState(s.Meta.ConfState)
-	st.cs = cloneConfState(s.Meta.ConfState)
-	st.offset, st.offsetTerm, st.last = s.Meta.Index, s.Meta.Term, s.Meta.Index
+	meta.ConfState = cloneConfState(meta.ConfState)
+	if err := st.putSnapshot(tx, meta, f); err != nil {
+		return err
+	}
+	st.cs = cloneConfState(meta.ConfState)
+	st.offset, st.offsetTerm, st.last = meta.Index, meta.Term, meta.Index
 	sb := tx.Bucket(bucketRaftState)
-	if err := putMsgpack(sb, keySnapMeta, st.snap); err != nil {
-		return err
-	}
-	if err := sb.Put(keySnapData, s.Data); err != nil {
-		return err
-	}
 	if err := putMsgpack(sb, keyConfState, st.cs); err != nil {
 		return err
 	}

@@ -38,33 +38,96 @@ type SnapshotInfo struct {
 // history, sessions, applied index and revision) to w. It runs in a read
 // transaction, so Apply keeps going meanwhile.
 func (s *Store) WriteSnapshot(w io.Writer) (SnapshotInfo, error) {
-	var info SnapshotInfo
-	err := s.view(func(tx *bolt.Tx) error {
-		st, err := readMeta(tx)
-		if err != nil {
-			return err
-		}
-		info = SnapshotInfo{Applied: st.applied, AppliedTerm: st.appliedTerm, Rev: st.rev}
-		if _, err := w.Write(snapshotMagic); err != nil {
-			return err
-		}
-		crc := crc32.New(castagnoli)
-		n, err := tx.WriteTo(io.MultiWriter(w, crc))
-		if err != nil {
-			return err
-		}
-		trailer := binary.BigEndian.AppendUint64(make([]byte, 0, snapshotTrailerLen), uint64(n))
-		trailer = binary.BigEndian.AppendUint32(trailer, crc.Sum32())
-		if _, err := w.Write(trailer); err != nil {
-			return err
-		}
-		info.Size = int64(len(snapshotMagic)) + n + snapshotTrailerLen
-		return nil
-	})
+	p, err := s.BeginSnapshot()
 	if err != nil {
-		return SnapshotInfo{}, fmt.Errorf("kvstore: write snapshot: %w", err)
+		return SnapshotInfo{}, err
 	}
-	return info, nil
+	defer p.Close()
+	if _, err := p.WriteTo(w); err != nil {
+		return SnapshotInfo{}, err
+	}
+	return p.Info(), nil
+}
+
+// PinnedSnapshot is the store's state as of one moment, held by an open
+// bbolt read transaction until Close: BeginSnapshot pins it where the
+// caller needs consistency (for instance on the Raft loop, at the index
+// its own tables are at) and WriteTo streams it later, on any goroutine.
+//
+// While it is open, Apply keeps going, but InstallSnapshot, Restore and
+// Close wait for it (they swap or close the file), and bbolt cannot reuse
+// the pages it pins, so the file may grow. Close it promptly; one at a
+// time.
+type PinnedSnapshot struct {
+	s    *Store
+	tx   *bolt.Tx
+	info SnapshotInfo
+}
+
+// BeginSnapshot pins the store's current state for a snapshot.
+func (s *Store) BeginSnapshot() (*PinnedSnapshot, error) {
+	s.mu.RLock()
+	if s.db == nil {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("kvstore: begin snapshot: %w", ErrClosed)
+	}
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("kvstore: begin snapshot: %w", err)
+	}
+	st, err := readMeta(tx)
+	if err != nil {
+		tx.Rollback()
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("kvstore: begin snapshot: %w", err)
+	}
+	return &PinnedSnapshot{s: s, tx: tx, info: SnapshotInfo{Applied: st.applied, AppliedTerm: st.appliedTerm, Rev: st.rev}}, nil
+}
+
+// Info describes the pinned state (Size is set once WriteTo returned).
+func (p *PinnedSnapshot) Info() SnapshotInfo { return p.info }
+
+// WriteTo streams the snapshot (the format InstallSnapshot and Restore
+// read) to w. It may be called once.
+func (p *PinnedSnapshot) WriteTo(w io.Writer) (int64, error) {
+	if p.tx == nil {
+		return 0, fmt.Errorf("kvstore: write snapshot: %w", ErrClosed)
+	}
+	n, err := p.writeTo(w)
+	if err != nil {
+		return n, fmt.Errorf("kvstore: write snapshot: %w", err)
+	}
+	p.info.Size = n
+	return n, nil
+}
+
+func (p *PinnedSnapshot) writeTo(w io.Writer) (int64, error) {
+	if _, err := w.Write(snapshotMagic); err != nil {
+		return 0, err
+	}
+	crc := crc32.New(castagnoli)
+	n, err := p.tx.WriteTo(io.MultiWriter(w, crc))
+	if err != nil {
+		return int64(len(snapshotMagic)) + n, err
+	}
+	trailer := binary.BigEndian.AppendUint64(make([]byte, 0, snapshotTrailerLen), uint64(n))
+	trailer = binary.BigEndian.AppendUint32(trailer, crc.Sum32())
+	if _, err := w.Write(trailer); err != nil {
+		return int64(len(snapshotMagic)) + n, err
+	}
+	return int64(len(snapshotMagic)) + n + snapshotTrailerLen, nil
+}
+
+// Close releases the pinned state. It is idempotent.
+func (p *PinnedSnapshot) Close() error {
+	if p.tx == nil {
+		return nil
+	}
+	err := p.tx.Rollback()
+	p.tx = nil
+	p.s.mu.RUnlock()
+	return err
 }
 
 // SnapshotBytes returns WriteSnapshot's output as one slice (the Data of a

@@ -520,9 +520,8 @@ func TestSnapshotCatchUpOfNewMember(t *testing.T) {
 		mustOK(t, c.do(put(81, uint64(i+1), fmt.Sprintf("s%02d", i), fmt.Sprint(i))))
 	}
 	lead := c.waitLeader()
-	if lead.n.snapIndexForTest() == 0 {
-		t.Fatal("no snapshot after 60 writes with SnapshotEntries 20")
-	}
+	// Snapshots are written in the background: wait for one to be recorded.
+	waitFor(t, "a snapshot after 60 writes with SnapshotEntries 20", func() bool { return lead.n.snapIndexForTest() > 0 })
 	// A new node joins: the log was compacted, so it needs the snapshot.
 	tn := &tnode{id: 2, name: "n2", dir: t.TempDir()}
 	c.nodes = append(c.nodes, tn)
@@ -622,9 +621,7 @@ func TestStateMachineRebuiltFromLogSnapshot(t *testing.T) {
 		mustOK(t, c.do(put(131, uint64(i+1), fmt.Sprintf("r%02d", i), fmt.Sprint(i))))
 	}
 	tn := c.node(1)
-	if tn.n.snapIndexForTest() == 0 {
-		t.Fatal("no snapshot was taken")
-	}
+	waitFor(t, "a snapshot", func() bool { return tn.n.snapIndexForTest() > 0 })
 	c.stop(tn)
 	if err := os.Remove(filepath.Join(tn.dir, "kv.db")); err != nil {
 		t.Fatal(err)

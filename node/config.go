@@ -117,6 +117,11 @@ type Config struct {
 	// rolls the batch back and stops the node, as a crash between answer
 	// and commit would (tests).
 	beforeStateCommit func([]kvstore.Result) error
+	// snapWriteHook, when set, runs in the background snapshot writer
+	// after the envelope's header was written and before the store's
+	// image; an error fails the write (tests block it to hold a snapshot
+	// creation in progress).
+	snapWriteHook func(ctx context.Context) error
 }
 
 func (c *Config) validate() error {

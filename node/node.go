@@ -109,6 +109,8 @@ type Node struct {
 	pendingReads []chan uint64         // reads that arrived since the last ReadIndex
 	peers        map[uint64]*peer
 	snapIndex    uint64
+	snapJob      *snapJob    // the snapshot being written in the background, or nil
+	snapRetryAt  uint64      // after a failed snapshot: the applied index to try again at
 	removed      atomic.Bool // this node was removed from the configuration
 	stopping     atomic.Bool // AdminStop in progress
 	wasLeader    bool
@@ -319,6 +321,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	close(n.ready)
 	go n.applier()
 	err = n.loop(ctx)
+	n.abortSnapshot()
 	close(n.applyc)
 	<-n.applierDone
 	stopLoop()
@@ -551,6 +554,10 @@ func (n *Node) loop(ctx context.Context) error {
 			f()
 		case id := <-n.unreachc:
 			n.rn.ReportUnreachable(id)
+		case r := <-n.snapDone():
+			if err := n.finishSnapshot(r); err != nil {
+				return err
+			}
 		}
 		// Take what else is already waiting, so that one Ready (one fsync)
 		// covers a burst of messages and proposals.
@@ -670,6 +677,9 @@ func (n *Node) processReady() error {
 		n.commit.Store(rd.HardState.Commit)
 	}
 	if !rd.Snapshot.IsEmpty() {
+		// A snapshot being written pins the old store, which the install
+		// replaces: the received one is newer, so give ours up.
+		n.abortSnapshot()
 		n.barrier()
 		if err := n.installSnapshot(rd.Snapshot); err != nil {
 			return err
@@ -712,42 +722,6 @@ func (n *Node) onSoftState(ss raft.SoftState) {
 		n.logger().Debug("following", "leader", fmt.Sprintf("%016x", ss.Lead))
 	}
 	n.wasLeader = isLeader
-}
-
-// maybeSnapshot snapshots the state machine every SnapshotEntries applied
-// entries and compacts the log, keeping SnapshotCatchUpEntries behind.
-func (n *Node) maybeSnapshot() error {
-	if n.kv.Applied() < n.snapIndex+n.cfg.SnapshotEntries {
-		return nil
-	}
-	// The snapshot must see the store and the tables at the same index.
-	n.barrier()
-	data, info, err := n.kv.SnapshotBytes()
-	if err != nil {
-		return err
-	}
-	cs := n.rn.Status().Config
-	n.stMu.Lock()
-	env := wrapSnapshot(n.repl, data)
-	n.stMu.Unlock()
-	snap, err := n.rlog.CreateSnapshot(info.Applied, &cs, env)
-	if err != nil {
-		if errors.Is(err, raft.ErrSnapOutOfDate) {
-			n.snapIndex = max(n.snapIndex, info.Applied)
-			return nil
-		}
-		return err
-	}
-	n.snapIndex = snap.Meta.Index
-	if info.Applied > n.cfg.SnapshotCatchUpEntries {
-		compact := info.Applied - n.cfg.SnapshotCatchUpEntries
-		if err := n.rlog.Compact(compact); err != nil && !errors.Is(err, raft.ErrCompacted) {
-			return err
-		}
-	}
-	n.met.snapshots.Inc()
-	n.logger().Info("snapshot created", "index", snap.Meta.Index, "bytes", len(snap.Data))
-	return nil
 }
 
 // do runs f on the loop goroutine and waits for it.
