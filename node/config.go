@@ -122,6 +122,10 @@ type Config struct {
 	// image; an error fails the write (tests block it to hold a snapshot
 	// creation in progress).
 	snapWriteHook func(ctx context.Context) error
+	// syncSnapshot makes the loop wait for the snapshot it started, as
+	// it did before snapshots were written in the background (the
+	// benchmark compares both; see BenchmarkSnapshotLoopStall).
+	syncSnapshot bool
 }
 
 func (c *Config) validate() error {

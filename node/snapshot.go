@@ -104,6 +104,9 @@ func (n *Node) maybeSnapshot() error {
 		job.done <- r
 	})
 	n.logger().Debug("snapshot started", "index", meta.Index)
+	if n.cfg.syncSnapshot {
+		return n.finishSnapshot(<-job.done)
+	}
 	return nil
 }
 
