@@ -122,9 +122,16 @@
 //	// applied index have equal fingerprints.
 //	fp, err := kv.Fingerprint()
 //
-//	// Snapshots and compaction, now and then:
-//	data, info, err := kv.SnapshotBytes()
-//	snap, err := log.CreateSnapshot(info.Applied, &confState, data)
+//	// Snapshots and compaction, now and then: pin the state where it
+//	// must be consistent, write the file anywhere, record it, compact.
+//	pin, err := kv.BeginSnapshot()
+//	info := pin.Info()
+//	f, err := log.WriteSnapshotFile(info.Applied, info.AppliedTerm, func(w io.Writer) error {
+//		defer pin.Close()
+//		_, err := pin.WriteTo(w)
+//		return err
+//	})
+//	err = log.RecordSnapshot(raft.SnapshotMeta{Index: info.Applied, Term: info.AppliedTerm, ConfState: cs}, f)
 //	err = log.Compact(info.Applied - keep)
 //
 // # Caveats
@@ -144,6 +151,13 @@
 // ClientID). Open and snapshot installs refuse any other format with
 // ErrFormat and change nothing; format 1 (sessions registered through the
 // log) is not converted.
+//
+// The Raft log file carries a format number too (logFormat, now 2: a
+// snapshot's data is a file in the snapshot directory, the log holds its
+// metadata and the file's name, size and CRC-32C). OpenLog refuses format
+// 1 (the data inside raft.db) with ErrFormat, and refuses a log whose
+// recorded snapshot file is missing or does not match; it removes the
+// snapshot files no record names (see SnapshotFile).
 //
 // A long snapshot read holds a bbolt read transaction; a writer that needs
 // to grow the memory map waits for it, so Config.InitialMmapBytes defaults

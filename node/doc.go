@@ -29,12 +29,15 @@
 //     (kvstore.Store.ApplyThen; the store's applied index, which reads
 //     wait for, advances after the commit);
 //     configuration changes (raft.Node.ApplyConfChange, the log's
-//     ConfState, the members table), snapshot installs and snapshot
-//     creation wait for the applier to drain (a
-//     barrier) and run on the loop;
+//     ConfState, the members table), snapshot installs and the start of a
+//     snapshot creation wait for the applier to drain (a barrier) and run
+//     on the loop;
 //  4. answer ReadStates (the read waits until applied >= index);
-//  5. Advance; every Config.SnapshotEntries applied entries, snapshot the
-//     state machine and compact the log (SnapshotCatchUpEntries kept).
+//  5. Advance; every Config.SnapshotEntries applied entries, start a
+//     snapshot: the loop pins the state machine's state and copies its
+//     tables, a background goroutine writes the snapshot file, and the
+//     loop records it in the log and compacts (SnapshotCatchUpEntries
+//     kept) when it is done (see snapshot.go).
 //
 // Asked to stop (Close, the context, SIGTERM in raftd), a leader first
 // transfers leadership to the most caught-up active voter and stops once

@@ -48,6 +48,9 @@ var (
 //
 //	1 (no format key): node.db also mapped ClientIDs to kvstore sessions
 //	2: sessions are kvstore's alone, keyed by ClientID
+//
+// raft.db has its own format number (kvstore's logFormat: since 2, the
+// snapshot data is a file in <data-dir>/snap), checked by kvstore.OpenLog.
 const metaFormat = 2
 
 // ErrDataFormat means the data dir was written by a raftkv whose layout

@@ -23,6 +23,12 @@ import (
 // leader resends from the acknowledged offset (lost chunks). A snapshot at
 // or below the follower's commit index is answered with
 // MsgAppResp{Index: committed}, which ends the transfer.
+//
+// Memory: the sender holds the whole snapshot (snapshotSend.snap.Data, read
+// from Storage.Snapshot, which kvstore.LogStore loads from its snapshot
+// file) and the receiver accumulates it (snapshotRecv.buf) until the last
+// chunk, so a snapshot must fit in memory on both sides. This is the limit
+// of snapshot size; streaming from and into the file is not done yet.
 const snapWindowChunks = 4
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
