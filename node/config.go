@@ -30,8 +30,8 @@ const (
 type Config struct {
 	// Name is the node's name, unique in the cluster; required.
 	Name string
-	// DataDir holds raft.db (the log), kv.db (the state machine) and
-	// node.db (identity, members); required. It is
+	// DataDir holds raft.db (the log), snap/ (the log's snapshot file),
+	// kv.db (the state machine) and node.db (identity, members); required. It is
 	// created if missing.
 	DataDir string
 	// PacketConn is the node's UDP socket; required. The node owns it from

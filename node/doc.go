@@ -110,10 +110,12 @@
 //
 // # Files
 //
-// DataDir/raft.db is the Raft log, DataDir/kv.db the state machine,
-// DataDir/node.db the identity, the members table and the data dir's
-// format (metaFormat: a data dir of another format is refused with
-// ErrDataFormat, as kv.db is with kvstore.ErrFormat).
+// DataDir/raft.db is the Raft log, DataDir/snap/ holds the file of the
+// log's latest snapshot (<term>-<index>.snap, named by raft.db with its
+// size and checksum), DataDir/kv.db the state machine, DataDir/node.db
+// the identity, the members table and the data dir's format (metaFormat:
+// a data dir of another format is refused with ErrDataFormat, as kv.db
+// and raft.db are with kvstore.ErrFormat).
 //
 // # Usage
 //
