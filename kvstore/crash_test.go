@@ -203,6 +203,11 @@ func TestCrashLog(t *testing.T) {
 			t.Fatalf("iteration %d: disk is neither the state after acknowledged step %d nor the next one; vs acknowledged: %s",
 				iter, acked, diffAcked)
 		}
+		// A kill while a snapshot file was written or replaced leaves
+		// nothing behind once reopened: only the recorded file.
+		if files := snapFiles(t, l.SnapshotDir()); len(files) > 1 || (l.SnapshotMeta().Index > 0) != (len(files) == 1) {
+			t.Fatalf("iteration %d: snapshot dir holds %v with the log's snapshot at %d", iter, files, l.SnapshotMeta().Index)
+		}
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
