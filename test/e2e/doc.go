@@ -27,7 +27,10 @@
 // writes on a cluster that compacts every 50 entries, install a snapshot,
 // catch up (serializable reads see every acknowledged write) and become
 // voters; raftctl status shows log size and rudp counters
-// (TestJoinDuringWritesCatchUpBySnapshot). With --secret-file, raftctl with
+// (TestJoinDuringWritesCatchUpBySnapshot). A cluster snapshotting every 20
+// entries is SIGKILLed three times during writes: it restarts, loses no
+// acknowledged write, and keeps one snapshot file per node
+// (TestKillDuringSnapshots). With --secret-file, raftctl with
 // a wrong or no secret exits 4 (as `raftctl help exit-codes` documents) and
 // changes nothing, and a raftd with a wrong secret is never admitted
 // (TestAuthentication). On failure the daemons' logs
