@@ -649,20 +649,29 @@ func (c *Config) check(cmd *Command) error {
 // so that an oversized or malformed request is refused without taking a
 // log slot. Apply performs the same checks.
 func (s *Store) Validate(cmd Command) error {
+	_, err := s.EncodeChecked(cmd)
+	return err
+}
+
+// EncodeChecked checks cmd as Validate does and returns its encoding, the
+// entry data to propose: the size checked is the size of what is proposed,
+// session fields and time included, so a command that passes is never
+// refused at apply for its size.
+func (s *Store) EncodeChecked(cmd Command) ([]byte, error) {
 	if cmd.Op > OpCloseSession || cmd.Op == OpRegisterSession {
-		return fmt.Errorf("%w: unknown op %v", ErrBadCommand, cmd.Op)
+		return nil, fmt.Errorf("%w: unknown op %v", ErrBadCommand, cmd.Op)
 	}
 	if err := s.cfg.check(&cmd); err != nil {
-		return err
+		return nil, err
 	}
 	b, err := EncodeCommand(cmd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(b) > s.cfg.MaxRequestBytes {
-		return fmt.Errorf("%w: %d bytes > %d", ErrRequestTooLarge, len(b), s.cfg.MaxRequestBytes)
+		return nil, fmt.Errorf("%w: %d bytes > %d", ErrRequestTooLarge, len(b), s.cfg.MaxRequestBytes)
 	}
-	return nil
+	return b, nil
 }
 
 func (w *applier) cas(r Result, cmd *Command) (Result, error) {

@@ -388,6 +388,23 @@ func TestValidate(t *testing.T) {
 			t.Errorf("validate %v %q: %v, want %v", tt.cmd.Op, tt.cmd.Key, err, tt.want)
 		}
 	}
+	// The size checked is the size proposed: session fields and time count.
+	bare := put("a", "b")
+	b, err := k.s.EncodeChecked(bare)
+	if err != nil {
+		t.Fatalf("EncodeChecked(%v): %v", bare, err)
+	}
+	if want, _ := EncodeCommand(bare); !bytes.Equal(b, want) {
+		t.Fatal("EncodeChecked's bytes differ from EncodeCommand's")
+	}
+	stamped := bare
+	stamped.ClientID, stamped.Seq, stamped.Time = 1<<63, 1<<40, 1<<62
+	if len(b) > 40 {
+		t.Fatalf("bare put is %d bytes, the test needs it under the 40-byte limit", len(b))
+	}
+	if _, err := k.s.EncodeChecked(stamped); !errors.Is(err, ErrRequestTooLarge) {
+		t.Fatalf("a put over the limit only with its session fields: %v, want ErrRequestTooLarge", err)
+	}
 	if _, err := Open(filepath.Join(t.TempDir(), "x.db"), Config{MaxKeyBytes: MaxKeyBytesLimit + 1}); err == nil {
 		t.Error("open with MaxKeyBytes beyond the limit succeeded")
 	}

@@ -108,6 +108,15 @@ func (n *Node) changeConf(ctx context.Context, cc raft.ConfChange) error {
 				perr = fmt.Errorf("%w: cannot remove the last voter", errInvalid)
 				return
 			}
+			// A leader that applies its own removal steps down and stops
+			// at once, usually before the followers learn that the change
+			// committed; with two voters the survivor then keeps waiting
+			// for the removed node's vote forever. Leadership moves first
+			// (stop-node does that), then the new leader removes this node.
+			if !done && cc.NodeID == n.id.Load() {
+				perr = fmt.Errorf("%w: this node leads and cannot remove itself; transfer leadership first (raftctl transfer-leader), or use raftctl stop-node, which does", errInvalid)
+				return
+			}
 		}
 		if done {
 			return
@@ -190,22 +199,35 @@ func (n *Node) stop(ctx context.Context, keep bool) (err error) {
 	}()
 	if !keep {
 		if n.IsLeader() {
+			// The core forgets who it heard from at every check-quorum
+			// round, so a live voter can look inactive for a moment:
+			// look again for up to an election timeout.
 			var (
 				target uint64
-				best   uint64
+				voters int
 			)
-			if err := n.do(ctx, func() {
-				st := n.rn.Status()
-				for _, v := range st.Config.Voters {
-					if pr, ok := st.Progress[v]; ok && v != self && (target == 0 || pr.Match > best) {
-						target, best = v, pr.Match
-					}
+			deadline := time.Now().Add(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks))
+			for {
+				if err := n.do(ctx, func() {
+					st := n.rn.Status()
+					target, voters = handoffTarget(st), len(st.Config.Voters)
+				}); err != nil {
+					return err
 				}
-			}); err != nil {
-				return err
+				if target != 0 || voters <= 1 || time.Now().After(deadline) {
+					break
+				}
+				select {
+				case <-time.After(n.cfg.TickInterval):
+				case <-ctx.Done():
+					return fmt.Errorf("node: stop: find a voter to hand leadership to: %w", ctx.Err())
+				}
 			}
 			if target == 0 {
-				return fmt.Errorf("%w: the last voter cannot leave", errInvalid)
+				if voters <= 1 {
+					return fmt.Errorf("%w: the last voter cannot leave", errInvalid)
+				}
+				return fmt.Errorf("%w: no other voter has been heard from recently, so leadership cannot move; bring one back first", errInvalid)
 			}
 			n.logger().Info("stop: transferring leadership", "to", fmt.Sprintf("%016x", target))
 			if err := n.transferLeader(ctx, target); err != nil {

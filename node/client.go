@@ -214,8 +214,15 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 		return n.errResponse(n.notLeader())
 	}
 	cmd, err := toCommand(req)
+	var data []byte
 	if err == nil {
-		err = n.kv.Validate(cmd)
+		cmd.ClientID, cmd.Seq = req.ClientID, req.Seq
+		if cmd.ClientID == 0 {
+			// No session: no deduplication; Seq only tags the waiter.
+			cmd.Seq = randUint64()
+		}
+		cmd.Time = time.Now().UnixNano()
+		data, err = n.kv.EncodeChecked(cmd)
 	}
 	if err != nil {
 		return n.errResponse(err)
@@ -225,7 +232,7 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 	}
 	defer n.waiting.Add(-1)
 	n.proposing.Add(1)
-	res, err := n.propose(ctx, req.ClientID, req.Seq, cmd)
+	res, err := n.propose(ctx, waitKey{cmd.ClientID, cmd.Seq}, data)
 	n.proposing.Add(-1)
 	if err != nil {
 		n.met.failed.Inc()
@@ -249,27 +256,34 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 	return resp
 }
 
-// propose proposes cmd under the client's (ClientID, Seq) and waits for
-// its result. One trip to the loop: the session is kvstore's business.
-func (n *Node) propose(ctx context.Context, client, seq uint64, cmd kvstore.Command) (kvstore.Result, error) {
-	cmd.ClientID = client
-	if client == 0 {
-		// No session: no deduplication; Seq only tags the waiter.
-		cmd.Seq = randUint64()
-	} else {
-		cmd.Seq = seq
-	}
-	cmd.Time = time.Now().UnixNano()
-	data, err := kvstore.EncodeCommand(cmd)
-	if err != nil {
-		return kvstore.Result{}, err
-	}
+// propose proposes data, the encoded command of the client's (ClientID,
+// Seq) = key, and waits for its result. One trip to the loop: the session
+// is kvstore's business.
+//
+// A retry of a write this leader already proposed and still waits for
+// waits for that entry instead of proposing another copy: when commits are
+// slow, every client retry would otherwise add an entry that the session
+// table then answers as a duplicate, adding load exactly when the cluster
+// is slowest. This is safe because waiters only exist on a leader for
+// entries of its current term (failWaiters clears them when leadership is
+// lost) and a leader never overwrites entries of its own term, so the
+// entry waited for is in the log and will be applied.
+func (n *Node) propose(ctx context.Context, key waitKey, data []byte) (kvstore.Result, error) {
 	ch := make(chan applyResult, 1)
-	key := waitKey{cmd.ClientID, cmd.Seq}
 	var perr error
 	if err := n.do(ctx, func() {
 		if raft.StateType(n.role.Load()) != raft.StateLeader {
 			perr = n.notLeader()
+			return
+		}
+		n.stMu.Lock()
+		pending := len(n.waiters[key]) > 0
+		if pending {
+			n.waiters[key] = append(n.waiters[key], ch)
+			n.met.retriesJoined.Inc()
+		}
+		n.stMu.Unlock()
+		if pending {
 			return
 		}
 		if perr = n.rn.Propose(data); perr == nil {

@@ -17,6 +17,7 @@ type metrics struct {
 
 	leaderChanges            prometheus.Counter
 	failed                   prometheus.Counter
+	retriesJoined            prometheus.Counter
 	fsyncDuration, commitDur prometheus.Histogram
 	snapshots                prometheus.Counter
 }
@@ -45,6 +46,8 @@ func newMetrics(n *Node) *metrics {
 			Help: "The number of leader changes seen (a new leader, not losing one)."}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "raftkv_server_proposals_failed_total",
 			Help: "The total number of client write proposals that failed (not leader, dropped, timed out, shutting down)."}),
+		retriesJoined: prometheus.NewCounter(prometheus.CounterOpts{Name: "raftkv_server_proposals_retry_joined_total",
+			Help: "Client write retries that waited for the copy this leader had already proposed instead of proposing another."}),
 		fsyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "raftkv_disk_log_fsync_duration_seconds",
 			Help:    "The latency of Raft log saves that fsync (entries, hard state and snapshot in one bbolt transaction).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
@@ -80,7 +83,7 @@ func newMetrics(n *Node) *metrics {
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(gauges...)
-	reg.MustRegister(m.leaderChanges, m.failed, m.fsyncDuration, m.commitDur, m.snapshots, buildInfo, &rudpCollector{n: n})
+	reg.MustRegister(m.leaderChanges, m.failed, m.retriesJoined, m.fsyncDuration, m.commitDur, m.snapshots, buildInfo, &rudpCollector{n: n})
 	if n.cfg.Registry == nil {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}

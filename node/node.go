@@ -501,13 +501,27 @@ func (n *Node) installSnapshot(snap raft.Snapshot) error {
 
 // startHandoff, on a leader that is asked to stop, starts a leadership
 // transfer to the most caught-up recently active voter, so that the
-// cluster does not wait an election timeout. It reports whether the loop
-// should wait for the handover.
+// cluster does not wait an election timeout. It reports whether a transfer
+// started.
 func (n *Node) startHandoff() bool {
 	st := n.rn.Status()
 	if st.RaftState != raft.StateLeader {
 		return false
 	}
+	target := handoffTarget(st)
+	if target == 0 {
+		return false
+	}
+	n.logger().Info("stopping: transferring leadership", "to", fmt.Sprintf("%016x", target))
+	n.rn.TransferLeader(target)
+	return true
+}
+
+// handoffTarget is the voter a leader with status st hands leadership to:
+// the most caught-up one among those heard from recently (a dead voter with
+// the best match would hold proposals for a whole transfer timeout); 0 if
+// none.
+func handoffTarget(st raft.Status) uint64 {
 	var target, best uint64
 	for _, v := range st.Config.Voters {
 		pr, ok := st.Progress[v]
@@ -518,12 +532,7 @@ func (n *Node) startHandoff() bool {
 			target, best = v, pr.Match
 		}
 	}
-	if target == 0 {
-		return false
-	}
-	n.logger().Info("stopping: transferring leadership", "to", fmt.Sprintf("%016x", target))
-	n.rn.TransferLeader(target)
-	return true
+	return target
 }
 
 // maxBatch bounds the events taken before a Ready is processed.
@@ -533,21 +542,45 @@ const maxBatch = 512
 func (n *Node) loop(ctx context.Context) error {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
-	stop := ctx.Done()
-	var leaveBy time.Time // a leader handing over before it stops
+	stop, stopc := ctx.Done(), n.stopc
+	var (
+		leaveBy  time.Time // a leader handing over before it stops
+		leaveErr error     // what the loop returns once it handed over
+		handing  bool      // the transfer has started
+	)
+	// leave stops the loop at once unless this node leads: then it hands
+	// leadership over first (for up to an election timeout), so that the
+	// cluster does not wait an election timeout for a new leader.
+	leave := func(err error) bool {
+		stop, stopc = nil, nil
+		if st := n.rn.Status(); st.RaftState != raft.StateLeader || len(st.Config.Voters) <= 1 {
+			return true
+		}
+		leaveBy = time.Now().Add(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks))
+		leaveErr = err
+		handing = n.startHandoff()
+		return false
+	}
 	for {
 		select {
 		case <-stop:
-			stop = nil
-			if !n.startHandoff() {
+			if leave(nil) {
 				return nil
 			}
-			leaveBy = time.Now().Add(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks))
-		case <-n.stopc:
-			return errStop
+		case <-stopc:
+			// AdminStop (with or without membership) or removal.
+			if leave(errStop) {
+				return errStop
+			}
 		case <-ticker.C:
 			n.rn.Tick()
 			n.expireReads()
+			// The core forgets who it heard from at every check-quorum
+			// round: a voter that looked inactive a moment ago may be
+			// a target now.
+			if !leaveBy.IsZero() && !handing {
+				handing = n.startHandoff()
+			}
 		case m := <-n.recvc:
 			n.step(m)
 		case f := <-n.opc:
@@ -591,11 +624,11 @@ func (n *Node) loop(ctx context.Context) error {
 		if !leaveBy.IsZero() {
 			if lead := n.lead.Load(); lead != 0 && lead != n.id.Load() {
 				n.logger().Info("handed leadership over", "leader", fmt.Sprintf("%016x", lead))
-				return nil
+				return leaveErr
 			}
 			if time.Now().After(leaveBy) {
 				n.logger().Warn("leadership handover timed out; stopping anyway")
-				return nil
+				return leaveErr
 			}
 		}
 	}
