@@ -157,6 +157,21 @@ func (s *Store) InstallSnapshot(snap raft.Snapshot) error {
 	return s.Restore(bytes.NewReader(snap.Data), snap.Meta.Index)
 }
 
+// CheckSnapshot checks that data is a whole kvstore snapshot (header,
+// length and checksum), without installing it. A node checks a received
+// snapshot before it lets the snapshot replace its log, so that bytes it
+// could never install do not cost it the log it has.
+func CheckSnapshot(data []byte) error {
+	if !bytes.HasPrefix(data, snapshotMagic) {
+		return fmt.Errorf("%w: missing header", ErrBadSnapshot)
+	}
+	tw := &trailerWriter{w: io.Discard, crc: crc32.New(castagnoli)}
+	if _, err := tw.Write(data[len(snapshotMagic):]); err != nil {
+		return err
+	}
+	return tw.check()
+}
+
 // Restore replaces the store with the snapshot read from r. When index is
 // not 0, the snapshot must be as of that log index (ErrBadSnapshot
 // otherwise), and it is ignored when the store has applied that index

@@ -264,3 +264,30 @@ func TestSnapshotWhileApplying(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSnapshot: CheckSnapshot accepts what WriteSnapshot wrote and
+// refuses damaged or foreign bytes without installing anything.
+func TestCheckSnapshot(t *testing.T) {
+	src := newTestKV(t, Config{})
+	fillKV(t, src, "c")
+	data, _, err := src.s.SnapshotBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckSnapshot(data); err != nil {
+		t.Fatalf("CheckSnapshot of a fresh snapshot: %v", err)
+	}
+	flipped := bytes.Clone(data)
+	flipped[len(flipped)/2] ^= 0x40
+	for name, bad := range map[string][]byte{
+		"empty":       nil,
+		"no header":   data[len(snapshotMagic):],
+		"truncated":   data[:len(data)-5],
+		"flipped bit": flipped,
+		"extra bytes": append(bytes.Clone(data), 0),
+	} {
+		if err := CheckSnapshot(bad); !errors.Is(err, ErrBadSnapshot) {
+			t.Errorf("%s: CheckSnapshot = %v, want ErrBadSnapshot", name, err)
+		}
+	}
+}

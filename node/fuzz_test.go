@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/raftkv/raftkv/kvstore"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -145,5 +146,36 @@ func TestMetaFormat(t *testing.T) {
 			}
 			m.Close()
 		})
+	}
+}
+
+// TestCheckSnapshot: a node checks a received snapshot (envelope and
+// kvstore image) before saving it over its log.
+func TestCheckSnapshot(t *testing.T) {
+	kv, err := kvstore.Open(filepath.Join(t.TempDir(), "kv.db"), kvstore.Config{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
+	image, _, err := kv.SnapshotBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newReplState()
+	s.Members[1] = Member{Name: "n1", Addr: "127.0.0.1:7701"}
+	good := wrapSnapshot(s, image)
+	if err := checkSnapshot(good); err != nil {
+		t.Fatalf("a good snapshot: %v", err)
+	}
+	if err := checkSnapshot(wrapSnapshot(s, nil)); err != nil {
+		t.Fatalf("the bootstrap snapshot (no image): %v", err)
+	}
+	damaged := bytes.Clone(good)
+	damaged[len(damaged)-20] ^= 1
+	v1 := append([]byte("RKVNODE1"), good[len(envelopeMagic):]...)
+	for name, bad := range map[string][]byte{"damaged image": damaged, "format-1 envelope": v1, "image without envelope": image} {
+		if err := checkSnapshot(bad); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/raftkv/raftkv/internal/codec"
 	"github.com/raftkv/raftkv/internal/fsutil"
+	"github.com/raftkv/raftkv/kvstore"
 	"github.com/vmihailenco/msgpack/v5"
 	bolt "go.etcd.io/bbolt"
 )
@@ -276,6 +277,16 @@ func wrapSnapshot(s replState, kv []byte) []byte {
 
 // ErrBadSnapshot means snapshot data is not a runtime snapshot envelope.
 var ErrBadSnapshot = errors.New("node: bad snapshot envelope")
+
+// checkSnapshot checks a snapshot's envelope and its kvstore image
+// without installing anything.
+func checkSnapshot(data []byte) error {
+	_, kvData, err := unwrapSnapshot(data)
+	if err != nil || len(kvData) == 0 {
+		return err
+	}
+	return kvstore.CheckSnapshot(kvData)
+}
 
 func unwrapSnapshot(data []byte) (replState, []byte, error) {
 	if len(data) == 0 {

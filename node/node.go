@@ -697,6 +697,16 @@ func (n *Node) processReady() error {
 	}
 	n.send(early)
 	start := time.Now()
+	if !rd.Snapshot.IsEmpty() {
+		// Saving a snapshot replaces the log: check first that it can be
+		// installed, so that a snapshot this node cannot use (damaged, or
+		// from a raftkv with another format during a rolling upgrade)
+		// stops it with its log intact instead of leaving a data dir that
+		// fails the same way at every start.
+		if err := checkSnapshot(rd.Snapshot.Data); err != nil {
+			return fmt.Errorf("node: refusing the snapshot at index %d from the leader, log left as it was: %w", rd.Snapshot.Meta.Index, err)
+		}
+	}
 	if err := n.rlog.Save(rd.HardState, rd.Entries, rd.Snapshot, rd.MustSync); err != nil {
 		return err
 	}
