@@ -43,7 +43,10 @@ import (
 // the client's clock is less than SessionTTL/2 (30 minutes by default)
 // ahead of the proposers', however long the client keeps retrying. A
 // proposer whose clock jumps far ahead, expiring every session early, only
-// makes more first commands too old to open. The price: a client whose
+// makes more first commands too old to open, until real time catches up
+// with it (the log clock never goes back); node therefore stamps writes
+// with the lower median of its own and its peers' clocks, not its own
+// (node.clusterClock). The price: a client whose
 // clock is more than SessionTTL/2 behind the log clock cannot open
 // sessions (its writes get ErrSessionExpired). Without SessionStart
 // (older clients) the bound is on the retries instead: copies of the first

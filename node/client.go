@@ -34,6 +34,7 @@ func (n *Node) handle(ctx context.Context, m rudp.Message) []byte {
 			return nil
 		}
 		n.setAddr(rm.From, m.From)
+		n.clock.observe(rm.From, rm.WallTime)
 		select {
 		case n.recvc <- rm:
 		default:
@@ -221,7 +222,7 @@ func (n *Node) write(ctx context.Context, req proto.ClientRequest) proto.ClientR
 			// No session: no deduplication; Seq only tags the waiter.
 			cmd.Seq = randUint64()
 		}
-		cmd.Time = time.Now().UnixNano()
+		cmd.Time = n.clock.Now().UnixNano()
 		data, err = n.kv.EncodeChecked(cmd)
 	}
 	if err != nil {

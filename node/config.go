@@ -112,6 +112,9 @@ type Config struct {
 	// slowSync is added to every log write that fsyncs, modelling a slower
 	// disk per node (benchmarks; the nodes of a test share one disk).
 	slowSync time.Duration
+	// wallClock, when set, replaces time.Now as this node's wall clock
+	// (tests of a node whose clock is off).
+	wallClock func() time.Time
 	// beforeStateCommit, when set, runs after the applier answered a
 	// batch's writers and before the state machine commits it; an error
 	// rolls the batch back and stops the node, as a crash between answer

@@ -76,6 +76,7 @@ type Node struct {
 	epp       atomic.Pointer[rudp.Endpoint] // ep, for scrapes
 	kvp       atomic.Pointer[kvstore.Store] // kv, for scrapes
 	met       *metrics
+	clock     *clusterClock // the time stamped on proposed writes
 	commit    atomic.Uint64 // the commit index of the last HardState
 	proposing atomic.Int64  // client writes between proposal and answer
 	// entranceAddr is Config.Entrance or what FindEntrance found.
@@ -150,6 +151,7 @@ func New(cfg Config) (*Node, error) {
 		applierDone: make(chan struct{}),
 		peers:       map[uint64]*peer{},
 		addrs:       map[uint64]netip.AddrPort{},
+		clock:       newClusterClock(cfg.wallClock),
 	}
 	n.logp.Store(cfg.Logger.With("name", cfg.Name))
 	n.met = newMetrics(n)

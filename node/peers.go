@@ -101,6 +101,7 @@ func (n *Node) send(msgs []raft.Message) {
 		if m.To == n.id.Load() {
 			continue
 		}
+		m.WallTime = n.clock.wall()
 		b, err := proto.Encode(proto.KindRaft, m)
 		if err != nil {
 			n.logger().Error("encode raft message", "type", m.Type.String(), "err", err)

@@ -158,6 +158,10 @@ type Message struct {
 	// Context is opaque: the ReadIndex request context, or the campaign
 	// kind for a forced election triggered by leadership transfer.
 	Context []byte `msgpack:"x"`
+	// WallTime is the sender's wall clock in Unix nanoseconds, set by the
+	// runtime when it sends the message and read by the runtime of the
+	// receiver (node.clusterClock); the core neither sets nor reads it.
+	WallTime int64 `msgpack:"w,omitempty"`
 }
 
 // StateType is a node's role.
