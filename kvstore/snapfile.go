@@ -138,7 +138,7 @@ func (l *LogStore) writeSnapFile(index, term uint64, fill func(w io.Writer) erro
 		return SnapshotFile{}, err
 	}
 	if !l.noSync {
-		if err := syncDir(l.snapDir); err != nil {
+		if err := fsutil.SyncDir(l.snapDir); err != nil {
 			return SnapshotFile{}, err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/raftkv/raftkv/internal/fsutil"
 	"github.com/raftkv/raftkv/node/raft"
 	bolt "go.etcd.io/bbolt"
 )
@@ -250,7 +251,7 @@ func (s *Store) install(fill func(f *os.File) error, want *raft.SnapshotMeta, em
 	if err := s.hook("renamed"); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
+	if err := fsutil.SyncDir(filepath.Dir(s.path)); err != nil {
 		return errors.Join(err, s.openDB())
 	}
 	if err := s.hook("dir-synced"); err != nil {
@@ -328,16 +329,6 @@ func (s *Store) hook(step string) error {
 		return nil
 	}
 	return s.testHook(step)
-}
-
-// syncDir fsyncs a directory so that a rename in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	return errors.Join(err, d.Close())
 }
 
 // trailerWriter writes all but the last snapshotTrailerLen bytes through,
