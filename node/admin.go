@@ -149,25 +149,55 @@ func (n *Node) changeConf(ctx context.Context, cc raft.ConfChange) error {
 var errInvalid = errors.New("node: invalid request")
 
 // transferLeader moves leadership to id and waits until id leads.
+//
+// The core gives a transfer one election timeout: it sends the target the
+// entries it lacks, then MsgTimeoutNow, and drops the transfer if that
+// does not happen in time (writes are refused meanwhile). A target that is
+// still catching up, such as a member promoted a moment ago that is
+// installing its snapshot, can need longer. So the transfer starts only
+// once the target holds every committed entry, and starts again if the
+// core dropped it while this node still leads, until ctx ends.
 func (n *Node) transferLeader(ctx context.Context, id uint64) error {
-	var perr error
-	if err := n.do(ctx, func() {
-		if raft.StateType(n.role.Load()) != raft.StateLeader {
-			perr = n.notLeader()
-			return
+	t := time.NewTicker(n.cfg.TickInterval / 2)
+	defer t.Stop()
+	var match, commit uint64
+	for first := true; ; first = false {
+		if n.lead.Load() == id {
+			return nil
 		}
-		if !slices.Contains(n.rn.Status().Config.Voters, id) {
-			perr = fmt.Errorf("%w: %016x is not a voter", errInvalid, id)
-			return
+		var perr error
+		if err := n.do(ctx, func() {
+			st := n.rn.Status()
+			if st.RaftState != raft.StateLeader {
+				// Later on, the target (or another node) campaigns: wait
+				// for the election, unless someone else won it.
+				if first || (st.Lead != raft.None && st.Lead != id) {
+					perr = n.notLeader()
+				}
+				return
+			}
+			if !slices.Contains(st.Config.Voters, id) {
+				perr = fmt.Errorf("%w: %016x is not a voter", errInvalid, id)
+				return
+			}
+			match, commit = st.Progress[id].Match, st.Committed
+			if st.LeadTransferee != id && match >= commit {
+				n.rn.TransferLeader(id)
+			}
+		}); err != nil {
+			return fmt.Errorf("node: leadership transfer to %016x: %w", id, err)
 		}
-		n.rn.TransferLeader(id)
-	}); err != nil {
-		return err
+		if perr != nil {
+			return perr
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("node: leadership transfer to %016x (its log matches the leader's up to %d, commit index %d): %w", id, match, commit, ctx.Err())
+		case <-n.loopDone:
+			return ErrClosed
+		}
 	}
-	if perr != nil {
-		return perr
-	}
-	return n.waitLeader(ctx, func(lead uint64) bool { return lead == id })
 }
 
 // waitLeader waits until the known leader satisfies ok.

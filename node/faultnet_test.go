@@ -107,3 +107,42 @@ func TestIsolatedLeaderRetryIsExactlyOnce(t *testing.T) {
 		t.Fatalf("x has version %d after one put and one retried put, want 2", kv.Version)
 	}
 }
+
+// TestTransferLeaderToALaggingTarget: leadership is moved to a voter that
+// was cut off and missed writes, and that comes back only after longer
+// than the core gives a transfer (one election timeout). The transfer
+// still succeeds: it starts once the target caught up (a member promoted
+// a moment ago, still installing its snapshot, is such a target).
+func TestTransferLeaderToALaggingTarget(t *testing.T) {
+	fn := faultnet.New(11)
+	t.Cleanup(func() { fn.Close() })
+	c := newCluster(t, 3, func(c *cluster) {
+		c.wrap = func(pc net.PacketConn) net.PacketConn { return fn.Wrap(pc) }
+	})
+	lead, to := c.waitLeader(), c.node(3)
+	fn.Isolate(to.addr)
+	to.joined = false // it loses the leader while cut off
+	for i := range 5 {
+		mustOK(t, lead.n.Do(context.Background(), put(121, uint64(i+1), fmt.Sprintf("t%d", i), "x")))
+	}
+	t0 := lead.n.ticks.Load()
+	answer := make(chan proto.AdminResponse, 1)
+	go func() {
+		answer <- lead.n.Admin(context.Background(), proto.AdminRequest{Op: proto.AdminTransferLeader, NodeID: to.id})
+	}()
+	// Longer than one election timeout of the leader's core.
+	waitFor(t, "two election timeouts on the leader", func() bool {
+		return lead.n.ticks.Load() >= t0+2*uint64(lead.n.cfg.ElectionTicks)+1
+	})
+	fn.Heal()
+	to.joined = true
+	if r := <-answer; r.Code != proto.CodeOK {
+		t.Fatalf("transfer to a target that came back: %v %s", r.Code, r.Message)
+	}
+	if got := c.waitLeader(); got != to {
+		t.Fatalf("leader %s after transfer, want %s", got.name, to.name)
+	}
+	if v, code := localValue(to, "t4"); code != proto.CodeOK || v != "x" {
+		t.Fatalf("t4 on the new leader = %q %v", v, code)
+	}
+}

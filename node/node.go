@@ -115,6 +115,7 @@ type Node struct {
 	removed      atomic.Bool // this node was removed from the configuration
 	stopping     atomic.Bool // AdminStop in progress
 	wasLeader    bool
+	ticks        atomic.Uint64 // ticks given to the core (tests wait on it)
 	reportc      chan struct{} // capacity 1: report to the entrance now
 	runCtx       context.Context
 	wg           *sync.WaitGroup // goroutines Run waits for
@@ -576,6 +577,7 @@ func (n *Node) loop(ctx context.Context) error {
 			}
 		case <-ticker.C:
 			n.rn.Tick()
+			n.ticks.Add(1)
 			n.expireReads()
 			// The core forgets who it heard from at every check-quorum
 			// round: a voter that looked inactive a moment ago may be
