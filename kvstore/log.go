@@ -119,7 +119,7 @@ func OpenLog(path string, opts LogOptions) (*LogStore, error) {
 		FreelistType:   bolt.FreelistMapType,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kvstore: open log %s: %w", path, err)
+		return nil, openError("kvstore: raft log", path, err)
 	}
 	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
 		db.Close()

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -252,12 +253,22 @@ func Open(path string, cfg Config) (*Store, error) {
 
 func (s *Store) tmpPath() string { return s.path + ".restore.tmp" }
 
+// openError says that opening path failed, naming path once: bbolt's
+// error is often an *fs.PathError that names it already (it read "open X:
+// open X: is a directory").
+func openError(prefix, path string, err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok && pe.Path == path {
+		return fmt.Errorf("%s: %w", prefix, err)
+	}
+	return fmt.Errorf("%s: open %s: %w", prefix, path, err)
+}
+
 // openDB opens s.path and loads the meta state. Callers hold mu
 // exclusively (or own s exclusively).
 func (s *Store) openDB() error {
 	db, err := bolt.Open(s.path, 0o600, s.boltOptions())
 	if err != nil {
-		return fmt.Errorf("kvstore: open %s: %w", s.path, err)
+		return openError("kvstore", s.path, err)
 	}
 	if err := fsutil.SyncDir(filepath.Dir(s.path)); err != nil {
 		db.Close()

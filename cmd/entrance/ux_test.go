@@ -78,3 +78,19 @@ func TestDataDirPermissionDenied(t *testing.T) {
 		t.Fatalf("got %v, want usage error %q", err, want)
 	}
 }
+
+// A registry file the entrance cannot open is named once; the error read
+// "open X: open X: is a directory".
+func TestRegistryFileErrorNamesThePathOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "entrance.db")
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--http", "", "--discovery-port", "0"},
+		io.Discard, &stderr, envOf(nil), nil)
+	if code != 1 || strings.Count(stderr.String(), path) != 1 || !strings.Contains(stderr.String(), "open "+path+": is a directory") {
+		t.Fatalf("exit %d, stderr %q; want 1 and %s named once", code, stderr.String(), path)
+	}
+}

@@ -98,3 +98,23 @@ func TestDataDirPermissionDenied(t *testing.T) {
 		t.Fatalf("other errors: got %v, want them unchanged", got)
 	}
 }
+
+// A store file the node cannot open is named once; the errors read "open
+// X: open X: is a directory".
+func TestDataDirFileErrorNamesThePathOnce(t *testing.T) {
+	for _, file := range []string{"node.db", "raft.db", "kv.db"} {
+		t.Run(file, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, file)
+			if err := os.Mkdir(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			var stderr bytes.Buffer
+			code := run(context.Background(), []string{"--name", "n1", "--data-dir", dir, "--entrance", "127.0.0.1:1", "--listen", "127.0.0.1:0"},
+				io.Discard, &stderr, envOf(nil), nil)
+			if code != exitFailure || strings.Count(stderr.String(), path) != 1 || !strings.Contains(stderr.String(), "open "+path+": is a directory") {
+				t.Fatalf("exit %d, stderr %q; want %d and %s named once", code, stderr.String(), exitFailure, path)
+			}
+		})
+	}
+}
