@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -421,6 +422,8 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 		avoid     = map[string]bool{}
 		pause     = c.cfg.MinBackoff
 		refused   error // the last error that wraps ErrUnauthorized
+		answered  error // the last "no leader" or "unavailable" answer of a node
+		silent    []string
 	)
 loop:
 	for ctx.Err() == nil {
@@ -448,6 +451,9 @@ loop:
 		if err != nil {
 			c.log.Debug("attempt failed", "op", what, "addr", addr, "err", err)
 			lastErr = fmt.Errorf("%s: %w", addr, err)
+			if !slices.Contains(silent, addr) {
+				silent = append(silent, addr)
+			}
 			c.forgetLeader(addr)
 			avoid[addr] = true
 			if c.Leader() == "" && c.cfg.Entrance == "" {
@@ -495,7 +501,8 @@ loop:
 			} else {
 				// This node knows no leader (or names one that failed):
 				// the next attempt rotates on.
-				lastErr = fmt.Errorf("%s: %w", addr, ErrNoLeader)
+				lastErr = fmt.Errorf("%w: %s knows none (no quorum of voters, or an election is under way)", ErrNoLeader, addr)
+				answered = lastErr
 				avoid[addr] = true
 			}
 			hops = 0
@@ -530,6 +537,7 @@ loop:
 			lastErr = fmt.Errorf("%s: %w", addr, serr)
 		case proto.CodeUnavailable:
 			lastErr = fmt.Errorf("%s: %w", addr, &ServerError{Code: resp.Code, Message: resp.Message})
+			answered = lastErr
 			c.forgetLeader(addr)
 			if c.backoff(ctx, &pause) != nil {
 				break loop
@@ -546,7 +554,7 @@ loop:
 	if lastErr == nil {
 		lastErr = cause
 	}
-	lastErr = keepRefusal(lastErr, refused)
+	lastErr = keepRefusal(keepAnswer(lastErr, answered, silent), refused)
 	if write && sent {
 		return nil, fmt.Errorf("client: %s: %w: %w (last error: %w)", what, ErrOutcomeUnknown, cause, lastErr)
 	}
@@ -560,4 +568,21 @@ func (c *Client) snapshotAddrs() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.addrs)
+}
+
+// keepAnswer returns last, or answered (a node's answer that it knows no
+// leader or cannot serve) when last is only a failure to reach a node:
+// that a live node finds no quorum explains a failure better than that a
+// dead node did not answer. The nodes that did not answer are named.
+func keepAnswer(last, answered error, silent []string) error {
+	if answered == nil {
+		return last
+	}
+	if !errors.Is(last, ErrNoLeader) && !errors.As(last, new(*ServerError)) {
+		last = answered
+	}
+	if len(silent) == 0 {
+		return last
+	}
+	return fmt.Errorf("%w; %s did not answer", last, strings.Join(silent, ", "))
 }

@@ -636,3 +636,27 @@ func TestRequestOverMessageLimitNotSent(t *testing.T) {
 		t.Fatalf("%d calls sent for a request no node can receive", g.calls)
 	}
 }
+
+// Without a quorum the live node answers that it knows no leader and the
+// dead ones do not answer: the error says the former and names the
+// latter, whichever attempt came last (it ended with a dead node's
+// "unreachable" half of the time).
+func TestNoQuorumSaysNoLeader(t *testing.T) {
+	fc := newFakeCluster("", "n1", "n2", "n3")
+	fc.nodes["n2"].down, fc.nodes["n3"].down = true, true
+	c := newTestClient(t, Config{Endpoints: []string{"n1", "n2", "n3"}, Transport: fc, Timeout: 200 * time.Millisecond})
+	for _, op := range []string{"get", "put"} {
+		var err error
+		if op == "get" {
+			_, err = c.Get(t.Context(), "k", GetOptions{})
+		} else {
+			_, err = c.Put(t.Context(), "k", []byte("v"))
+		}
+		msg := fmt.Sprint(err)
+		if !errors.Is(err, ErrNoLeader) || !errors.Is(err, ErrTimeout) ||
+			!strings.Contains(msg, "no leader: n1 knows none (no quorum of voters") ||
+			!strings.Contains(msg, "n2, n3 did not answer") && !strings.Contains(msg, "n3, n2 did not answer") {
+			t.Fatalf("%s without a quorum: %v; want that n1 knows no leader and n2, n3 did not answer", op, err)
+		}
+	}
+}
