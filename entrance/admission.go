@@ -66,7 +66,9 @@ func (e *Entrance) join(req proto.JoinRequest, from netip.AddrPort) proto.JoinRe
 		if r := e.nodes[req.NodeID]; r != nil {
 			// A known node: a restart with the same data dir.
 			if r.State == StateRemoved {
-				return refuse("node %q (%016x) was removed from the cluster; wipe its data dir to join as a new node", r.Name, r.ID)
+				resp := refuse("node %q (%016x) was removed from the cluster; wipe its data dir to join as a new node", r.Name, r.ID)
+				resp.Removed = true
+				return resp
 			}
 			if r.Name != req.Name {
 				return refuse("node %016x is registered as %q, not %q", r.ID, r.Name, req.Name)

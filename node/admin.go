@@ -55,6 +55,11 @@ func (n *Node) Admin(ctx context.Context, req proto.AdminRequest) proto.AdminRes
 			return proto.AdminResponse{Code: proto.CodeInvalid, Message: fmt.Sprintf("this is node %016x, not %016x", n.id.Load(), req.NodeID)}
 		}
 		err = n.stop(ctx, req.KeepMembership)
+		if err == nil && req.Removed {
+			// The leader says this node was removed (it may never apply
+			// its removal itself): recorded when Run returns.
+			n.removed.Store(true)
+		}
 	default:
 		return proto.AdminResponse{Code: proto.CodeInvalid, Message: fmt.Sprintf("unknown admin op %d", req.Op)}
 	}
@@ -267,6 +272,7 @@ func (n *Node) stop(ctx context.Context, keep bool) (err error) {
 		if err := n.askRemoval(ctx, self); err != nil {
 			return err
 		}
+		n.removed.Store(true)
 	}
 	n.logger().Info("stop requested", "keep_membership", keep)
 	// Stop once the answer had a moment to leave (courtesy, not safety:
@@ -280,7 +286,7 @@ func (n *Node) stop(ctx context.Context, keep bool) (err error) {
 func (n *Node) notifyRemoved(id uint64, addr netip.AddrPort) {
 	ctx, cancel := context.WithTimeout(n.runCtx, 5*time.Second)
 	defer cancel()
-	req := proto.MustEncode(proto.KindAdmin, proto.AdminRequest{Op: proto.AdminStop, NodeID: id, KeepMembership: true})
+	req := proto.MustEncode(proto.KindAdmin, proto.AdminRequest{Op: proto.AdminStop, NodeID: id, KeepMembership: true, Removed: true})
 	for attempt := 0; ; attempt++ {
 		cctx, ccancel := context.WithTimeout(ctx, time.Second)
 		_, err := n.ep.Call(cctx, addr, req)

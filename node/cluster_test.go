@@ -712,3 +712,50 @@ func TestLargestRequestReplicates(t *testing.T) {
 		t.Fatalf("a value one byte over the limit: %v %q, want invalid, too large", r.Code, r.Message)
 	}
 }
+
+// A removed node started again on its data dir stops at once: Run returns
+// nil without serving (it used to serve, a member of nothing, for good).
+func TestRemovedNodeRestartedStops(t *testing.T) {
+	c := newCluster(t, 3)
+	victim := c.node(3)
+	c.admin(proto.AdminRequest{Op: proto.AdminRemove, NodeID: victim.id})
+	select {
+	case err := <-victim.done:
+		if err != nil {
+			t.Fatalf("removed node: %v", err)
+		}
+		victim.n, victim.joined = nil, false
+	case <-time.After(10 * time.Second):
+		t.Fatal("removed node did not stop")
+	}
+	pc, err := net.ListenPacket("udp", victim.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(Config{
+		Name: victim.name, DataDir: victim.dir, PacketConn: pc, AdvertiseAddr: victim.addr,
+		NodeID: victim.id, ClusterID: 7, TickInterval: testTick, NoSync: true, Seed: victim.id,
+		Logger: testLogger(t, victim.name),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("restarted removed node: Run = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		n.Close()
+		<-done
+		t.Fatal("a removed node restarted on its data dir kept running")
+	}
+	select {
+	case <-n.Ready():
+		t.Fatal("a removed node restarted on its data dir served")
+	default:
+	}
+	mustOK(t, c.do(put(131, 1, "two-nodes", "ok")))
+}

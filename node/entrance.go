@@ -125,6 +125,12 @@ func (n *Node) rejoin(ctx context.Context, ident Identity) {
 			}
 			n.logger().Info("rejoined", "entrance", n.entrance().String())
 			return
+		case err == nil && resp.Code == proto.CodeRefused && resp.Removed:
+			// The loop notices and stops ("removed from the cluster;
+			// stopping"); Run records it in node.db.
+			n.logger().Warn("the entrance says this node was removed from the cluster", "msg", resp.Message)
+			n.removed.Store(true)
+			return
 		case err == nil && resp.Code == proto.CodeRefused:
 			n.logger().Error("entrance refused the rejoin", "msg", resp.Message)
 			return

@@ -67,6 +67,10 @@ type Identity struct {
 	// Bootstrap says the entrance told this node to found the cluster; the
 	// bootstrap state is written when the log is still empty.
 	Bootstrap bool `msgpack:"b"`
+	// Removed says this node left the configuration (it applied its
+	// removal, the leader or the entrance said so): the data dir must not
+	// serve again, and Run returns at once.
+	Removed bool `msgpack:"r,omitempty"`
 }
 
 // Member is one row of the members table: what a ConfChange's Context

@@ -112,7 +112,7 @@ type Node struct {
 	snapIndex    uint64
 	snapJob      *snapJob    // the snapshot being written in the background, or nil
 	snapRetryAt  uint64      // after a failed snapshot: the applied index to try again at
-	removed      atomic.Bool // this node was removed from the configuration
+	removed      atomic.Bool // this node was removed from the configuration (set by the loop, stop, rejoin)
 	stopping     atomic.Bool // AdminStop in progress
 	wasLeader    bool
 	ticks        atomic.Uint64 // ticks given to the core (tests wait on it)
@@ -255,6 +255,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if known {
 		n.id.Store(ident.NodeID)
 	}
+	if known && ident.Removed {
+		n.logger().Warn("removed from the cluster; stopping", "node_id", fmt.Sprintf("%016x", ident.NodeID),
+			"hint", "this data dir belongs to a node that was removed from the cluster; wipe it, or use another data dir, to join as a new node")
+		return nil
+	}
 	ep, err := rudp.New(n.cfg.PacketConn, rudp.Config{
 		NodeID:         ident.NodeID,
 		Secret:         n.cfg.Secret,
@@ -329,6 +334,13 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	<-n.applierDone
 	stopLoop()
 	n.failAll()
+	if n.removed.Load() {
+		// A restart on this data dir stops at once (see Identity.Removed).
+		ident.Removed = true
+		if serr := n.meta.setIdentity(ident); serr != nil {
+			n.logger().Warn("cannot record the removal in node.db", "err", serr)
+		}
+	}
 	switch {
 	case errors.Is(err, errStop):
 		n.logger().Info("stopped")

@@ -51,5 +51,8 @@
 //
 // SIGINT or SIGTERM shuts down cleanly. Exit status: 0 after a clean stop
 // (signal, removal from the cluster, stop-node), 1 on a failure, 2 on a
-// usage error, 4 when the entrance refuses to admit the node.
+// usage error, 4 when the entrance refuses to admit the node. A node
+// removed from the cluster (also while it was down: the entrance says so
+// when it rejoins) records that in its data dir; started again on it, it
+// logs "removed from the cluster; stopping" and exits 0 at once.
 package main

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/raftkv/raftkv/client"
 	"github.com/raftkv/raftkv/entrance"
 	"github.com/raftkv/raftkv/internal/proto"
 	"github.com/raftkv/raftkv/node"
@@ -264,5 +266,67 @@ func TestClusterThroughEntrance(t *testing.T) {
 		io.Discard, &stderr, envOf(env), nil)
 	if code != exitRefused {
 		t.Fatalf("duplicate name: exit %d, want %d:\n%s", code, exitRefused, stderr.String())
+	}
+}
+
+// A node removed from the membership while it was down, restarted on its
+// old data dir, learns it from the entrance and exits 0 ("removed from the
+// cluster; stopping"), as documented; started again it stops before
+// serving. It used to keep running, refused by the entrance.
+func TestRemovedNodeRestartedExits(t *testing.T) {
+	ent := startEntrance(t)
+	env := map[string]string{"RAFTD_ENTRANCE": ent}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	var ds []*daemon
+	for i, dir := range dirs {
+		ds = append(ds, startDaemon(t, fmt.Sprintf("n%d", i+1), dir, env))
+	}
+	defer ds[0].stop()
+	defer ds[1].stop()
+	waitFor(t, "three voters", func() bool {
+		voters, _, err := ds[0].node.Membership(context.Background())
+		return err == nil && len(voters) == 3
+	})
+	id3 := ds[2].node.ID()
+	if code := ds[2].stop(); code != exitOK {
+		t.Fatalf("n3 exit %d after SIGTERM:\n%s", code, ds[2].stderr.String())
+	}
+	waitFor(t, "n3 removed by the leader", func() bool {
+		for _, d := range ds[:2] {
+			if d.node.IsLeader() {
+				return d.node.Admin(context.Background(), proto.AdminRequest{Op: proto.AdminRemove, NodeID: id3}).Code == proto.CodeOK
+			}
+		}
+		return false
+	})
+	c, err := client.New(context.Background(), client.Config{Entrance: ent, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the entrance lists n3 as removed", func() bool {
+		peers, err := c.ListPeers(context.Background())
+		return err == nil && slices.ContainsFunc(peers, func(p client.Peer) bool { return p.Name == "n3" && p.Liveness == "removed" })
+	})
+	for i, want := range []string{"the entrance says this node was removed", "this data dir belongs to a node that was removed"} {
+		var stderr syncBuffer
+		done := make(chan int, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			done <- run(ctx, []string{"--name", "n3", "--listen", "127.0.0.1:0", "--tick-interval", "20ms"}, io.Discard, &stderr,
+				envOf(map[string]string{"RAFTD_ENTRANCE": ent, "RAFTD_DATA_DIR": dirs[2]}), nil)
+		}()
+		select {
+		case code := <-done:
+			out := stderr.String()
+			if code != exitOK || !strings.Contains(out, want) || !strings.Contains(out, "removed from the cluster; stopping") {
+				t.Fatalf("start %d of the removed n3: exit %d; want 0, %q and the stop:\n%s", i+1, code, want, out)
+			}
+		case <-time.After(10 * time.Second):
+			cancel()
+			<-done
+			t.Fatalf("start %d of the removed n3 kept running:\n%s", i+1, stderr.String())
+		}
+		cancel()
 	}
 }

@@ -224,6 +224,9 @@ type JoinResponse struct {
 	Bootstrap bool `msgpack:"b"`
 	// ClusterID identifies the cluster; nodes refuse to mix clusters.
 	ClusterID uint64 `msgpack:"cl"`
+	// Removed, with CodeRefused, says the node was removed from the
+	// cluster: its data dir must not serve again (the node stops).
+	Removed bool `msgpack:"rm,omitempty"`
 }
 
 // Member is one node of the Raft configuration as the leader sees it.
@@ -305,6 +308,9 @@ type AdminRequest struct {
 	Name           string  `msgpack:"n"`
 	Addr           string  `msgpack:"a"`
 	KeepMembership bool    `msgpack:"k"`
+	// Removed, with AdminStop, is the leader telling a node that it was
+	// removed from the configuration (the node records it and stops).
+	Removed bool `msgpack:"rm,omitempty"`
 }
 
 // NodeStatus is a node's own view of itself.
