@@ -26,21 +26,22 @@ func (c *Client) retryEntrance(ctx context.Context, what string, kind proto.Kind
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	pause := c.cfg.MinBackoff
-	var lastErr, refused error
+	var lastErr error
 	for {
 		err := c.call(ctx, c.cfg.Entrance, kind, req, resp)
 		if err == nil {
 			return nil
 		}
-		lastErr = err
 		if errors.Is(err, ErrUnauthorized) {
-			refused = err
+			// The entrance cannot verify our datagrams: retrying will
+			// not change that.
+			return fmt.Errorf("client: %s: entrance %s: %w: %w", what, c.cfg.Entrance, ErrUnavailable, err)
 		}
+		lastErr = err
 		if c.backoff(ctx, &pause) != nil {
 			break
 		}
 	}
-	lastErr = keepRefusal(lastErr, refused)
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return fmt.Errorf("client: %s: %w (last error: %w)", what, context.Canceled, lastErr)
 	}
@@ -88,16 +89,17 @@ func (c *Client) Status(ctx context.Context, addr string) (*NodeStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	pause := c.cfg.MinBackoff
-	var lastErr, refused error
+	var lastErr error
 	for {
 		var resp proto.AdminResponse
 		err := c.call(ctx, addr, proto.KindAdmin, &proto.AdminRequest{Op: proto.AdminStatus}, &resp)
 		switch {
+		case errors.Is(err, ErrUnauthorized):
+			// The node cannot verify our datagrams: retrying will not
+			// change that.
+			return nil, fmt.Errorf("client: status of %s: %w: %w", addr, ErrUnavailable, err)
 		case err != nil:
 			lastErr = err
-			if errors.Is(err, ErrUnauthorized) {
-				refused = err
-			}
 		case resp.Code != proto.CodeOK:
 			return nil, fmt.Errorf("client: status of %s: %w", addr, &ServerError{Code: resp.Code, Message: resp.Message})
 		case resp.Status == nil:
@@ -106,7 +108,7 @@ func (c *Client) Status(ctx context.Context, addr string) (*NodeStatus, error) {
 			return resp.Status, nil
 		}
 		if c.backoff(ctx, &pause) != nil {
-			return nil, fmt.Errorf("client: status of %s: %w: %w (last error: %w)", addr, ErrUnavailable, ErrTimeout, keepRefusal(lastErr, refused))
+			return nil, fmt.Errorf("client: status of %s: %w: %w (last error: %w)", addr, ErrUnavailable, ErrTimeout, lastErr)
 		}
 	}
 }

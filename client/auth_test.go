@@ -48,6 +48,27 @@ func TestAuthFailureIsUnauthorized(t *testing.T) {
 		t.Fatalf("list peers refused by the entrance: %v, want ErrUnauthorized and ErrUnavailable", err)
 	}
 
+	// When every address refused, the operation ends there, not at its
+	// deadline: with endpoints, and with an entrance alone.
+	all := &refusingTransport{refuse: map[string]bool{"n1": true, "n2": true, "entrance": true}}
+	for _, cfg := range []Config{{Endpoints: []string{"n1", "n2"}}, {Entrance: "entrance"}} {
+		cfg.Transport, cfg.Timeout = all, time.Minute
+		c := newTestClient(t, cfg)
+		if _, err := c.Get(t.Context(), "k", GetOptions{}); !errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrTimeout) {
+			t.Fatalf("get, everyone refusing (%v): %v, want ErrUnauthorized before the timeout", cfg.Endpoints, err)
+		}
+		if _, err := c.Put(t.Context(), "k", []byte("v")); !errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("put, everyone refusing (%v): %v, want ErrUnauthorized, outcome known", cfg.Endpoints, err)
+		}
+		if cfg.Entrance != "" {
+			if _, err := c.ListPeers(t.Context()); !errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrTimeout) {
+				t.Fatalf("list peers, entrance refusing: %v, want ErrUnauthorized before the timeout", err)
+			}
+		} else if _, err := c.Status(t.Context(), "n1"); !errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrTimeout) {
+			t.Fatalf("status, n1 refusing: %v, want ErrUnauthorized before the timeout", err)
+		}
+	}
+
 	// Without a notice a silent cluster stays a timeout.
 	silent := newTestClient(t, Config{Endpoints: []string{"n2"}, Transport: tr, Timeout: 100 * time.Millisecond})
 	_, err = silent.Get(t.Context(), "k", GetOptions{})
@@ -76,16 +97,23 @@ func TestWrongSecretOverRUDP(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	})
+	// The only address refused the secret: the operation ends after that
+	// attempt, not at its deadline (it used to wait for Timeout).
 	for _, secret := range [][]byte{[]byte("another secret"), nil} {
 		c, err := New(t.Context(), Config{Endpoints: []string{srv.AddrPort().String()}, Secret: secret,
-			Timeout: 300 * time.Millisecond, AttemptTimeout: 100 * time.Millisecond})
+			Timeout: time.Minute, AttemptTimeout: 100 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = c.Get(t.Context(), "k", GetOptions{})
+		_, perr := c.Put(t.Context(), "k", []byte("v"))
 		c.Close()
-		if !errors.Is(err, ErrUnauthorized) || !errors.Is(err, rudp.ErrAuthFailed) || !errors.Is(err, ErrTimeout) {
-			t.Fatalf("secret %q: get = %v, want ErrUnauthorized, rudp.ErrAuthFailed and ErrTimeout", secret, err)
+		if !errors.Is(err, ErrUnauthorized) || !errors.Is(err, rudp.ErrAuthFailed) || errors.Is(err, ErrTimeout) {
+			t.Fatalf("secret %q: get = %v, want ErrUnauthorized and rudp.ErrAuthFailed before the timeout", secret, err)
+		}
+		// Nothing the put sent could be verified: not "outcome unknown".
+		if !errors.Is(perr, ErrUnauthorized) || errors.Is(perr, ErrOutcomeUnknown) || errors.Is(perr, ErrTimeout) {
+			t.Fatalf("secret %q: put = %v, want ErrUnauthorized before the timeout, outcome known", secret, perr)
 		}
 	}
 	if s := srv.Stats(); s.NoticesSent == 0 || s.MessagesReceived != 0 {

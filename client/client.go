@@ -413,17 +413,20 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 	}
 
 	var (
-		copies    int   // attempts of this (ClientID, Seq) that may have reached a node
-		restarted bool  // the write started over under a new ClientID
-		sent      bool  // a copy may have reached a node
-		lastErr   error // why the last attempt failed
-		redirect  string
-		hops      int // redirects followed since the last pause
-		avoid     = map[string]bool{}
-		pause     = c.cfg.MinBackoff
-		refused   error // the last error that wraps ErrUnauthorized
-		answered  error // the last "no leader" or "unavailable" answer of a node
-		silent    []string
+		copies     int   // attempts of this (ClientID, Seq) that may have reached a node
+		restarted  bool  // the write started over under a new ClientID
+		sent       bool  // a copy may have reached a node
+		lastErr    error // why the last attempt failed
+		redirect   string
+		hops       int // redirects followed since the last pause
+		avoid      = map[string]bool{}
+		pause      = c.cfg.MinBackoff
+		refused    error // the last error that wraps ErrUnauthorized
+		answered   error // the last "no leader" or "unavailable" answer of a node
+		silent     []string
+		refusedBy  = map[string]bool{} // addresses (and the entrance) that could not verify our datagrams
+		verified   bool                // a copy went to a node that did not refuse it
+		allRefused error               // set when every address refused: the operation ends
 	)
 loop:
 	for ctx.Err() == nil {
@@ -432,6 +435,13 @@ loop:
 		}
 		addr, perr := c.pick(ctx, redirect, avoid)
 		redirect = ""
+		if errors.Is(perr, ErrUnauthorized) {
+			refusedBy[c.cfg.Entrance] = true
+			if c.everyoneRefused(refusedBy) {
+				allRefused = fmt.Errorf("%w: %w", ErrUnavailable, perr)
+				break loop
+			}
+		}
 		if addr == "" {
 			lastErr = ErrNoLeader
 			if perr != nil {
@@ -448,9 +458,21 @@ loop:
 		sent = true
 		copies++
 		err = authRefused(err)
+		if !errors.Is(err, ErrUnauthorized) {
+			verified = true
+		}
 		if err != nil {
 			c.log.Debug("attempt failed", "op", what, "addr", addr, "err", err)
 			lastErr = fmt.Errorf("%s: %w", addr, err)
+			if errors.Is(err, ErrUnauthorized) {
+				refusedBy[addr] = true
+				if c.everyoneRefused(refusedBy) {
+					// Every address refused our secret: waiting for the
+					// deadline would not change that.
+					allRefused = lastErr
+					break loop
+				}
+			}
 			if !slices.Contains(silent, addr) {
 				silent = append(silent, addr)
 			}
@@ -547,6 +569,13 @@ loop:
 		}
 	}
 
+	if allRefused != nil {
+		if write && verified {
+			return nil, fmt.Errorf("client: %s: %w: %w", what, ErrOutcomeUnknown, allRefused)
+		}
+		// No node could verify what was sent, so nothing was applied.
+		return nil, fmt.Errorf("client: %s: %w", what, allRefused)
+	}
 	cause := ErrTimeout
 	if errors.Is(ctx.Err(), context.Canceled) {
 		cause = context.Canceled
@@ -568,6 +597,22 @@ func (c *Client) snapshotAddrs() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.addrs)
+}
+
+// everyoneRefused reports whether every node address this client knows,
+// and its entrance if it has one, could not verify our datagrams during
+// one operation (refused holds those that could not): the cluster secret
+// differs, and retrying until the deadline would not change that.
+func (c *Client) everyoneRefused(refused map[string]bool) bool {
+	if c.cfg.Entrance != "" && !refused[c.cfg.Entrance] {
+		return false
+	}
+	for _, a := range c.snapshotAddrs() {
+		if !refused[a] {
+			return false
+		}
+	}
+	return true
 }
 
 // keepAnswer returns last, or answered (a node's answer that it knows no

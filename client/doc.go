@@ -38,10 +38,14 @@
 // ErrUnauthorized, ErrOutcomeUnknown, ErrCompacted, ErrInvalid, ErrClosed.
 // A definitive answer other than OK is a *ServerError carrying the wire code
 // and the node's message. A Config.Secret that differs from the cluster's
-// shows as ErrUnauthorized (wrapping rudp.ErrAuthFailed) once the operation
-// has timed out: the nodes answer datagrams they cannot verify with an
-// unauthenticated "auth failed" notice, which only explains a failure and
-// never ends an operation early.
+// shows as ErrUnauthorized (wrapping rudp.ErrAuthFailed): the nodes answer
+// datagrams they cannot verify with an unauthenticated "auth failed"
+// notice, which rudp reports when an attempt fails (it never ends an
+// attempt early). An operation ends at once, without waiting for its
+// deadline, when every address the client knows (its entrance, or each
+// endpoint) refused it so; a write all of whose copies were refused was
+// not applied. One refusing node among others is retried around, and then
+// only explains a timeout.
 //
 // # Usage
 //

@@ -31,7 +31,9 @@ func newExitCodesTopic() *cobra.Command {
   4  unauthorized: the cluster or entrance refused the operation, or its
      secret differs from --secret-file's (or it has one and none was
      given): the nodes answer datagrams they cannot authenticate with a
-     notice, and raftctl reports the refusal when --timeout passes.
+     notice, and raftctl stops as soon as every address it knows (the
+     entrance, or each of --endpoints) refused, about one attempt (0.5 s)
+     each, rather than at --timeout.
   5  compare failed: a compare-and-swap's condition did not hold
 130  interrupted (Ctrl-C or SIGTERM) before the command finished; an
      interrupted write may or may not have been applied, as with 3

@@ -270,8 +270,9 @@ func TestExitCodes(t *testing.T) {
 			if !strings.HasPrefix(r.stderr, "Error: ") || strings.Count(strings.TrimSuffix(r.stderr, "\n"), "\n") > 1 {
 				t.Fatalf("stderr %q, want one Error: line (plus a usage hint)", r.stderr)
 			}
-			if errors.Is(tt.err, rudp.ErrAuthFailed) && !strings.Contains(r.stderr, "secrets differ") {
-				t.Fatalf("stderr %q does not say that the secrets differ", r.stderr)
+			if errors.Is(tt.err, rudp.ErrAuthFailed) && (!strings.Contains(r.stderr, "secrets differ") ||
+				!strings.HasSuffix(r.stderr, "; the cluster has a secret: give its file with --secret-file\n")) {
+				t.Fatalf("stderr %q does not say that the secrets differ and what to do", r.stderr)
 			}
 		})
 	}

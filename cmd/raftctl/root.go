@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/raftkv/raftkv/client"
+	"github.com/raftkv/raftkv/rudp"
 )
 
 // Environment variables standing for the global flags (a flag wins).
@@ -397,6 +398,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, f *factor
 		strings.Contains(msg, "peer unreachable") {
 		// The entrance did not answer: the nodes may still serve.
 		msg += fmt.Sprintf("; is the entrance at %s running? raftctl --endpoints NODE,... talks to the nodes without it", f.opts.entrance)
+	}
+	if code == exitUnauthorized && errors.Is(err, rudp.ErrAuthFailed) {
+		if f.opts.secretFile == "" {
+			msg += "; the cluster has a secret: give its file with --secret-file"
+		} else {
+			msg += fmt.Sprintf("; check that %s (%s) holds the cluster's secret (leave it out if the cluster has none)", f.secretFrom, f.opts.secretFile)
+		}
 	}
 	if ctx.Err() != nil && code != exitUsage {
 		// Ctrl-C (or SIGTERM): say so, whatever the command made of the
