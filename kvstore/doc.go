@@ -116,6 +116,9 @@
 //	// Reads: serializable now, linearizable after ReadIndex.
 //	kvs, err := kv.Get(key, 0)                    // ErrKeyNotFound
 //	res, err := kv.Range(kvstore.RangeRequest{Key: p, Prefix: true, Limit: 100, Rev: rev})
+//	// A page of at most MaxBytes (by KeyValue.EncodedSizeBound); while
+//	// res.More, the next page reads at res.Rev with After: the last key.
+//	res, err = kv.Range(kvstore.RangeRequest{Key: p, Prefix: true, MaxBytes: 1 << 20})
 //	err = kv.WaitApplied(ctx, readState.Index)     // then read
 //
 //	// State-machine safety in tests and simulations: replicas at the same

@@ -225,6 +225,13 @@ type RangeRequest struct {
 	Prefix bool
 	// Limit bounds the number of keys returned; 0 means no limit.
 	Limit uint64
+	// MaxBytes bounds the key-values returned by their EncodedSizeBound
+	// summed; 0 means no bound. The first matching key is returned even
+	// when it alone is larger, so that a range always makes progress.
+	MaxBytes uint64
+	// After, when not nil, skips the keys up to and including After: a
+	// range continues after the last key of its previous page.
+	After []byte
 	// Rev reads the store as of that revision; 0 means the current one.
 	Rev uint64
 	// KeysOnly leaves values out.
@@ -234,22 +241,55 @@ type RangeRequest struct {
 // RangeResult answers a RangeRequest.
 type RangeResult struct {
 	KVs []KeyValue
-	// More says keys beyond Limit matched.
+	// More says more keys matched than were returned: the range stopped
+	// at Limit or at MaxBytes. Continue it with After set to the last key
+	// returned.
 	More bool
 	// Rev is the store's current revision when the read was served.
 	Rev uint64
 }
 
+// KeyValueOverheadBytes bounds what the msgpack encoding of a KeyValue
+// (here, or the same fields in a client reply) adds to its key and value:
+// the map header, five one-letter field names, two bin headers of up to 5
+// bytes and three integers of up to 9, with room for the header of the
+// array that holds it.
+const KeyValueOverheadBytes = 64
+
+// EncodedSizeBound is an upper bound of the bytes kv takes in a msgpack
+// encoded reply: its key and value plus KeyValueOverheadBytes. Range's
+// MaxBytes counts it.
+func (kv *KeyValue) EncodedSizeBound() uint64 {
+	return encodedSizeBound(len(kv.Key), len(kv.Value))
+}
+
+func encodedSizeBound(keyLen, valueLen int) uint64 {
+	return uint64(keyLen) + uint64(valueLen) + KeyValueOverheadBytes
+}
+
 // span returns the [start, end) of a request; end nil means unbounded, and
-// single says only start itself matches.
+// single says only start itself matches. With After, start is the smallest
+// key above After when that is larger.
 func (r *RangeRequest) span() (start, end []byte, single bool) {
 	switch {
 	case r.Prefix:
-		return r.Key, prefixEnd(r.Key), false
+		start, end = r.Key, prefixEnd(r.Key)
 	case len(r.End) > 0:
-		return r.Key, r.End, false
+		start, end = r.Key, r.End
+	default:
+		return r.Key, nil, true
 	}
-	return r.Key, nil, true
+	if r.After != nil {
+		if next := append(bytes.Clone(r.After), 0); bytes.Compare(next, start) > 0 {
+			start = next
+		}
+	}
+	return start, end, false
+}
+
+// skipSingle says a single-key read matches nothing because of After.
+func (r *RangeRequest) skipSingle() bool {
+	return r.After != nil && bytes.Compare(r.Key, r.After) <= 0
 }
 
 // prefixEnd returns the smallest key greater than every key with prefix p
@@ -275,7 +315,21 @@ func readRange(tx *bolt.Tx, st metaState, req RangeRequest) (RangeResult, error)
 		return out, fmt.Errorf("%w: read at %d < compacted %d", ErrCompacted, req.Rev, st.compacted)
 	}
 	start, end, single := req.span()
-	full := func() bool { return req.Limit > 0 && uint64(len(out.KVs)) >= req.Limit }
+	if single && req.skipSingle() {
+		return out, nil
+	}
+	var size uint64 // EncodedSizeBound of out.KVs
+	// full says the next key, whose EncodedSizeBound is next, may not be
+	// added: Limit keys are there, or it would take the page over MaxBytes
+	// (the first key is always added).
+	full := func(next uint64) bool {
+		return req.Limit > 0 && uint64(len(out.KVs)) >= req.Limit ||
+			req.MaxBytes > 0 && len(out.KVs) > 0 && size+next > req.MaxBytes
+	}
+	add := func(kv KeyValue) {
+		out.KVs = append(out.KVs, kv)
+		size += kv.EncodedSizeBound()
+	}
 	if req.Rev == 0 || req.Rev == st.rev {
 		if single {
 			kv, ok, err := getCurrent(tx, start, !req.KeysOnly)
@@ -286,7 +340,11 @@ func readRange(tx *bolt.Tx, st metaState, req RangeRequest) (RangeResult, error)
 		}
 		c := tx.Bucket(bucketKV).Cursor()
 		for k, v := c.Seek(start); k != nil && (end == nil || bytes.Compare(k, end) < 0); k, v = c.Next() {
-			if full() {
+			valueLen := 0
+			if !req.KeysOnly {
+				valueLen = max(len(v)-24, 0)
+			}
+			if full(encodedSizeBound(len(k), valueLen)) {
 				out.More = true
 				break
 			}
@@ -294,7 +352,7 @@ func readRange(tx *bolt.Tx, st metaState, req RangeRequest) (RangeResult, error)
 			if err != nil {
 				return out, err
 			}
-			out.KVs = append(out.KVs, kv)
+			add(kv)
 		}
 		return out, nil
 	}
@@ -321,15 +379,16 @@ func readRange(tx *bolt.Tx, st metaState, req RangeRequest) (RangeResult, error)
 		if best == nil || bestV[0] == histTombstone {
 			return true, nil
 		}
-		if full() {
+		kv, err := decodeHist(best, bestV, !req.KeysOnly)
+		if err != nil {
+			return false, err
+		}
+		if full(kv.EncodedSizeBound()) {
 			out.More = true
 			return false, nil
 		}
-		kv, err := decodeHist(best, bestV, !req.KeysOnly)
-		if err == nil {
-			out.KVs = append(out.KVs, kv)
-		}
-		return true, err
+		add(kv)
+		return true, nil
 	}
 	for k, v := c.Seek(appendEscaped(nil, start)); k != nil; k, v = c.Next() {
 		g, r, err := splitHistKey(k)
@@ -418,7 +477,7 @@ func (s *Store) Range(req RangeRequest) (RangeResult, error) {
 	if !req.Prefix && len(req.End) == 0 && len(req.Key) == 0 {
 		return RangeResult{}, ErrEmptyKey
 	}
-	if len(req.Key) > s.cfg.MaxKeyBytes || len(req.End) > s.cfg.MaxKeyBytes {
+	if len(req.Key) > s.cfg.MaxKeyBytes || len(req.End) > s.cfg.MaxKeyBytes || len(req.After) > s.cfg.MaxKeyBytes {
 		return RangeResult{}, ErrKeyTooLarge
 	}
 	var out RangeResult
