@@ -383,11 +383,19 @@ func (c *Client) pick(ctx context.Context, redirect string, avoid map[string]boo
 // deadline. Writes take a session; every retry of the write re-sends the
 // same (ClientID, Seq).
 func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) (*proto.ClientResponse, error) {
+	resp, _, err := c.doAt(ctx, what, req, "")
+	return resp, err
+}
+
+// doAt is do whose first attempt goes to prefer (when not empty; later
+// attempts route as usual), and that also returns the address that gave
+// the answer.
+func (c *Client) doAt(ctx context.Context, what string, req *proto.ClientRequest, prefer string) (*proto.ClientResponse, string, error) {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
-		return nil, fmt.Errorf("client: %s: %w", what, ErrClosed)
+		return nil, "", fmt.Errorf("client: %s: %w", what, ErrClosed)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -406,10 +414,10 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 	}
 	payload, err := proto.Encode(proto.KindClient, req)
 	if err != nil {
-		return nil, fmt.Errorf("client: %s: %w", what, err)
+		return nil, "", fmt.Errorf("client: %s: %w", what, err)
 	}
 	if err := checkSize(payload); err != nil {
-		return nil, fmt.Errorf("client: %s: %w", what, err)
+		return nil, "", fmt.Errorf("client: %s: %w", what, err)
 	}
 
 	var (
@@ -417,7 +425,7 @@ func (c *Client) do(ctx context.Context, what string, req *proto.ClientRequest) 
 		restarted  bool  // the write started over under a new ClientID
 		sent       bool  // a copy may have reached a node
 		lastErr    error // why the last attempt failed
-		redirect   string
+		redirect   = prefer
 		hops       int // redirects followed since the last pause
 		avoid      = map[string]bool{}
 		pause      = c.cfg.MinBackoff
@@ -509,7 +517,7 @@ loop:
 			}
 			c.log.Debug("answered", "op", what, "addr", addr, "client_id", fmt.Sprintf("%016x", req.ClientID),
 				"seq", req.Seq, "revision", resp.Revision, "succeeded", resp.Succeeded)
-			return &resp, nil
+			return &resp, addr, nil
 		case proto.CodeNotLeader:
 			c.forgetLeader(addr)
 			if resp.LeaderAddr != "" && resp.LeaderAddr != addr && !avoid[resp.LeaderAddr] {
@@ -539,12 +547,12 @@ loop:
 			if copies > 1 {
 				// An earlier copy may have been applied before the
 				// session was dropped: only "unknown" is honest.
-				return nil, fmt.Errorf("client: %s: %w: %w", what, ErrOutcomeUnknown, serr)
+				return nil, "", fmt.Errorf("client: %s: %w: %w", what, ErrOutcomeUnknown, serr)
 			}
 			if restarted {
 				// A brand-new session refused too: not applied, and
 				// retrying will not help (a clock far behind the cluster's).
-				return &resp, fmt.Errorf("client: %s: new session refused (is this machine's clock behind the cluster's?): %w", what, serr)
+				return &resp, addr, fmt.Errorf("client: %s: new session refused (is this machine's clock behind the cluster's?): %w", what, serr)
 			}
 			// This was the only copy, and it was not applied: the write
 			// starts over under a new ClientID.
@@ -553,7 +561,7 @@ loop:
 			sess.seq = 1
 			req.ClientID, req.Seq, req.SessionStart = sess.id, sess.seq, sess.start
 			if payload, err = proto.Encode(proto.KindClient, req); err != nil {
-				return nil, fmt.Errorf("client: %s: %w", what, err)
+				return nil, "", fmt.Errorf("client: %s: %w", what, err)
 			}
 			copies = 0
 			lastErr = fmt.Errorf("%s: %w", addr, serr)
@@ -565,16 +573,16 @@ loop:
 				break loop
 			}
 		default:
-			return &resp, fmt.Errorf("client: %s: %w", what, &ServerError{Code: resp.Code, Message: resp.Message})
+			return &resp, addr, fmt.Errorf("client: %s: %w", what, &ServerError{Code: resp.Code, Message: resp.Message})
 		}
 	}
 
 	if allRefused != nil {
 		if write && verified {
-			return nil, fmt.Errorf("client: %s: %w: %w", what, ErrOutcomeUnknown, allRefused)
+			return nil, "", fmt.Errorf("client: %s: %w: %w", what, ErrOutcomeUnknown, allRefused)
 		}
 		// No node could verify what was sent, so nothing was applied.
-		return nil, fmt.Errorf("client: %s: %w", what, allRefused)
+		return nil, "", fmt.Errorf("client: %s: %w", what, allRefused)
 	}
 	cause := ErrTimeout
 	if errors.Is(ctx.Err(), context.Canceled) {
@@ -585,12 +593,12 @@ loop:
 	}
 	lastErr = keepRefusal(keepAnswer(lastErr, answered, silent), refused)
 	if write && sent {
-		return nil, fmt.Errorf("client: %s: %w: %w (last error: %w)", what, ErrOutcomeUnknown, cause, lastErr)
+		return nil, "", fmt.Errorf("client: %s: %w: %w (last error: %w)", what, ErrOutcomeUnknown, cause, lastErr)
 	}
 	if errors.Is(lastErr, cause) {
-		return nil, fmt.Errorf("client: %s: %w", what, lastErr)
+		return nil, "", fmt.Errorf("client: %s: %w", what, lastErr)
 	}
-	return nil, fmt.Errorf("client: %s: %w (last error: %w)", what, cause, lastErr)
+	return nil, "", fmt.Errorf("client: %s: %w (last error: %w)", what, cause, lastErr)
 }
 
 func (c *Client) snapshotAddrs() []string {

@@ -105,6 +105,25 @@ func (e *KeyNotFoundError) Error() string {
 // Unwrap returns ErrNotFound.
 func (e *KeyNotFoundError) Unwrap() error { return ErrNotFound }
 
+// RangeCompactedError is the error of a range read in pages (Range, Get
+// with Prefix, Scan) when the revision its pages were pinned at was
+// compacted before the last page was read: the rest of that snapshot is
+// gone. Retry the read; it will be pinned at a newer revision. It wraps
+// ErrCompacted.
+type RangeCompactedError struct {
+	Revision int64 // the revision the pages were read at
+	Read     int   // keys read before the compaction stopped it
+	Err      error // the cluster's answer
+}
+
+func (e *RangeCompactedError) Error() string {
+	return fmt.Sprintf("client: range read at revision %d: the revision was compacted after %d keys were read: retry the read (at a newer revision): %v",
+		e.Revision, e.Read, e.Err)
+}
+
+// Unwrap returns the cluster's answer, which wraps ErrCompacted.
+func (e *RangeCompactedError) Unwrap() error { return e.Err }
+
 // authRefused returns err, a transport's error, also wrapping
 // ErrUnauthorized if the peer refused our authentication
 // (rudp.ErrAuthFailed: the cluster secret differs).

@@ -337,8 +337,8 @@ func (n *Node) dropWaiter(key waitKey, ch chan applyResult) {
 // read serves a get or range: serializable reads at once from the local
 // store; linearizable ones on the leader after a ReadIndex round.
 func (n *Node) read(ctx context.Context, req proto.ClientRequest) proto.ClientResponse {
-	if req.Revision < 0 || req.Limit < 0 {
-		return proto.ClientResponse{Code: proto.CodeInvalid, Message: "negative revision or limit"}
+	if req.Revision < 0 || req.Limit < 0 || req.MaxBytes < 0 {
+		return proto.ClientResponse{Code: proto.CodeInvalid, Message: "negative revision, limit or max bytes"}
 	}
 	if !req.Serializable {
 		if !n.IsLeader() {
@@ -353,7 +353,10 @@ func (n *Node) read(ctx context.Context, req proto.ClientRequest) proto.ClientRe
 			return n.errResponse(err)
 		}
 	}
-	rr := kvstore.RangeRequest{Key: req.Key, Rev: uint64(req.Revision)}
+	rr := kvstore.RangeRequest{Key: req.Key, Rev: uint64(req.Revision), After: req.After, MaxBytes: rangeReplyBytes}
+	if req.MaxBytes > 0 && req.MaxBytes < rangeReplyBytes {
+		rr.MaxBytes = uint64(req.MaxBytes)
+	}
 	if req.Op == proto.OpRange {
 		rr.End, rr.Prefix, rr.Limit = req.End, req.Prefix, uint64(req.Limit)
 	} else if req.Prefix {
@@ -372,6 +375,20 @@ func (n *Node) read(ctx context.Context, req proto.ClientRequest) proto.ClientRe
 	}
 	return resp
 }
+
+// rangeReplyBytes is the byte budget of the key-values of one read reply
+// (kvstore.RangeRequest.MaxBytes): what proto.MaxMessageBytes leaves after
+// replyEnvelopeBytes for the reply's other fields. A range with more than
+// that stops with More, and the client reads on from its last key. A
+// single key larger than the budget still goes alone: the store's limits
+// keep it under it (checked at start).
+const rangeReplyBytes = proto.MaxMessageBytes - replyEnvelopeBytes
+
+// replyEnvelopeBytes is room for a ClientResponse's fields around its
+// key-values (code, revision, flags, the kind byte: under 100 bytes for a
+// read; a not-found answer carries a message with the key but no
+// key-values), with a wide margin.
+const replyEnvelopeBytes = 64 << 10
 
 // readBatch is the reads that share one ReadIndex round: every one of
 // them arrived before the round was issued, so its answer is valid for all.

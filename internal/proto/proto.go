@@ -179,6 +179,18 @@ type ClientRequest struct {
 	// was applied, however long the client kept retrying. 0 (an older
 	// client): the cluster uses the time it proposes the write instead.
 	SessionStart int64 `msgpack:"ss,omitempty"`
+
+	// Appended for paged ranges (ONLY APPEND; a node that predates them
+	// ignores both). After, for a range, skips the keys up to and
+	// including After: a client continues a range after the last key of
+	// the page before, reading at that page's Revision. MaxBytes bounds
+	// the key-values of a range reply, counted as kvstore's
+	// KeyValue.EncodedSizeBound (key, value and 64 bytes); 0, or more than
+	// the node's own budget (which keeps every reply under
+	// MaxMessageBytes), means the node's budget. A reply carries at least
+	// one key when one matches, whatever the budget.
+	After    []byte `msgpack:"af,omitempty"`
+	MaxBytes int64  `msgpack:"mb,omitempty"`
 }
 
 // KeyValue is one key as stored, with its multi-version metadata.
@@ -192,15 +204,20 @@ type KeyValue struct {
 
 // ClientResponse answers a ClientRequest.
 type ClientResponse struct {
-	Code       Code       `msgpack:"c"`
-	Message    string     `msgpack:"m"`
-	LeaderID   uint64     `msgpack:"li"`
-	LeaderAddr string     `msgpack:"la"`
-	Revision   int64      `msgpack:"r"` // store revision after the operation
-	KVs        []KeyValue `msgpack:"kv"`
-	Deleted    int64      `msgpack:"d"`
-	More       bool       `msgpack:"mo"` // a range stopped at Limit
-	Succeeded  bool       `msgpack:"ok"` // CAS outcome
+	Code       Code   `msgpack:"c"`
+	Message    string `msgpack:"m"`
+	LeaderID   uint64 `msgpack:"li"`
+	LeaderAddr string `msgpack:"la"`
+	// Revision is the store's revision after the operation; for a read at
+	// revision 0 it is the revision the read was served at.
+	Revision int64      `msgpack:"r"`
+	KVs      []KeyValue `msgpack:"kv"`
+	Deleted  int64      `msgpack:"d"`
+	// More says a range stopped before its last matching key: at Limit,
+	// or at the node's byte budget for one reply. The rest follows the
+	// last key returned (ClientRequest.After).
+	More      bool `msgpack:"mo"`
+	Succeeded bool `msgpack:"ok"` // CAS outcome
 }
 
 // JoinRequest asks the entrance to admit a node. NodeID is 0 for a node
