@@ -31,7 +31,7 @@ type GetOptions struct {
 	Limit int64
 	// PageBytes bounds the key-values of one reply of a range or prefix
 	// read, each counted as its key, its value and 64 bytes (0: the
-	// node's budget, just under 2 MiB). A read with more pages through
+	// node's budget, 1 MiB; a larger value means the node's budget). A read with more pages through
 	// them; smaller pages cost more round trips and less memory per reply.
 	PageBytes int64
 	// Serializable lets any node answer from its local state, without

@@ -81,7 +81,7 @@ func TestRangeByteBudget(t *testing.T) {
 	k.mustApply(Command{Op: OpDelete, Key: []byte("s/00008")})
 	k.mustApply(put("s/00007x", "new"))
 
-	const nodeBudget = 2<<20 - 64<<10 // what node uses with proto.MaxMessageBytes
+	const nodeBudget = 1 << 20 // node's budget of one reply
 	tests := []struct {
 		name      string
 		req       RangeRequest
@@ -90,6 +90,7 @@ func TestRangeByteBudget(t *testing.T) {
 	}{
 		{name: "many small keys", req: RangeRequest{Key: []byte("s/"), Prefix: true, MaxBytes: 16 << 10}, minPages: 10},
 		{name: "many small keys, node budget", req: RangeRequest{Key: []byte("s/"), Prefix: true, MaxBytes: nodeBudget}, wantPages: 1},
+		{name: "many small keys, a budget below them", req: RangeRequest{Key: []byte("s/"), Prefix: true, MaxBytes: 256 << 10}, minPages: 2},
 		{name: "few keys at the max value size", req: RangeRequest{Key: []byte("b/"), Prefix: true, MaxBytes: nodeBudget}, wantPages: 3},
 		{name: "single key at the max size alone", req: RangeRequest{Key: []byte("m/"), Prefix: true, MaxBytes: nodeBudget}, wantPages: 1},
 		{name: "single key over a tiny budget", req: RangeRequest{Key: []byte("m/"), Prefix: true, MaxBytes: 100}, wantPages: 1},

@@ -376,9 +376,9 @@ func (n *Node) openStores() error {
 		n.closeStores()
 		return fmt.Errorf("node: the store accepts requests of %d bytes, but a Raft message carrying one must fit in %d bytes (proto.MaxMessageBytes): lower the store's limits", kc.MaxRequestBytes, proto.MaxMessageBytes-raftEnvelopeBytes)
 	}
-	if kc := n.kv.Config(); kvstore.KeyValueOverheadBytes+kc.MaxKeyBytes+kc.MaxValueBytes > rangeReplyBytes {
+	if kc := n.kv.Config(); kvstore.KeyValueOverheadBytes+kc.MaxKeyBytes+kc.MaxValueBytes+replyEnvelopeBytes > proto.MaxMessageBytes {
 		n.closeStores()
-		return fmt.Errorf("node: the store keeps keys of %d and values of %d bytes, but a read reply carries at most %d bytes of key-values: lower the store's limits", kc.MaxKeyBytes, kc.MaxValueBytes, rangeReplyBytes)
+		return fmt.Errorf("node: the store keeps keys of %d and values of %d bytes, but a read reply carrying one must fit in %d bytes (proto.MaxMessageBytes): lower the store's limits", kc.MaxKeyBytes, kc.MaxValueBytes, proto.MaxMessageBytes)
 	}
 	n.kvp.Store(n.kv)
 	return nil
