@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
@@ -18,6 +19,10 @@ func TestRoundTrip(t *testing.T) {
 			Compare: CompareModRevision, Revision: 12}, func() any { return &ClientRequest{} }},
 		{"response", KindClient, &ClientResponse{Code: CodeNotLeader, LeaderAddr: "127.0.0.1:7701",
 			KVs: []KeyValue{{Key: []byte("a"), Value: []byte("b"), ModRevision: 3, Version: 1}}}, func() any { return &ClientResponse{} }},
+		{"range page", KindClient, &ClientRequest{Op: OpRange, Key: []byte("p/"), Prefix: true, Limit: 7, Revision: 42,
+			After: []byte("p/\x00last"), MaxBytes: 64 << 10}, func() any { return &ClientRequest{} }},
+		{"range page reply", KindClient, &ClientResponse{Revision: 42, More: true,
+			KVs: []KeyValue{{Key: []byte("p/a"), Value: []byte("1"), CreateRevision: 2, ModRevision: 3, Version: 2}}}, func() any { return &ClientResponse{} }},
 		{"join", KindJoin, &JoinRequest{Name: "n1", Addr: "127.0.0.1:7701", NodeID: 42}, func() any { return &JoinRequest{} }},
 		{"report", KindLeaderReport, &LeaderReport{ID: 1, Term: 3, Members: []Member{{ID: 2, Name: "n2", Learner: true, Match: 5}}},
 			func() any { return &LeaderReport{} }},
@@ -59,6 +64,11 @@ func FuzzDecodeClientRequest(f *testing.F) {
 	f.Add(MustEncode(KindClient, &ClientRequest{ClientID: 1, Seq: 2, Op: OpPut, Key: []byte("k"), Value: []byte("v")}))
 	f.Add(MustEncode(KindJoin, &JoinRequest{Name: "n1", Addr: "127.0.0.1:1"}))
 	f.Add([]byte{byte(KindClient), 0xdd, 0xff, 0xff, 0xff, 0xff})
+	// A later page of a range, and its reply (ClientResponse by default).
+	f.Add(MustEncode(KindClient, &ClientRequest{Op: OpRange, Key: []byte("p/"), Prefix: true, Revision: 9,
+		After: []byte("p/k"), MaxBytes: 1 << 20, Limit: 3}))
+	f.Add(MustEncode(KindLeaderReport+100, &ClientResponse{Revision: 9, More: true,
+		KVs: []KeyValue{{Key: []byte("p/l"), Value: []byte("v"), CreateRevision: 1, ModRevision: 9, Version: 4}}}))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		k, body, err := Split(p)
 		if err != nil {
@@ -108,5 +118,33 @@ func TestDiscoveryNonceAppended(t *testing.T) {
 	var ob oldBeacon
 	if err := Decode(MustEncode(KindEntranceBeacon, EntranceBeacon{Addr: "10.0.0.1:7700", Nonce: 7})[1:], &ob); err != nil || ob.Addr != "10.0.0.1:7700" {
 		t.Fatalf("new beacon into the old struct: %+v, %v", ob, err)
+	}
+}
+
+// The paging fields appended to ClientRequest keep both directions
+// decoding: a request without them encodes as before (omitempty) and
+// decodes with After nil (no continuation) and MaxBytes 0 (the node's
+// budget); a node that predates them decodes a later page's request and
+// ignores them.
+func TestRangePagingFieldsAppended(t *testing.T) {
+	type oldRequest struct {
+		Op     Op     `msgpack:"o"`
+		Key    []byte `msgpack:"k"`
+		Prefix bool   `msgpack:"p"`
+		Limit  int64  `msgpack:"l"`
+	}
+	var r ClientRequest
+	if err := Decode(MustEncode(KindClient, oldRequest{Op: OpRange, Key: []byte("p/"), Prefix: true, Limit: 5})[1:], &r); err != nil ||
+		r.After != nil || r.MaxBytes != 0 || r.Limit != 5 {
+		t.Fatalf("old request bytes: %+v, %v", r, err)
+	}
+	var or oldRequest
+	if err := Decode(MustEncode(KindClient, ClientRequest{Op: OpRange, Key: []byte("p/"), Prefix: true, After: []byte("p/x"), MaxBytes: 9})[1:], &or); err != nil ||
+		string(or.Key) != "p/" || !or.Prefix {
+		t.Fatalf("new request into the old struct: %+v, %v", or, err)
+	}
+	plain := MustEncode(KindClient, ClientRequest{Op: OpGet, Key: []byte("k")})
+	if bytes.Contains(plain, []byte("\xa2af")) || bytes.Contains(plain, []byte("\xa2mb")) {
+		t.Fatalf("a request without paging fields encodes them: %x", plain)
 	}
 }
