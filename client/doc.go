@@ -62,4 +62,20 @@
 //
 // Reads are linearizable unless GetOptions.Serializable is set, which lets
 // any node answer from its local, possibly stale, state.
+//
+// # Large ranges
+//
+// A node answers a range with at most about 1 MiB of key-values
+// (GetOptions.PageBytes asks for less). Range, Get with Prefix and Scan
+// read on after the last key, page by page, every page at the revision of
+// the first, so the result is one consistent snapshot while writes go on;
+// GetOptions.Limit counts over all pages. If the cluster compacts that
+// revision before the last page, the read fails with a
+// *RangeCompactedError (errors.Is ErrCompacted): run it again. Scan yields
+// the keys as the pages come, without holding the whole range:
+//
+//	for kv, err := range c.Scan(ctx, "config/", client.GetOptions{}) {
+//		if err != nil { ... }
+//		fmt.Printf("%s=%s\n", kv.Key, kv.Value)
+//	}
 package client

@@ -25,8 +25,11 @@ func newGetCommand(f *factory) *cobra.Command {
 		Long: `Print the value of KEY. A missing key is an error (exit 1).
 
 With --prefix, print every key starting with KEY and its value on
-alternate lines (nothing when none matches). With --rev, read the store as
-of that revision. Reads are linearizable (confirmed by the leader) unless
+alternate lines (nothing when none matches). A large prefix is read in
+pages of about 1 MiB, all at the revision of the first, so the output is
+one consistent snapshot; if that revision is compacted before the last
+page, the command fails (exit 1) and can be run again. With --rev, read the
+store as of that revision. Reads are linearizable (confirmed by the leader) unless
 --serializable, which lets any node answer from its possibly stale state.`,
 		Example: `  raftctl get greeting
   raftctl get greeting --rev 3

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/raftkv/raftkv/client"
+	"github.com/raftkv/raftkv/internal/proto"
 	"github.com/raftkv/raftkv/rudp"
 )
 
@@ -338,4 +339,18 @@ func TestEveryCommandHasExample(t *testing.T) {
 		}
 	}
 	walk(newRootCommand(newFactory(func(string) (string, bool) { return "", false })))
+}
+
+// TestGetPrefixCompactedMidway: a paged get --prefix whose revision was
+// compacted between pages fails with exit 1 and a line that says to run
+// it again, and prints nothing of the partial read.
+func TestGetPrefixCompactedMidway(t *testing.T) {
+	k := newFake()
+	k.err = fmt.Errorf("client: get %q: %w", "big/", &client.RangeCompactedError{Revision: 41, Read: 1200,
+		Err: fmt.Errorf("client: %w", &client.ServerError{Code: proto.CodeCompacted, Message: "read at 41 < compacted 50"})})
+	r := execute(t, k, nil, "get", "big/", "--prefix")
+	if r.code != exitError || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 ||
+		!strings.HasPrefix(r.stderr, "Error: ") || !strings.Contains(r.stderr, "retry") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 1, nothing, one Error: line saying to retry", r.code, r.stdout, r.stderr)
+	}
 }

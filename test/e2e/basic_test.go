@@ -43,6 +43,7 @@ func TestClusterFormsAndServes(t *testing.T) {
 	if out, _, code := c.raftctl(entr, "get", "greet", "--prefix"); code != 0 || out != "greeting\nhi again\n" {
 		t.Fatalf("get --prefix: exit %d, stdout %q", code, out)
 	}
+	checkBigPrefix(t, c)
 	if out, _, code := c.raftctl(entr, "del", "greeting"); code != 0 || out != "1\n" {
 		t.Fatalf("del: exit %d, stdout %q", code, out)
 	}
@@ -224,4 +225,45 @@ func TestKillAllDuringWrites(t *testing.T) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	verifyAcked(t, cl, w.acked)
+}
+
+// checkBigPrefix: raftctl get --prefix prints a prefix holding more than
+// one message (proto.MaxMessageBytes, 2 MiB) of key-values whole, in text
+// and in json, in the usual format.
+func checkBigPrefix(t *testing.T, c *cluster) {
+	t.Helper()
+	cl := c.client(client.Config{AttemptTimeout: 2 * time.Second, Timeout: 20 * time.Second})
+	defer cl.Close()
+	var wantText strings.Builder
+	var keys []string
+	for i := range 3 {
+		k, v := fmt.Sprintf("big/%d", i), strings.Repeat(string(rune('a'+i)), 900<<10)
+		if _, err := cl.Put(t.Context(), k, []byte(v)); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+		fmt.Fprintf(&wantText, "%s\n%s\n", k, v)
+		keys = append(keys, k)
+	}
+	entr := "--entrance=" + c.entrAddr
+	out, errOut, code := c.raftctl(entr, "get", "big/", "--prefix")
+	if code != 0 || out != wantText.String() {
+		t.Fatalf("get big/ --prefix over 2.7 MiB: exit %d, %d bytes of stdout (want %d), stderr %q", code, len(out), wantText.Len(), errOut)
+	}
+	out, errOut, code = c.raftctl(entr, "-o", "json", "get", "big/", "--prefix")
+	var js struct {
+		Revision int64 `json:"revision"`
+		KVs      []struct {
+			Key   string `json:"key"`
+			Value string `json:"value"`
+		} `json:"kvs"`
+		More bool `json:"more"`
+	}
+	if err := json.Unmarshal([]byte(out), &js); err != nil || code != 0 || len(js.KVs) != 3 || js.More || js.Revision < 3 {
+		t.Fatalf("-o json get big/ --prefix: exit %d, %v, %d keys, more %v, stderr %q", code, err, len(js.KVs), js.More, errOut)
+	}
+	for i, kv := range js.KVs {
+		if kv.Key != keys[i] || len(kv.Value) != 900<<10 || kv.Value[0] != byte('a'+i) {
+			t.Fatalf("-o json key %d: %q with %d bytes, want %q", i, kv.Key, len(kv.Value), keys[i])
+		}
+	}
 }
