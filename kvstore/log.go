@@ -725,10 +725,19 @@ func (l *LogStore) cacheAppend(prev logState, ents []raft.Entry) {
 	start := ents[0].Index
 	if n := len(l.cache); n > 0 && start >= l.cache[0].Index && start <= prev.last+1 {
 		keep := start - l.cache[0].Index
-		for _, e := range l.cache[keep:] {
-			l.cacheBytes -= entrySize(e)
+		if keep < uint64(n) {
+			// A conflicting suffix is replaced: slices of it that Entries
+			// returned may still be in use, so the new entries must not
+			// overwrite them in place (the next append reallocates).
+			for _, e := range l.cache[keep:] {
+				l.cacheBytes -= entrySize(e)
+			}
+			l.cache = slices.Clip(l.cache[:keep])
 		}
-		l.cache = slices.Clip(l.cache[:keep])
+		// A plain append writes past len(l.cache) only, where no slice
+		// that Entries returned reaches (their capacity ends at their
+		// length), so it may reuse the spare capacity: clipping here
+		// would copy the whole cache at every Save.
 	} else {
 		l.dropCache()
 	}

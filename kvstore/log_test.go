@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -547,5 +548,72 @@ func TestLogUnsyncedSaveWritesNothing(t *testing.T) {
 	}
 	if got, want := onDisk(), (raft.HardState{Term: 1, Vote: 1, Commit: 4}); got != want {
 		t.Fatalf("after Close the file holds %+v, want %+v", got, want)
+	}
+}
+
+// TestLogCacheKeepsReturnedEntries: slices that Entries returned from the
+// tail cache keep their contents while later Saves append to the cache (it
+// reuses its spare capacity) and replace a conflicting suffix (which must
+// not be overwritten in place). Appending to a returned slice must not
+// reach into the cache either.
+func TestLogCacheKeepsReturnedEntries(t *testing.T) {
+	l := openTestLog(t, filepath.Join(t.TempDir(), "raft.db"), LogOptions{NoSync: true})
+	type held struct{ got, want []raft.Entry }
+	var hold []held
+	take := func(lo, hi uint64) {
+		t.Helper()
+		got, err := l.Entries(lo, hi, math.MaxUint64)
+		if err != nil {
+			t.Fatalf("entries [%d,%d): %v", lo, hi, err)
+		}
+		want := make([]raft.Entry, len(got))
+		for i, e := range got {
+			e.Data = bytes.Clone(e.Data)
+			want[i] = e
+		}
+		hold = append(hold, held{got, want})
+	}
+	check := func(when string) {
+		t.Helper()
+		for i, h := range hold {
+			if !entriesEqual(h.got, h.want) {
+				t.Fatalf("%s: slice %d returned by Entries changed: %v, want %v", when, i, h.got, h.want)
+			}
+		}
+	}
+	save := func(es []raft.Entry) {
+		t.Helper()
+		if err := l.Save(raft.HardState{}, es, raft.Snapshot{}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One entry per Save, so the cache grows by append and has spare
+	// capacity behind the slices handed out.
+	for i := uint64(1); i <= 40; i++ {
+		save(ents(i, i, 1))
+		take(1, i+1)
+		take(max(1, i-2), i+1)
+	}
+	check("after appends")
+	// Appending to a returned slice must not write into the cache.
+	last := hold[len(hold)-1].got
+	_ = append(last, raft.Entry{Index: 41, Term: 9, Data: []byte("caller's")})
+	take(1, 41)
+	check("after a caller appended to a returned slice")
+	// Replace the suffix from index 30 with entries of term 2, then keep
+	// appending one at a time.
+	save(ents(30, 32, 2))
+	check("after replacing a suffix")
+	for i := uint64(33); i <= 60; i++ {
+		save(ents(i, i, 2))
+		take(25, i+1)
+	}
+	check("after appends behind a replaced suffix")
+	got, err := l.Entries(1, 61, math.MaxUint64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(ents(1, 29, 1), ents(30, 60, 2)...); !entriesEqual(got, want) {
+		t.Fatalf("entries [1,61) = %v, want %v", got, want)
 	}
 }
