@@ -1,9 +1,11 @@
 package codec
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -24,17 +26,79 @@ func Marshal(v any) ([]byte, error) {
 	return b, nil
 }
 
+// MarshalAfter returns a new slice that holds prefix followed by the
+// msgpack encoding of v (the bytes Marshal returns). It encodes into a
+// pooled buffer and allocates the result once at its final size, where
+// Marshal grows its buffer by doublings; prefix is copied, not retained.
+func MarshalAfter(prefix []byte, v any) ([]byte, error) {
+	e := encoders.Get().(*encoder)
+	defer e.release()
+	e.enc.Reset(&e.buf) // the state msgpack.Marshal starts from
+	if err := e.enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("codec: marshal %T: %w", v, err)
+	}
+	out := make([]byte, len(prefix)+e.buf.Len())
+	copy(out[copy(out, prefix):], e.buf.Bytes())
+	return out, nil
+}
+
+// encoder is a pooled msgpack encoder and the buffer it writes to. The
+// buffer never leaves MarshalAfter: callers get a copy.
+type encoder struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = msgpack.NewEncoder(&e.buf)
+	return e
+}}
+
+// maxPooledBuffer bounds the buffers kept for reuse, so that one large
+// message (a snapshot chunk, a MsgApp of big values) does not stay pinned.
+const maxPooledBuffer = 64 << 10
+
+func (e *encoder) release() {
+	if e.buf.Cap() > maxPooledBuffer {
+		return
+	}
+	e.buf.Reset()
+	encoders.Put(e)
+}
+
 // Unmarshal decodes exactly one msgpack value from b into v, after Validate
 // has checked that every length and count in b is backed by bytes.
 func Unmarshal(b []byte, v any) error {
 	if err := Validate(b); err != nil {
 		return err
 	}
-	if err := msgpack.Unmarshal(b, v); err != nil {
+	d := decoders.Get().(*decoder)
+	d.r.Reset(b)
+	d.dec.Reset(&d.r) // the state msgpack.Unmarshal decodes with
+	err := d.dec.Decode(v)
+	d.r.Reset(nil) // do not pin b
+	d.dec.Reset(nil)
+	decoders.Put(d)
+	if err != nil {
 		return fmt.Errorf("codec: unmarshal into %T: %w", v, err)
 	}
 	return nil
 }
+
+// decoder is a pooled msgpack decoder with the reader it reads from
+// (msgpack.Unmarshal allocates a bytes.Reader per call). Decoded []byte
+// and string fields are copies: nothing in v aliases b.
+type decoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+var decoders = sync.Pool{New: func() any {
+	d := &decoder{}
+	d.dec = msgpack.NewDecoder(&d.r)
+	return d
+}}
 
 // Validate walks b and reports whether it holds exactly one msgpack value
 // whose lengths and counts all fit in the bytes that remain and whose

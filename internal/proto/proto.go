@@ -60,13 +60,12 @@ var ErrMalformed = errors.New("proto: malformed payload")
 
 // Encode returns kind followed by the msgpack encoding of body.
 func Encode(kind Kind, body any) ([]byte, error) {
-	b, err := codec.Marshal(body)
+	k := [1]byte{byte(kind)}
+	out, err := codec.MarshalAfter(k[:], body)
 	if err != nil {
 		return nil, fmt.Errorf("proto: encode kind %d: %w", kind, err)
 	}
-	out := make([]byte, 0, len(b)+1)
-	out = append(out, byte(kind))
-	return append(out, b...), nil
+	return out, nil
 }
 
 // MustEncode is Encode for bodies that cannot fail to encode (the
