@@ -683,8 +683,15 @@ func TestRestartWithCommitBehindApplied(t *testing.T) {
 // (A Raft message that rudp cannot carry would stall replication for good.)
 func TestLargestRequestReplicates(t *testing.T) {
 	// The daemons' tick: with the tests' 20 ms one, the leader resends a
-	// 1 MiB MsgApp every few ms of a -race run, faster than it moves.
-	c := newCluster(t, 3, func(c *cluster) { c.tune = func(cfg *Config) { cfg.TickInterval = 100 * time.Millisecond } })
+	// 1 MiB MsgApp every few ms of a -race run, faster than it moves. And
+	// a 3 s election timeout: rudp sends a peer's messages in order, so
+	// heartbeats wait behind the 1 MiB MsgApp, which under -race on a
+	// loaded 2-core machine can take longer than the daemons' 1 s to go
+	// out; the followers then campaign, again and again, and the put is
+	// not answered in time (about 1 run in 30 there).
+	c := newCluster(t, 3, func(c *cluster) {
+		c.tune = func(cfg *Config) { cfg.TickInterval, cfg.ElectionTicks = 100*time.Millisecond, 30 }
+	})
 	ce := newClientEndpoint(t)
 	key := strings.Repeat("k", kvstore.DefaultMaxKeyBytes)
 	value := bytes.Repeat([]byte{0xa5}, kvstore.DefaultMaxValueBytes)
