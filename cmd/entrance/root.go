@@ -11,8 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
-	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -144,10 +142,10 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	if o.listen == "" {
 		return usagef("--listen is required")
 	}
-	if !validListenAddr(o.listen) {
+	if !cliutil.ValidListenAddr(o.listen) {
 		return usagef("--listen %q: want ip:port, for example 127.0.0.1:7700", o.listen)
 	}
-	if o.http != "" && !validListenAddr(o.http) {
+	if o.http != "" && !cliutil.ValidListenAddr(o.http) {
 		return usagef("--http %q: want ip:port, for example 127.0.0.1:7780 (or \"\" for none)", o.http)
 	}
 	if fi, err := os.Stat(o.dataDir); err == nil && !fi.IsDir() {
@@ -179,13 +177,13 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	}
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {
-		return listenError("--listen", o.listen, err)
+		return cliutil.ListenError("--listen", o.listen, "another entrance or raftd", err)
 	}
 	var ln net.Listener
 	if o.http != "" {
 		if ln, err = net.Listen("tcp", o.http); err != nil {
 			pc.Close()
-			return listenError("--http", o.http, err)
+			return cliutil.ListenError("--http", o.http, "another entrance or raftd", err)
 		}
 	}
 	cfg := entrance.Config{DataDir: o.dataDir, Voters: o.voters, PacketConn: pc, Secret: secret, Logger: log,
@@ -302,30 +300,6 @@ func dataDirError(dir string, err error) error {
 		return usagef("--data-dir %s: permission denied for user %d (%v); make it writable by that user, or choose another --data-dir", dir, os.Getuid(), err)
 	}
 	return err
-}
-
-// validListenAddr reports whether s is host:port with a numeric port (the
-// host may be empty: every address).
-func validListenAddr(s string) bool {
-	_, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return false
-	}
-	n, err := strconv.Atoi(port)
-	return err == nil && n >= 0 && n <= 65535
-}
-
-// listenError explains a failed bind of flag's address: one in use gets
-// what to do about it; the net package's "listen udp ADDR:" prefix, which
-// repeated the address, is left out.
-func listenError(flag, addr string, err error) error {
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%s %s: the address is already in use (another entrance or raftd on this machine?); stop it or choose another %s", flag, addr, flag)
-	}
-	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Err != nil {
-		err = oe.Err
-	}
-	return fmt.Errorf("%s %s: %w", flag, addr, err)
 }
 
 // applyEnv sets every flag not given on the command line from its

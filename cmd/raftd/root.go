@@ -11,9 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -162,9 +160,9 @@ func (o *options) check() (entrance, advertise netip.AddrPort, bcast []netip.Add
 		return entrance, advertise, nil, usagef("--data-dir is required")
 	case o.listen == "":
 		return entrance, advertise, nil, usagef("--listen is required")
-	case !validListenAddr(o.listen):
+	case !cliutil.ValidListenAddr(o.listen):
 		return entrance, advertise, nil, usagef("--listen %q: want ip:port, for example 127.0.0.1:7701", o.listen)
-	case o.http != "" && !validListenAddr(o.http):
+	case o.http != "" && !cliutil.ValidListenAddr(o.http):
 		return entrance, advertise, nil, usagef("--http %q: want ip:port, for example 127.0.0.1:7702", o.http)
 	case o.discoveryPort < 1 || o.discoveryPort > 65535:
 		return entrance, advertise, nil, usagef("--discovery-port %d: want 1-65535", o.discoveryPort)
@@ -225,7 +223,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	}
 	pc, err := net.ListenPacket("udp", o.listen)
 	if err != nil {
-		return listenError("--listen", o.listen, err)
+		return cliutil.ListenError("--listen", o.listen, "another raftd or entrance", err)
 	}
 	if !advertise.IsValid() {
 		advertise, err = netip.ParseAddrPort(pc.LocalAddr().String())
@@ -241,7 +239,7 @@ func serve(ctx context.Context, o options, stderr io.Writer, lookupEnv func(stri
 	if o.http != "" {
 		if ln, err = net.Listen("tcp", o.http); err != nil {
 			pc.Close()
-			return listenError("--http", o.http, err)
+			return cliutil.ListenError("--http", o.http, "another raftd or entrance", err)
 		}
 	}
 	reg := prometheus.NewRegistry()
@@ -385,30 +383,6 @@ func innermostPathError(err error) error {
 		return pe
 	}
 	return err
-}
-
-// validListenAddr reports whether s is host:port with a numeric port (the
-// host may be empty: every address).
-func validListenAddr(s string) bool {
-	_, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return false
-	}
-	n, err := strconv.Atoi(port)
-	return err == nil && n >= 0 && n <= 65535
-}
-
-// listenError explains a failed bind of flag's address: one in use gets
-// what to do about it; the net package's "listen udp ADDR:" prefix, which
-// repeated the address, is left out.
-func listenError(flag, addr string, err error) error {
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%s %s: the address is already in use (another raftd or entrance on this machine?); stop it or choose another %s", flag, addr, flag)
-	}
-	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Err != nil {
-		err = oe.Err
-	}
-	return fmt.Errorf("%s %s: %w", flag, addr, err)
 }
 
 func readSecret(path string) ([]byte, error) {

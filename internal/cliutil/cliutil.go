@@ -1,6 +1,6 @@
 // Package cliutil holds the command-line plumbing that raftd and the
-// entrance share: flags from environment variables, the slog logger, and
-// the cluster secret file.
+// entrance share: flags from environment variables, the slog logger, the
+// cluster secret file, and listen addresses and their bind errors.
 //
 // # Usage
 //
@@ -10,11 +10,15 @@
 package cliutil
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/pflag"
 )
@@ -72,4 +76,29 @@ func ReadSecret(path string) ([]byte, error) {
 		return nil, fmt.Errorf("secret file %s is empty", path)
 	}
 	return secret, nil
+}
+
+// ValidListenAddr reports whether s is host:port with a numeric port (the
+// host may be empty: every address).
+func ValidListenAddr(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// ListenError explains a failed bind of flag's address: one in use gets
+// what to do about it (others names what else may hold it); the net
+// package's "listen udp ADDR:" prefix, which repeated the address, is left
+// out.
+func ListenError(flag, addr, others string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%s %s: the address is already in use (%s on this machine?); stop it or choose another %s", flag, addr, others, flag)
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Err != nil {
+		err = oe.Err
+	}
+	return fmt.Errorf("%s %s: %w", flag, addr, err)
 }

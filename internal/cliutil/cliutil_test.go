@@ -2,9 +2,11 @@ package cliutil
 
 import (
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/spf13/pflag"
@@ -63,5 +65,29 @@ func TestReadSecret(t *testing.T) {
 	}
 	if _, err := ReadSecret(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("ReadSecret(missing) succeeded")
+	}
+}
+
+func TestValidListenAddr(t *testing.T) {
+	for s, want := range map[string]bool{
+		"127.0.0.1:7700": true, ":7700": true, "[::1]:0": true, "0.0.0.0:65535": true,
+		"127.0.0.1": false, "127.0.0.1:http": false, "127.0.0.1:65536": false, "": false, "host:-1": false,
+	} {
+		if got := ValidListenAddr(s); got != want {
+			t.Errorf("ValidListenAddr(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestListenError(t *testing.T) {
+	inUse := &net.OpError{Op: "listen", Net: "udp", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
+	got := ListenError("--listen", "127.0.0.1:7700", "another raftd", inUse).Error()
+	want := "--listen 127.0.0.1:7700: the address is already in use (another raftd on this machine?); stop it or choose another --listen"
+	if got != want {
+		t.Errorf("in use:\n got %q\nwant %q", got, want)
+	}
+	denied := &net.OpError{Op: "listen", Net: "udp", Err: os.NewSyscallError("bind", syscall.EACCES)}
+	if got, want := ListenError("--http", ":80", "x", denied).Error(), "--http :80: bind: permission denied"; got != want {
+		t.Errorf("denied: got %q, want %q", got, want)
 	}
 }
