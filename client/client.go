@@ -433,7 +433,7 @@ func (c *Client) doAt(ctx context.Context, what string, req *proto.ClientRequest
 		answered   error // the last "no leader" or "unavailable" answer of a node
 		silent     []string
 		refusedBy  = map[string]bool{} // addresses (and the entrance) that could not verify our datagrams
-		verified   bool                // a copy went to a node that did not refuse it
+		reached    bool                // a copy went to a node (not the entrance), which may have applied it
 		allRefused error               // set when every address refused: the operation ends
 	)
 loop:
@@ -466,8 +466,12 @@ loop:
 		sent = true
 		copies++
 		err = authRefused(err)
-		if !errors.Is(err, ErrUnauthorized) {
-			verified = true
+		if addr != c.cfg.Entrance {
+			// Even a copy this node refused may have been applied: "auth
+			// failed" notices are not authenticated (anyone on the path
+			// can forge one), and a node restarted with another secret
+			// refuses what it accepted before.
+			reached = true
 		}
 		if err != nil {
 			c.log.Debug("attempt failed", "op", what, "addr", addr, "err", err)
@@ -578,10 +582,10 @@ loop:
 	}
 
 	if allRefused != nil {
-		if write && verified {
+		if write && reached {
 			return nil, "", fmt.Errorf("client: %s: %w: %w", what, ErrOutcomeUnknown, allRefused)
 		}
-		// No node could verify what was sent, so nothing was applied.
+		// Only the entrance saw it, and the entrance applies nothing.
 		return nil, "", fmt.Errorf("client: %s: %w", what, allRefused)
 	}
 	cause := ErrTimeout

@@ -43,9 +43,11 @@
 // notice, which rudp reports when an attempt fails (it never ends an
 // attempt early). An operation ends at once, without waiting for its
 // deadline, when every address the client knows (its entrance, or each
-// endpoint) refused it so; a write all of whose copies were refused was
-// not applied. One refusing node among others is retried around, and then
-// only explains a timeout.
+// endpoint) refused it so. A write that reached a node is then still
+// reported with ErrOutcomeUnknown: a notice proves nothing (anyone on the
+// path can forge one, and a node restarted with another secret refuses
+// what it may have applied before). One refusing node among others is
+// retried around, and then only explains a timeout.
 //
 // # Usage
 //

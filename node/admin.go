@@ -160,12 +160,14 @@ var errInvalid = errors.New("node: invalid request")
 // does not happen in time (writes are refused meanwhile). A target that is
 // still catching up, such as a member promoted a moment ago that is
 // installing its snapshot, can need longer. So the transfer starts only
-// once the target holds every committed entry, and starts again if the
-// core dropped it while this node still leads, until ctx ends.
+// once the target holds every entry committed when the request came (not
+// the current commit index: under steady writes a healthy target is
+// always a few entries behind that), and starts again if the core dropped
+// it while this node still leads, until ctx ends.
 func (n *Node) transferLeader(ctx context.Context, id uint64) error {
 	t := time.NewTicker(n.cfg.TickInterval / 2)
 	defer t.Stop()
-	var match, commit uint64
+	var match, commit, want uint64
 	for first := true; ; first = false {
 		if n.lead.Load() == id {
 			return nil
@@ -186,7 +188,10 @@ func (n *Node) transferLeader(ctx context.Context, id uint64) error {
 				return
 			}
 			match, commit = st.Progress[id].Match, st.Committed
-			if st.LeadTransferee != id && match >= commit {
+			if first {
+				want = commit
+			}
+			if st.LeadTransferee != id && match >= want {
 				n.rn.TransferLeader(id)
 			}
 		}); err != nil {
@@ -198,7 +203,7 @@ func (n *Node) transferLeader(ctx context.Context, id uint64) error {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return fmt.Errorf("node: leadership transfer to %016x (its log matches the leader's up to %d, commit index %d): %w", id, match, commit, ctx.Err())
+			return fmt.Errorf("node: leadership transfer to %016x (its log matches the leader's up to %d, waiting for %d, commit index %d): %w", id, match, want, commit, ctx.Err())
 		case <-n.loopDone:
 			return ErrClosed
 		}

@@ -2,10 +2,15 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/raftkv/raftkv/internal/faultnet"
 	"github.com/raftkv/raftkv/internal/proto"
 )
 
@@ -154,5 +159,50 @@ func TestRetryJoinsPendingProposal(t *testing.T) {
 	mustOK(t, c.do(get("k")))
 	if got := lead.n.kv.Applied() - before; got != 1 {
 		t.Fatalf("a write and its retry took %d log entries, want 1", got)
+	}
+}
+
+// TestTransferLeaderUnderWriteLoad: a healthy voter behind a slower link
+// (3 ms each way) under a steady write load is always a few entries behind
+// the commit index; a transfer to it must still start (it once waited for
+// match >= the current commit index, which never held).
+func TestTransferLeaderUnderWriteLoad(t *testing.T) {
+	fn := faultnet.New(12)
+	t.Cleanup(func() { fn.Close() })
+	c := newCluster(t, 3, func(c *cluster) {
+		c.wrap = func(pc net.PacketConn) net.PacketConn { return fn.Wrap(pc) }
+	})
+	lead := c.waitLeader()
+	var to *tnode
+	for i := uint64(1); i <= 3; i++ {
+		if c.node(i) != lead {
+			to = c.node(i)
+		}
+	}
+	fn.SetLink(lead.addr, to.addr, faultnet.Link{Delay: 3 * time.Millisecond})
+	fn.SetLink(to.addr, lead.addr, faultnet.Link{Delay: 3 * time.Millisecond})
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var puts atomic.Int64
+	for w := range 4 {
+		wg.Go(func() {
+			for i := uint64(1); !stop.Load(); i++ {
+				lead.n.Do(context.Background(), put(uint64(500+w), i, fmt.Sprintf("w%d", w), "x"))
+				puts.Add(1)
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	start := time.Now()
+	r := lead.n.Admin(ctx, proto.AdminRequest{Op: proto.AdminTransferLeader, NodeID: to.id})
+	el := time.Since(start)
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("transfer under load: %v %q after %v (%d puts)", r.Code, r.Message, el, puts.Load())
+	if r.Code != proto.CodeOK {
+		t.Fatalf("transfer to a healthy, slower voter under load failed: %v %s", r.Code, r.Message)
 	}
 }
