@@ -54,12 +54,9 @@ func (n *Node) Admin(ctx context.Context, req proto.AdminRequest) proto.AdminRes
 		if req.NodeID != 0 && req.NodeID != n.id.Load() {
 			return proto.AdminResponse{Code: proto.CodeInvalid, Message: fmt.Sprintf("this is node %016x, not %016x", n.id.Load(), req.NodeID)}
 		}
-		err = n.stop(ctx, req.KeepMembership)
-		if err == nil && req.Removed {
-			// The leader says this node was removed (it may never apply
-			// its removal itself): recorded when Run returns.
-			n.removed.Store(true)
-		}
+		// With Removed, the leader says this node was removed (it may
+		// never apply its removal itself): recorded when Run returns.
+		err = n.stop(ctx, req.KeepMembership, req.Removed)
 	default:
 		return proto.AdminResponse{Code: proto.CodeInvalid, Message: fmt.Sprintf("unknown admin op %d", req.Op)}
 	}
@@ -229,9 +226,17 @@ func (n *Node) waitLeader(ctx context.Context, ok func(lead uint64) bool) error 
 // stop makes the node leave the cluster (unless keep) and then stop: a
 // leader first hands leadership to the most caught-up voter, then the
 // leader removes this node.
-func (n *Node) stop(ctx context.Context, keep bool) (err error) {
+//
+// removed says the leader reported this node removed: it is marked so
+// before the stop is scheduled, so that Run, which may return any time
+// after, records it.
+func (n *Node) stop(ctx context.Context, keep, removed bool) (err error) {
 	self := n.id.Load()
 	n.stopping.Store(true)
+	if removed {
+		n.removalKnown.Store(true)
+		n.removed.Store(true)
+	}
 	defer func() {
 		if err != nil {
 			n.stopping.Store(false)
@@ -277,6 +282,7 @@ func (n *Node) stop(ctx context.Context, keep bool) (err error) {
 		if err := n.askRemoval(ctx, self); err != nil {
 			return err
 		}
+		n.removalKnown.Store(true)
 		n.removed.Store(true)
 	}
 	n.logger().Info("stop requested", "keep_membership", keep)

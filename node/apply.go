@@ -225,6 +225,7 @@ func (n *Node) applyConfChange(e raft.Entry) error {
 		}
 		delete(n.repl.Members, cc.NodeID)
 		if cc.NodeID == self {
+			n.removalKnown.Store(true)
 			n.removed.Store(true)
 		} else {
 			if addr, ok := n.addrOf(cc.NodeID); ok && n.rn.BasicStatus().RaftState == raft.StateLeader {

@@ -87,10 +87,12 @@
 // peer when it starts (a learner restarted on a new address never
 // campaigns, so the leader would not find it otherwise). A node removed
 // from the configuration stops (Run returns nil; the leader also tells it
-// with AdminStop, since it stops replicating to it), as does a restarted
-// node that the entrance answers was removed while it was down; either
-// way node.db records it (Identity.Removed) and Run on that data dir
-// returns nil at once. The leader reports to
+// with AdminStop, since it stops replicating to it), and node.db records
+// it (Identity.Removed), so Run on that data dir returns nil at once. A
+// restarted node that the entrance answers was removed while it was down
+// stops too, without recording it: the entrance's registry can lag the
+// configuration for a moment, and a live voter must be able to start
+// again. The leader reports to
 // the entrance on election and every Config.ReportInterval.
 //
 // # Metrics

@@ -127,8 +127,11 @@ func (n *Node) rejoin(ctx context.Context, ident Identity) {
 			return
 		case err == nil && resp.Code == proto.CodeRefused && resp.Removed:
 			// The loop notices and stops ("removed from the cluster;
-			// stopping"); Run records it in node.db.
-			n.logger().Warn("the entrance says this node was removed from the cluster", "msg", resp.Message)
+			// stopping"). Not recorded in node.db: the entrance's registry
+			// can briefly lag the configuration (a new leader reports
+			// before it applied an earlier AddVoter), so a live voter
+			// restarted in that window must be able to start again.
+			n.logger().Warn("the entrance says this node was removed from the cluster; stopping (start it again if it is still a member)", "msg", resp.Message)
 			n.removed.Store(true)
 			return
 		case err == nil && resp.Code == proto.CodeRefused:

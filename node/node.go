@@ -113,6 +113,10 @@ type Node struct {
 	snapJob      *snapJob    // the snapshot being written in the background, or nil
 	snapRetryAt  uint64      // after a failed snapshot: the applied index to try again at
 	removed      atomic.Bool // this node was removed from the configuration (set by the loop, stop, rejoin)
+	// removalKnown: the removal is certain (this node applied it, or its
+	// stop-node removed it, or the leader said so), not only the
+	// entrance's word at rejoin: only then does Run record it in node.db.
+	removalKnown atomic.Bool
 	stopping     atomic.Bool // AdminStop in progress
 	wasLeader    bool
 	ticks        atomic.Uint64 // ticks given to the core (tests wait on it)
@@ -334,7 +338,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	<-n.applierDone
 	stopLoop()
 	n.failAll()
-	if n.removed.Load() {
+	if n.removed.Load() && n.removalKnown.Load() {
 		// A restart on this data dir stops at once (see Identity.Removed).
 		ident.Removed = true
 		if serr := n.meta.setIdentity(ident); serr != nil {
