@@ -239,6 +239,7 @@ func (l *LogStore) update(sync bool, fn func(tx *bolt.Tx, st *logState) error) (
 	}
 	st := l.st
 	l.db.NoSync = l.noSync || !sync
+	committing := false
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		if err := fn(tx, &st); err != nil {
 			return err
@@ -246,12 +247,18 @@ func (l *LogStore) update(sync bool, fn func(tx *bolt.Tx, st *logState) error) (
 		// A hard state Save deferred goes with this commit, unless the
 		// commit wrote a newer one.
 		if !l.pendingHS.IsEmpty() && l.pendingHS.Commit > st.hs.Commit && l.pendingHS.Term == st.hs.Term && l.pendingHS.Vote == st.hs.Vote {
-			return st.putHardState(tx, l.pendingHS)
+			if err := st.putHardState(tx, l.pendingHS); err != nil {
+				return err
+			}
 		}
+		committing = true
 		return nil
 	})
 	l.db.NoSync = l.noSync
 	if err != nil {
+		if committing {
+			err = fmt.Errorf("%w: %w", errCommitUnknown, err)
+		}
 		return logState{}, err
 	}
 	l.pendingHS = raft.HardState{}
@@ -312,7 +319,7 @@ func (l *LogStore) Save(hs raft.HardState, ents []raft.Entry, snap raft.Snapshot
 		return nil
 	})
 	if err != nil {
-		l.dropUnrecorded(sf)
+		l.dropUnrecorded(sf, err)
 		if len(ents) > 0 {
 			return fmt.Errorf("kvstore: save [%d,%d]: %w", ents[0].Index, ents[len(ents)-1].Index, err)
 		}
@@ -371,7 +378,7 @@ func (l *LogStore) ApplySnapshot(s raft.Snapshot) error {
 	}
 	prev, err := l.update(true, func(tx *bolt.Tx, st *logState) error { return st.applySnapshot(tx, s.Meta, sf) })
 	if err != nil {
-		l.dropUnrecorded(sf)
+		l.dropUnrecorded(sf, err)
 		return fmt.Errorf("kvstore: apply snapshot at %d: %w", s.Meta.Index, err)
 	}
 	l.dropCache()
@@ -395,8 +402,17 @@ func (l *LogStore) snapshotFile(s raft.Snapshot) (SnapshotFile, error) {
 	})
 }
 
-// dropUnrecorded removes a file written for a transaction that failed.
-func (l *LogStore) dropUnrecorded(f SnapshotFile) {
+// errCommitUnknown marks an error of the commit itself (its write or
+// fsync): the transaction may be on disk all the same.
+var errCommitUnknown = errors.New("commit failed; it may be on disk")
+
+// dropUnrecorded removes a file written for a transaction that failed
+// (err), unless the commit itself failed: then the log may name the file
+// after all, and the next OpenLog removes it if it does not.
+func (l *LogStore) dropUnrecorded(f SnapshotFile, err error) {
+	if errors.Is(err, errCommitUnknown) {
+		return
+	}
 	if f.Name != "" && f.Name != l.st.snapFile.Name {
 		os.Remove(filepath.Join(l.snapDir, f.Name))
 	}
@@ -435,7 +451,7 @@ func (l *LogStore) CreateSnapshot(i uint64, cs *raft.ConfState, data []byte) (ra
 	}
 	prev, err := l.update(true, func(tx *bolt.Tx, st *logState) error { return st.putSnapshot(tx, meta, sf) })
 	if err != nil {
-		l.dropUnrecorded(sf)
+		l.dropUnrecorded(sf, err)
 		return raft.Snapshot{}, fmt.Errorf("kvstore: create snapshot at %d: %w", i, err)
 	}
 	l.removeOld(prev.snapFile)

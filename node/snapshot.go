@@ -122,7 +122,11 @@ func (n *Node) finishSnapshot(r snapResult) error {
 		if errors.Is(err, raft.ErrSnapOutOfDate) {
 			// A received snapshot got there first.
 			n.snapIndex = max(n.snapIndex, r.meta.Index)
-			return n.rlog.RemoveSnapshotFile(r.file)
+			if err := n.rlog.RemoveSnapshotFile(r.file); err != nil {
+				// Unrecorded: the next start removes it anyway.
+				n.logger().Warn("cannot remove an unused snapshot file", "file", r.file.Name, "err", err)
+			}
+			return nil
 		}
 		return err
 	}
