@@ -412,3 +412,30 @@ func TestStoreFormatRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestResultCarriesSessionIdentity: a result names its command's ClientID
+// and Seq (the runtime finds the waiting writer by them), for a fresh
+// command, a duplicate answered from the session table and a command
+// without a session; entries that were not decoded carry zeros.
+func TestResultCarriesSessionIdentity(t *testing.T) {
+	k := newTestKV(t, Config{MaxRequestBytes: 256})
+	now := time.Now().UnixNano()
+	cmd := Command{Op: OpPut, Key: []byte("k"), Value: []byte("v"), ClientID: 77, Seq: 1, Time: now}
+	for _, what := range []string{"first", "duplicate"} {
+		r := k.apply(cmd)
+		if r.ClientID != 77 || r.Seq != 1 || (what == "duplicate") != r.Duplicate {
+			t.Fatalf("%s: result identity %d/%d duplicate %v, want 77/1 %v", what, r.ClientID, r.Seq, r.Duplicate, what == "duplicate")
+		}
+	}
+	if r := k.apply(Command{Op: OpPut, Key: []byte("k"), Value: []byte("w"), Seq: 9, Time: now}); r.ClientID != 0 || r.Seq != 9 {
+		t.Fatalf("sessionless command: identity %d/%d, want 0/9", r.ClientID, r.Seq)
+	}
+	big := k.entry(Command{Op: OpPut, Key: []byte("k"), Value: make([]byte, 300), ClientID: 78, Seq: 1, Time: now})
+	if r := k.applyEntry(big); r.Err == nil || r.ClientID != 0 || r.Seq != 0 {
+		t.Fatalf("entry over the request limit: %v, identity %d/%d, want an error and 0/0", r.Err, r.ClientID, r.Seq)
+	}
+	k.idx++
+	if r := k.applyEntry(raft.Entry{Index: k.idx, Term: 1}); r.ClientID != 0 || r.Seq != 0 {
+		t.Fatalf("no-op: identity %d/%d", r.ClientID, r.Seq)
+	}
+}

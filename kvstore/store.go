@@ -163,6 +163,12 @@ type Result struct {
 	// Duplicate says the answer came from the session table: the command
 	// was a retry and was not applied again.
 	Duplicate bool `msgpack:"-"`
+	// ClientID and Seq are the command's session identity, so that the
+	// runtime finds who waits for this result without decoding the entry
+	// again; both 0 when the entry was not decoded (not a command, or over
+	// the request limit). Not stored.
+	ClientID uint64 `msgpack:"-"`
+	Seq      uint64 `msgpack:"-"`
 }
 
 // metaState is the store's own state, written in the same transaction as
@@ -564,6 +570,13 @@ func (w *applier) applyEntry(e raft.Entry) (Result, error) {
 	if err != nil {
 		return w.fail(r, err), nil
 	}
+	res, err := w.applyCommand(r, &cmd)
+	res.ClientID, res.Seq = cmd.ClientID, cmd.Seq
+	return res, err
+}
+
+// applyCommand applies the decoded command of entry r.Index.
+func (w *applier) applyCommand(r Result, cmd *Command) (Result, error) {
 	r.Op = cmd.Op
 	if cmd.Time > w.st.clock {
 		w.st.clock = cmd.Time
@@ -575,9 +588,9 @@ func (w *applier) applyEntry(e raft.Entry) (Result, error) {
 		return w.fail(r, fmt.Errorf("%w: register-session is retired (store format %d keys sessions by ClientID); the entry was written by an older raftkv", ErrBadCommand, storeFormat)), nil
 	}
 	if cmd.ClientID == 0 || cmd.Op == OpRange {
-		return w.exec(r, &cmd)
+		return w.exec(r, cmd)
 	}
-	return w.applyWithSession(r, &cmd)
+	return w.applyWithSession(r, cmd)
 }
 
 func (w *applier) fail(r Result, err error) Result {

@@ -129,17 +129,9 @@ func (n *Node) applier() {
 // reads still see only committed state: the store's applied index, which
 // they wait for, advances after the commit.
 func (n *Node) applyRun(batch []raft.Entry) error {
-	cmds := make([]*kvstore.Command, len(batch))
-	for i, e := range batch {
-		if len(e.Data) > 0 {
-			if c, err := kvstore.DecodeCommand(e.Data); err == nil {
-				cmds[i] = &c
-			}
-		}
-	}
 	start := time.Now()
 	_, err := n.kv.ApplyThen(batch, func(res []kvstore.Result) error {
-		n.deliver(batch, cmds, res)
+		n.deliver(batch, res)
 		if n.cfg.beforeStateCommit != nil {
 			return n.cfg.beforeStateCommit(res)
 		}
@@ -156,18 +148,27 @@ func (n *Node) applyRun(batch []raft.Entry) error {
 
 // deliver hands results to waiting writers. It runs inside the state
 // machine's write transaction (see applyRun): it must not call n.kv.
-func (n *Node) deliver(batch []raft.Entry, cmds []*kvstore.Command, res []kvstore.Result) {
+func (n *Node) deliver(batch []raft.Entry, res []kvstore.Result) {
 	n.stMu.Lock()
 	defer n.stMu.Unlock()
 	// kvstore skips entries it already applied; results start at the first
 	// one it did apply.
 	off := len(batch) - len(res)
 	for i, r := range res {
-		cmd := cmds[off+i]
-		if cmd == nil {
-			continue
+		k := waitKey{r.ClientID, r.Seq}
+		if k.seq == 0 {
+			// kvstore did not decode it (over the request limit: refused
+			// unread); its proposer may still wait for the refusal.
+			e := batch[off+i]
+			if e.Type != raft.EntryNormal || len(e.Data) == 0 {
+				continue
+			}
+			c, err := kvstore.DecodeCommand(e.Data)
+			if err != nil {
+				continue
+			}
+			k = waitKey{c.ClientID, c.Seq}
 		}
-		k := waitKey{cmd.ClientID, cmd.Seq}
 		if ws, ok := n.waiters[k]; ok {
 			delete(n.waiters, k)
 			for _, ch := range ws {
