@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"path/filepath"
 	"time"
 
@@ -122,28 +121,14 @@ type store struct {
 // registryFile is the bbolt file under the data dir.
 const registryFile = "entrance.db"
 
-// openError says that opening path failed, naming path once: bbolt's
-// error is often an *fs.PathError that names it already (it read "open X:
-// open X: is a directory").
-func openError(prefix, path string, err error) error {
-	if pe, ok := errors.AsType[*fs.PathError](err); ok && pe.Path == path {
-		return fmt.Errorf("%s: %w", prefix, err)
-	}
-	return fmt.Errorf("%s: open %s: %w", prefix, path, err)
-}
-
 func openStore(dir string) (*store, error) {
 	if err := fsutil.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("entrance: create data dir: %w", err)
 	}
 	path := filepath.Join(dir, registryFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := fsutil.OpenBolt(path, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		return nil, openError("entrance: registry", path, err)
-	}
-	if err := fsutil.SyncDir(dir); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("entrance: open registry: %w", err)
+		return nil, fmt.Errorf("entrance: registry: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketNodes, bucketMeta} {

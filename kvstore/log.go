@@ -113,17 +113,13 @@ func OpenLog(path string, opts LogOptions) (*LogStore, error) {
 	if timeout == 0 {
 		timeout = time.Second
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	db, err := fsutil.OpenBolt(path, &bolt.Options{
 		Timeout:        timeout,
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 	})
 	if err != nil {
-		return nil, openError("kvstore: raft log", path, err)
-	}
-	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("kvstore: open log: %w", err)
+		return nil, fmt.Errorf("kvstore: raft log: %w", err)
 	}
 	l := &LogStore{db: db, noSync: opts.NoSync, logger: opts.Logger, snapDir: opts.SnapDir}
 	if l.snapDir == "" {

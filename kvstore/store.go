@@ -7,10 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -259,26 +257,12 @@ func Open(path string, cfg Config) (*Store, error) {
 
 func (s *Store) tmpPath() string { return s.path + ".restore.tmp" }
 
-// openError says that opening path failed, naming path once: bbolt's
-// error is often an *fs.PathError that names it already (it read "open X:
-// open X: is a directory").
-func openError(prefix, path string, err error) error {
-	if pe, ok := errors.AsType[*fs.PathError](err); ok && pe.Path == path {
-		return fmt.Errorf("%s: %w", prefix, err)
-	}
-	return fmt.Errorf("%s: open %s: %w", prefix, path, err)
-}
-
 // openDB opens s.path and loads the meta state. Callers hold mu
 // exclusively (or own s exclusively).
 func (s *Store) openDB() error {
-	db, err := bolt.Open(s.path, 0o600, s.boltOptions())
+	db, err := fsutil.OpenBolt(s.path, s.boltOptions())
 	if err != nil {
-		return openError("kvstore", s.path, err)
-	}
-	if err := fsutil.SyncDir(filepath.Dir(s.path)); err != nil {
-		db.Close()
-		return fmt.Errorf("kvstore: open store: %w", err)
+		return fmt.Errorf("kvstore: %w", err)
 	}
 	var st metaState
 	if err := db.Update(func(tx *bolt.Tx) error {

@@ -5,9 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
-	"path/filepath"
 	"time"
 
 	"github.com/raftkv/raftkv/internal/codec"
@@ -102,13 +100,9 @@ type metaDB struct {
 }
 
 func openMeta(path string, noSync bool) (*metaDB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := fsutil.OpenBolt(path, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		return nil, openError("node", path, err)
-	}
-	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("node: open node meta: %w", err)
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	db.NoSync = noSync
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -127,16 +121,6 @@ func openMeta(path string, noSync bool) (*metaDB, error) {
 		return nil, fmt.Errorf("node: open %s: %w", path, err)
 	}
 	return &metaDB{db: db}, nil
-}
-
-// openError says that opening path failed, naming path once: bbolt's
-// error is often an *fs.PathError that names it already (it read "open X:
-// open X: is a directory").
-func openError(prefix, path string, err error) error {
-	if pe, ok := errors.AsType[*fs.PathError](err); ok && pe.Path == path {
-		return fmt.Errorf("%s: %w", prefix, err)
-	}
-	return fmt.Errorf("%s: open %s: %w", prefix, path, err)
 }
 
 // checkMetaFormat refuses a node.db of another format. A file with an

@@ -6,14 +6,18 @@
 // created, renamed or removed there (see fsync(2), "Calling fsync() does
 // not necessarily ensure that the entry in the directory containing the
 // file has also reached disk"). Without it a database created just before
-// a power loss can vanish with everything it acknowledged.
+// a power loss can vanish with everything it acknowledged: OpenBolt opens
+// the project's bbolt files with that sync.
 package fsutil
 
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // SyncDir fsyncs the directory dir, making the entries created, renamed or
@@ -65,4 +69,23 @@ func MkdirAll(dir string, perm os.FileMode) error {
 		}
 	}
 	return nil
+}
+
+// OpenBolt opens (creating if needed) the bbolt file at path with mode
+// 0600 and fsyncs its directory, so that a new file survives a power loss
+// with what is later committed to it. An error names path once (bbolt's
+// own error often is an *fs.PathError that names it already).
+func OpenBolt(path string, opts *bolt.Options) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, opts)
+	if err != nil {
+		if pe, ok := errors.AsType[*fs.PathError](err); ok && pe.Path == path {
+			return nil, err
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := SyncDir(filepath.Dir(path)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
 }

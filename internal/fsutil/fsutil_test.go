@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -42,5 +43,27 @@ func TestMkdirAll(t *testing.T) {
 	}
 	if err := MkdirAll(filepath.Join(file, "sub"), 0o700); err == nil {
 		t.Fatal("MkdirAll under a regular file succeeded")
+	}
+}
+
+func TestOpenBolt(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.db")
+	db, err := OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("stat %s: %v %v, want mode 0600", path, fi, err)
+	}
+	// A directory in the way: the error names the path once.
+	bad := filepath.Join(dir, "d.db")
+	if err := os.Mkdir(bad, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenBolt(bad, nil)
+	if err == nil || strings.Count(err.Error(), bad) != 1 || !strings.Contains(err.Error(), "open "+bad) {
+		t.Fatalf("OpenBolt of a directory: %v, want an error naming %s once", err, bad)
 	}
 }
