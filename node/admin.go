@@ -234,8 +234,7 @@ func (n *Node) stop(ctx context.Context, keep, removed bool) (err error) {
 	self := n.id.Load()
 	n.stopping.Store(true)
 	if removed {
-		n.removalKnown.Store(true)
-		n.removed.Store(true)
+		n.markRemoved(true)
 	}
 	defer func() {
 		if err != nil {
@@ -282,8 +281,7 @@ func (n *Node) stop(ctx context.Context, keep, removed bool) (err error) {
 		if err := n.askRemoval(ctx, self); err != nil {
 			return err
 		}
-		n.removalKnown.Store(true)
-		n.removed.Store(true)
+		n.markRemoved(true)
 	}
 	n.logger().Info("stop requested", "keep_membership", keep)
 	// Stop once the answer had a moment to leave (courtesy, not safety:

@@ -226,8 +226,7 @@ func (n *Node) applyConfChange(e raft.Entry) error {
 		}
 		delete(n.repl.Members, cc.NodeID)
 		if cc.NodeID == self {
-			n.removalKnown.Store(true)
-			n.removed.Store(true)
+			n.markRemoved(true)
 		} else {
 			if addr, ok := n.addrOf(cc.NodeID); ok && n.rn.BasicStatus().RaftState == raft.StateLeader {
 				// The leader stops replicating to a removed node, so it may

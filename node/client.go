@@ -278,20 +278,13 @@ func (n *Node) propose(ctx context.Context, key waitKey, data []byte) (kvstore.R
 			return
 		}
 		n.stMu.Lock()
-		pending := len(n.waiters[key]) > 0
-		if pending {
-			n.waiters[key] = append(n.waiters[key], ch)
+		defer n.stMu.Unlock()
+		if len(n.waiters[key]) > 0 {
 			n.met.retriesJoined.Inc()
-		}
-		n.stMu.Unlock()
-		if pending {
+		} else if perr = n.rn.Propose(data); perr != nil {
 			return
 		}
-		if perr = n.rn.Propose(data); perr == nil {
-			n.stMu.Lock()
-			n.waiters[key] = append(n.waiters[key], ch)
-			n.stMu.Unlock()
-		}
+		n.waiters[key] = append(n.waiters[key], ch)
 	}); err != nil {
 		return kvstore.Result{}, err
 	}

@@ -132,7 +132,7 @@ func (n *Node) rejoin(ctx context.Context, ident Identity) {
 			// before it applied an earlier AddVoter), so a live voter
 			// restarted in that window must be able to start again.
 			n.logger().Warn("the entrance says this node was removed from the cluster; stopping (start it again if it is still a member)", "msg", resp.Message)
-			n.removed.Store(true)
+			n.markRemoved(false)
 			return
 		case err == nil && resp.Code == proto.CodeRefused:
 			n.logger().Error("entrance refused the rejoin", "msg", resp.Message)

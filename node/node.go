@@ -112,11 +112,8 @@ type Node struct {
 	snapIndex    uint64
 	snapJob      *snapJob    // the snapshot being written in the background, or nil
 	snapRetryAt  uint64      // after a failed snapshot: the applied index to try again at
-	removed      atomic.Bool // this node was removed from the configuration (set by the loop, stop, rejoin)
-	// removalKnown: the removal is certain (this node applied it, or its
-	// stop-node removed it, or the leader said so), not only the
-	// entrance's word at rejoin: only then does Run record it in node.db.
-	removalKnown atomic.Bool
+	removed      atomic.Bool // this node was removed from the configuration (markRemoved)
+	removalKnown atomic.Bool // and that is certain: Run records it in node.db (markRemoved)
 	stopping     atomic.Bool // AdminStop in progress
 	wasLeader    bool
 	ticks        atomic.Uint64 // ticks given to the core (tests wait on it)
@@ -520,6 +517,19 @@ func (n *Node) installSnapshot(snap raft.Snapshot) error {
 	n.snapIndex = max(n.snapIndex, snap.Meta.Index)
 	n.logger().Info("snapshot installed", "index", snap.Meta.Index, "term", snap.Meta.Term, "bytes", len(snap.Data))
 	return nil
+}
+
+// markRemoved notes that this node was removed from the configuration,
+// for the loop to stop. certain says this node applied its removal, its
+// own stop-node removed it, or the leader said so; only then does Run
+// record it in node.db. The entrance's word at rejoin is not certain: its
+// registry can lag the configuration for a moment, and a live voter told
+// so must be able to start again.
+func (n *Node) markRemoved(certain bool) {
+	if certain {
+		n.removalKnown.Store(true)
+	}
+	n.removed.Store(true)
 }
 
 // startHandoff, on a leader that is asked to stop, starts a leadership
