@@ -14,20 +14,6 @@ import (
 	"github.com/raftkv/raftkv/internal/proto"
 )
 
-// waitStopped waits for tn's Run to return nil.
-func waitStopped(t *testing.T, tn *tnode) {
-	t.Helper()
-	select {
-	case err := <-tn.done:
-		if err != nil {
-			t.Fatalf("%s: Run: %v", tn.name, err)
-		}
-		tn.n, tn.joined = nil, false
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s did not stop", tn.name)
-	}
-}
-
 func (c *cluster) voters(tn *tnode) int {
 	var n int
 	_ = tn.n.do(context.Background(), func() { n = len(tn.n.rn.Status().Config.Voters) })

@@ -133,6 +133,20 @@ func (c *cluster) stop(tn *tnode) {
 	tn.n = nil
 }
 
+// waitStopped waits for tn's Run to return nil.
+func waitStopped(t *testing.T, tn *tnode) {
+	t.Helper()
+	select {
+	case err := <-tn.done:
+		if err != nil {
+			t.Fatalf("%s: Run: %v", tn.name, err)
+		}
+		tn.n, tn.joined = nil, false
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not stop", tn.name)
+	}
+}
+
 func (c *cluster) stopAll() {
 	for _, tn := range c.nodes {
 		c.stop(tn)
@@ -471,15 +485,7 @@ func TestTransferLeaderAndRemove(t *testing.T) {
 	// Removing node 1 makes it stop by itself.
 	victim := c.node(1)
 	c.admin(proto.AdminRequest{Op: proto.AdminRemove, NodeID: victim.id})
-	select {
-	case err := <-victim.done:
-		if err != nil {
-			t.Fatalf("removed node: %v", err)
-		}
-		victim.n, victim.joined = nil, false
-	case <-time.After(10 * time.Second):
-		t.Fatal("removed node did not stop")
-	}
+	waitStopped(t, victim)
 	mustOK(t, c.do(put(61, 1, "two-nodes", "ok")))
 }
 
@@ -489,15 +495,7 @@ func TestStopNodeLeavesCluster(t *testing.T) {
 	if r := lead.n.Admin(context.Background(), proto.AdminRequest{Op: proto.AdminStop}); r.Code != proto.CodeOK {
 		t.Fatalf("stop: %v %s", r.Code, r.Message)
 	}
-	select {
-	case err := <-lead.done:
-		if err != nil {
-			t.Fatalf("stopped node: %v", err)
-		}
-		lead.n, lead.joined = nil, false
-	case <-time.After(10 * time.Second):
-		t.Fatal("node did not stop")
-	}
+	waitStopped(t, lead)
 	nl := c.waitLeader()
 	st, err := nl.n.Status(context.Background())
 	if err != nil {
@@ -726,15 +724,7 @@ func TestRemovedNodeRestartedStops(t *testing.T) {
 	c := newCluster(t, 3)
 	victim := c.node(3)
 	c.admin(proto.AdminRequest{Op: proto.AdminRemove, NodeID: victim.id})
-	select {
-	case err := <-victim.done:
-		if err != nil {
-			t.Fatalf("removed node: %v", err)
-		}
-		victim.n, victim.joined = nil, false
-	case <-time.After(10 * time.Second):
-		t.Fatal("removed node did not stop")
-	}
+	waitStopped(t, victim)
 	pc, err := net.ListenPacket("udp", victim.addr.String())
 	if err != nil {
 		t.Fatal(err)
